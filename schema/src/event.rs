@@ -1,0 +1,205 @@
+//! Domain events: plain Rust types the services work with. The protobuf envelope is only the
+//! wire form (see `wire.rs`), converted once on the way in and out.
+
+use chrono::{DateTime, Utc};
+
+use crate::error_code::ErrorCode;
+use crate::ids::{ImageId, ProjectId};
+use crate::state::ImageState;
+use crate::version::VersionName;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub image_id: ImageId,
+    pub project_id: ProjectId,
+    pub at: DateTime<Utc>,
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventBody {
+    UploadRequested(UploadRequested),
+    Uploaded(Uploaded),
+    ProcessingStarted { attempt: u32, generation: u32 },
+    VersionRendered(VersionRendered),
+    Processed { generation: u32, width: u32, height: u32 },
+    Failed(Failure),
+    ReprocessRequested { generation: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadRequested {
+    pub filename: String,
+    pub object_key: String,
+    pub content_type: String,
+    pub declared_size: Option<u64>,
+    pub link_expires_at: DateTime<Utc>,
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uploaded {
+    pub size: u64,
+    pub etag: String,
+    pub generation: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionRendered {
+    pub version: VersionName,
+    pub key: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    pub content_type: String,
+    pub generation: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub code: ErrorCode,
+    pub message: String,
+    pub retryable: bool,
+    pub generation: u32,
+}
+
+/// The kind of an event: the last token of its subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    UploadRequested,
+    Uploaded,
+    ProcessingStarted,
+    VersionRendered,
+    Processed,
+    Failed,
+    ReprocessRequested,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 7] = [
+        Self::UploadRequested,
+        Self::Uploaded,
+        Self::ProcessingStarted,
+        Self::VersionRendered,
+        Self::Processed,
+        Self::Failed,
+        Self::ReprocessRequested,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UploadRequested => "upload_requested",
+            Self::Uploaded => "uploaded",
+            Self::ProcessingStarted => "processing_started",
+            Self::VersionRendered => "version_rendered",
+            Self::Processed => "processed",
+            Self::Failed => "failed",
+            Self::ReprocessRequested => "reprocess_requested",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
+    /// The state an image is in right after a (legal) event of this kind. WebSocket messages
+    /// replayed from the log use it, so they carry the same `state` as live ones.
+    pub fn state_after(self) -> ImageState {
+        match self {
+            Self::UploadRequested => ImageState::Init,
+            Self::Uploaded | Self::ReprocessRequested => ImageState::Uploaded,
+            Self::ProcessingStarted | Self::VersionRendered => ImageState::Processing,
+            Self::Processed => ImageState::Done,
+            Self::Failed => ImageState::Error,
+        }
+    }
+}
+
+impl EventBody {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::UploadRequested(_) => EventKind::UploadRequested,
+            Self::Uploaded(_) => EventKind::Uploaded,
+            Self::ProcessingStarted { .. } => EventKind::ProcessingStarted,
+            Self::VersionRendered(_) => EventKind::VersionRendered,
+            Self::Processed { .. } => EventKind::Processed,
+            Self::Failed(_) => EventKind::Failed,
+            Self::ReprocessRequested { .. } => EventKind::ReprocessRequested,
+        }
+    }
+
+    /// The processing generation the event belongs to: 1 for the first upload, +1 for every
+    /// reprocess. An upload request precedes all generations (0).
+    pub fn generation(&self) -> u32 {
+        match self {
+            Self::UploadRequested(_) => 0,
+            Self::Uploaded(u) => u.generation,
+            Self::ProcessingStarted { generation, .. }
+            | Self::Processed { generation, .. }
+            | Self::ReprocessRequested { generation } => *generation,
+            Self::VersionRendered(v) => v.generation,
+            Self::Failed(f) => f.generation,
+        }
+    }
+}
+
+impl Event {
+    pub fn new(project_id: ProjectId, image_id: ImageId, body: EventBody) -> Self {
+        Self { image_id, project_id, at: Utc::now(), body }
+    }
+
+    pub fn kind(&self) -> EventKind {
+        self.body.kind()
+    }
+
+    /// The `Nats-Msg-Id` of this event: derived from (image, generation, kind, version), so a
+    /// retried append is dropped by JetStream's dedup window. `Processed` and `Failed` share
+    /// one id per generation: one generation can never get two different outcomes.
+    pub fn msg_id(&self) -> String {
+        let (image, generation) = (self.image_id, self.body.generation());
+        match &self.body {
+            EventBody::VersionRendered(v) => format!("{image}:{generation}:version:{}", v.version),
+            EventBody::Processed { .. } | EventBody::Failed(_) => {
+                format!("{image}:{generation}:outcome")
+            }
+            other => format!("{image}:{generation}:{}", other.kind().as_str()),
+        }
+    }
+
+    pub fn subject(&self) -> String {
+        crate::subjects::event_subject(&self.project_id, &self.image_id, self.kind())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(body: EventBody) -> Event {
+        Event::new(ProjectId::parse("p").unwrap(), ImageId::new_v7(), body)
+    }
+
+    #[test]
+    fn outcomes_of_one_generation_share_a_msg_id() {
+        let done = event(EventBody::Processed { generation: 2, width: 1, height: 1 });
+        let mut failed = event(EventBody::Failed(Failure {
+            code: ErrorCode::CorruptImage,
+            message: "x".into(),
+            retryable: false,
+            generation: 2,
+        }));
+        failed.image_id = done.image_id;
+        assert_eq!(done.msg_id(), failed.msg_id());
+        let next = Event { body: EventBody::Processed { generation: 3, width: 1, height: 1 }, ..done.clone() };
+        assert_ne!(done.msg_id(), next.msg_id());
+    }
+
+    #[test]
+    fn every_kind_has_a_distinct_name_that_round_trips() {
+        let names: std::collections::HashSet<_> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), EventKind::ALL.len());
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Every NATS name in one place: the stream, the consumers, the subjects and the headers.
+//!
+//! Subjects are `images.<project_id>.<image_id>.<kind>`. Builders take validated ids only, so a
+//! caller cannot put a wildcard or a separator into a subject.
+
+use crate::event::EventKind;
+use crate::ids::{ImageId, ProjectId};
+
+pub const STREAM: &str = "IMAGES";
+pub const STREAM_SUBJECTS: &str = "images.>";
+/// The processor's durable pull consumer, shared by every processor replica.
+pub const PROCESSOR_CONSUMER: &str = "processor";
+
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+pub const HEADER_EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+pub const HEADER_EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: &str =
+    "Nats-Expected-Last-Subject-Sequence-Subject";
+
+pub fn event_subject(project: &ProjectId, image: &ImageId, kind: EventKind) -> String {
+    format!("images.{project}.{image}.{}", kind.as_str())
+}
+
+/// Every event of one image (the ordering guard's subject).
+pub fn image_filter(project: &ProjectId, image: &ImageId) -> String {
+    format!("images.{project}.{image}.*")
+}
+
+/// Every event of one project (WebSocket replay).
+pub fn project_filter(project: &ProjectId) -> String {
+    format!("images.{project}.>")
+}
+
+/// Events of one kind across all projects (consumer filters).
+pub fn kind_filter(kind: EventKind) -> String {
+    format!("images.*.*.{}", kind.as_str())
+}
+
+/// Splits a subject back into its parts; `None` for anything that isn't ours.
+pub fn parse_subject(subject: &str) -> Option<(ProjectId, ImageId, EventKind)> {
+    let mut parts = subject.split('.');
+    let (Some("images"), Some(p), Some(i), Some(k), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    Some((ProjectId::parse(p).ok()?, ImageId::parse(i).ok()?, EventKind::parse(k)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_round_trip() {
+        let p = ProjectId::parse("42").unwrap();
+        let i = ImageId::new_v7();
+        let s = event_subject(&p, &i, EventKind::VersionRendered);
+        assert_eq!(s, format!("images.42.{i}.version_rendered"));
+        assert_eq!(parse_subject(&s), Some((p.clone(), i, EventKind::VersionRendered)));
+        assert_eq!(image_filter(&p, &i), format!("images.42.{i}.*"));
+        assert_eq!(project_filter(&p), "images.42.>");
+        assert_eq!(parse_subject("images.42.x"), None);
+        assert_eq!(parse_subject(&format!("images.*.{i}.uploaded")), None);
+    }
+}
