@@ -1,0 +1,103 @@
+//! Reading the log: an image's or a project's events from a sequence on, either up to what the
+//! stream holds now ([`read_until_now`]) or following live ([`follow`]). Both use ephemeral
+//! ordered consumers, which the server removes on their own when unused.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures::{Stream, StreamExt, TryStreamExt};
+use gallery_schema::Event;
+use gallery_schema::subjects::STREAM;
+use gallery_schema::wire::DecodeError;
+
+/// An event with its stream sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub event: Event,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("getting stream: {0}")]
+    Stream(#[from] jetstream::context::GetStreamError),
+    #[error("creating reader: {0}")]
+    Consumer(#[from] jetstream::stream::ConsumerError),
+    #[error("reading: {0}")]
+    Messages(String),
+    /// A message in the stream is not a valid event; carries its sequence so readers can skip it.
+    #[error("undecodable event at seq {seq}: {source}")]
+    Decode { seq: u64, source: DecodeError },
+    #[error("timed out reading the log")]
+    Timeout,
+}
+
+fn ordered_config(filter: String, start_seq: u64) -> consumer::pull::OrderedConfig {
+    consumer::pull::OrderedConfig {
+        filter_subject: filter,
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: start_seq.max(1),
+        },
+        ..Default::default()
+    }
+}
+
+fn to_stored(msg: &jetstream::Message) -> Result<StoredEvent, ReadError> {
+    let seq = msg
+        .info()
+        .map_err(|e| ReadError::Messages(e.to_string()))?
+        .stream_sequence;
+    let event = Event::decode(&msg.payload).map_err(|source| ReadError::Decode { seq, source })?;
+    Ok(StoredEvent { seq, event })
+}
+
+/// Every event matching `filter` from `start_seq` (inclusive) to the end of the stream as of
+/// the call. Meant for small histories (one image: a handful of events).
+pub async fn read_until_now(
+    js: &jetstream::Context,
+    filter: String,
+    start_seq: u64,
+    timeout: Duration,
+) -> Result<Vec<StoredEvent>, ReadError> {
+    let stream = js.get_stream(STREAM).await?;
+    let consumer = stream.create_consumer(ordered_config(filter, start_seq)).await?;
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(Vec::new());
+    }
+    let mut messages = consumer.messages().await.map_err(|e| ReadError::Messages(e.to_string()))?;
+    let mut out = Vec::new();
+    let collect = async {
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| ReadError::Messages(e.to_string()))?;
+            let pending = msg.info().map(|i| i.pending).unwrap_or(0);
+            match to_stored(&msg) {
+                Ok(stored) => out.push(stored),
+                Err(ReadError::Decode { seq, source }) => {
+                    tracing::warn!(seq, %source, "skipping undecodable event");
+                }
+                Err(other) => return Err(other),
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, collect).await.map_err(|_| ReadError::Timeout)??;
+    Ok(out)
+}
+
+/// Events matching `filter` from `start_seq` on, following new appends for as long as the
+/// returned stream is polled. Undecodable messages come through as [`ReadError::Decode`].
+pub async fn follow(
+    js: &jetstream::Context,
+    filter: String,
+    start_seq: u64,
+) -> Result<impl Stream<Item = Result<StoredEvent, ReadError>> + Send + 'static, ReadError> {
+    let stream = js.get_stream(STREAM).await?;
+    let consumer = stream.create_consumer(ordered_config(filter, start_seq)).await?;
+    let messages = consumer.messages().await.map_err(|e| ReadError::Messages(e.to_string()))?;
+    Ok(messages
+        .map_err(|e| ReadError::Messages(e.to_string()))
+        .map(|msg| msg.and_then(|m| to_stored(&m))))
+}

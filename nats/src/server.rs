@@ -1,0 +1,208 @@
+//! A real `nats-server` as a child process: `gallery up` runs one with its store under the data
+//! dir, and every test harness runs one on a free loopback port with a temporary store. The
+//! child is stopped (SIGTERM, then SIGKILL after a deadline) when the handle is dropped.
+//!
+//! JetStream syncs to disk before acknowledging (`sync_interval: always`): an acked event
+//! survives a power cut, at ~13k appends/s measured here, far above the reference load.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "nats-server not found: set GALLERY_NATS_SERVER or put nats-server (2.11 or newer) on \
+         PATH; scripts/ensure-nats-server.sh installs one"
+    )]
+    NotFound,
+    #[error("starting nats-server: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("nats-server exited during start-up ({0}); its log: {1}")]
+    Exited(std::process::ExitStatus, String),
+    #[error("nats-server did not accept connections within {0:?}; its log: {1}")]
+    NotReady(Duration, String),
+}
+
+/// Locates the server binary: `GALLERY_NATS_SERVER`, then `PATH`, then the copy that
+/// `scripts/ensure-nats-server.sh` installs into this checkout's `.tools/`.
+pub fn find_nats_server() -> Result<PathBuf, ServerError> {
+    if let Some(path) = std::env::var_os("GALLERY_NATS_SERVER") {
+        let path = PathBuf::from(path);
+        return if path.is_file() { Ok(path) } else { Err(ServerError::NotFound) };
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    let in_checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/nats-server");
+    if in_checkout.is_file() {
+        return Ok(in_checkout);
+    }
+    Err(ServerError::NotFound)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    log_path: PathBuf,
+    // Keeps a temporary store alive for the server's lifetime (tests).
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl NatsServer {
+    /// Starts a server whose JetStream store (and config and log) live in `dir`, on a free
+    /// loopback port. A server left running by a crashed earlier process on the same `dir` is
+    /// stopped first: two servers must never share one store.
+    pub async fn start_in(dir: &Path) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(dir)?;
+        stop_stale(dir);
+        let binary = find_nats_server()?;
+        let mut last_err = None;
+        // A free port can be taken between our probe and the server's bind: retry a few times.
+        for _ in 0..3 {
+            match Self::spawn(&binary, dir).await {
+                Ok(server) => return Ok(server),
+                Err(err) => last_err = Some(err),
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    /// A server with a temporary store, removed on drop (tests).
+    pub async fn start_temp() -> Result<Self, ServerError> {
+        let temp = tempfile::Builder::new().prefix("gallery-nats-").tempdir()?;
+        let mut server = Self::start_in(temp.path()).await?;
+        server._temp = Some(temp);
+        Ok(server)
+    }
+
+    async fn spawn(binary: &Path, dir: &Path) -> Result<Self, ServerError> {
+        let port = free_port()?;
+        let store = dir.join("jetstream");
+        let conf = dir.join("nats-server.conf");
+        let log_path = dir.join("nats-server.log");
+        std::fs::write(
+            &conf,
+            format!(
+                "# written by gallery on every start\n\
+                 listen: \"127.0.0.1:{port}\"\n\
+                 server_name: \"gallery-embedded\"\n\
+                 jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n"
+            ),
+        )?;
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        std::fs::write(dir.join("nats-server.pid"), child.id().to_string())?;
+        let mut server = Self { child: Some(child), port, log_path, _temp: None };
+        server.wait_ready(Duration::from_secs(15)).await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), ServerError> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Err(ServerError::Exited(status, self.log_tail()));
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok()
+                && self.log_tail().contains("Server is ready")
+            {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                self.stop();
+                return Err(ServerError::NotReady(limit, self.log_tail()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let start = text.len().saturating_sub(2000);
+        text[text.floor_char_boundary(start)..].to_owned()
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server: SIGTERM (JetStream flushes and closes its files), SIGKILL after 10 s.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    /// Kills the server at once, as a crash would (fault-injection tests).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn terminate(child: &mut Child, grace: Duration) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Stops a nats-server that an earlier, crashed run left on this store.
+fn stop_stale(dir: &Path) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let Ok(pid) = std::fs::read_to_string(dir.join("nats-server.pid")) else { return };
+    let Ok(pid) = pid.trim().parse::<i32>() else { return };
+    let conf = dir.join("nats-server.conf");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    // Only our own child: the binary name and this store's config on its command line.
+    if !(cmdline.contains("nats-server") && cmdline.contains(&*conf.to_string_lossy())) {
+        return;
+    }
+    tracing::warn!(pid, "stopping a nats-server left running on this data dir");
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
