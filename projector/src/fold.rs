@@ -1,0 +1,152 @@
+//! The fold: `apply(previous record, event) -> record`. Pure and total: an event that doesn't
+//! fit the image's state is a [`FoldError`] value, never a panic. The caller decides what to do
+//! with it (the runner logs it and moves on; the log stays the source of truth).
+//!
+//! Lifecycle: init -upload-> uploaded -start-> processing -version*-> processing -processed->
+//! done; `failed` ends any non-terminal state in error; `reprocess_requested` takes done or
+//! error back to uploaded in a new generation.
+
+use gallery_schema::{Event, EventBody, EventKind, ImageState};
+
+use crate::record::{RECORD_VERSION, Record, RecordError, RenderedVersion};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    #[error("{kind:?} for an image with no upload request")]
+    UnknownImage { kind: EventKind },
+    #[error("second upload request for one image")]
+    AlreadyExists,
+    #[error("{kind:?} is not allowed in state {state:?}")]
+    IllegalTransition { state: ImageState, kind: EventKind },
+    #[error("{kind:?} of generation {event} while the image is at generation {current}")]
+    StaleGeneration { kind: EventKind, event: u32, current: u32 },
+}
+
+/// Applies `event`, found at stream sequence `seq`, to the image's previous record.
+pub fn apply(prev: Option<Record>, seq: u64, event: &Event) -> Result<Record, FoldError> {
+    let kind = event.kind();
+    let mut rec = match (prev, &event.body) {
+        (None, EventBody::UploadRequested(req)) => Record {
+            version: RECORD_VERSION,
+            image_id: event.image_id,
+            project_id: event.project_id.clone(),
+            filename: req.filename.clone(),
+            state: ImageState::Init,
+            created_at: event.at,
+            updated_at: event.at,
+            original_key: req.object_key.clone(),
+            content_type: req.content_type.clone(),
+            link_expires_at: req.link_expires_at,
+            max_bytes: req.max_bytes,
+            declared_size: req.declared_size,
+            size: None,
+            etag: None,
+            generation: 0,
+            attempt: 0,
+            versions: Default::default(),
+            width: None,
+            height: None,
+            error: None,
+            last_seq: seq,
+        },
+        (Some(_), EventBody::UploadRequested(_)) => return Err(FoldError::AlreadyExists),
+        (None, _) => return Err(FoldError::UnknownImage { kind }),
+        (Some(rec), body) => transition(rec, body)?,
+    };
+    rec.updated_at = event.at;
+    rec.last_seq = seq;
+    Ok(rec)
+}
+
+fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
+    let kind = body.kind();
+    let illegal = |rec: &Record| FoldError::IllegalTransition { state: rec.state, kind };
+    let same_generation = |rec: &Record, generation: u32| {
+        if generation == rec.generation {
+            Ok(())
+        } else {
+            Err(FoldError::StaleGeneration { kind, event: generation, current: rec.generation })
+        }
+    };
+    use ImageState::*;
+    match body {
+        EventBody::UploadRequested(_) => return Err(FoldError::AlreadyExists),
+        EventBody::Uploaded(up) => {
+            if rec.state != Init {
+                return Err(illegal(&rec));
+            }
+            rec.state = Uploaded;
+            rec.size = Some(up.size);
+            rec.etag = Some(up.etag.clone());
+            rec.generation = up.generation;
+        }
+        EventBody::ProcessingStarted { attempt, generation } => {
+            same_generation(&rec, *generation)?;
+            if !matches!(rec.state, Uploaded | Processing) {
+                return Err(illegal(&rec));
+            }
+            rec.state = Processing;
+            rec.attempt = *attempt;
+        }
+        EventBody::VersionRendered(v) => {
+            same_generation(&rec, v.generation)?;
+            if rec.state != Processing {
+                return Err(illegal(&rec));
+            }
+            rec.versions.insert(
+                v.version,
+                RenderedVersion {
+                    key: v.key.clone(),
+                    width: v.width,
+                    height: v.height,
+                    bytes: v.bytes,
+                    content_type: v.content_type.clone(),
+                },
+            );
+        }
+        EventBody::Processed { generation, width, height } => {
+            same_generation(&rec, *generation)?;
+            if rec.state != Processing {
+                return Err(illegal(&rec));
+            }
+            rec.state = Done;
+            rec.width = Some(*width);
+            rec.height = Some(*height);
+        }
+        EventBody::Failed(f) => {
+            // Before the upload (generation 0) a failure is about the upload itself
+            // (upload_expired, upload_too_large); after it, it must be the current generation.
+            if rec.state != Init {
+                same_generation(&rec, f.generation)?;
+            }
+            if rec.state.is_terminal() {
+                return Err(illegal(&rec));
+            }
+            rec.state = Error;
+            rec.error = Some(RecordError { code: f.code, message: f.message.clone() });
+        }
+        EventBody::ReprocessRequested { generation } => {
+            if !rec.state.is_terminal() || rec.etag.is_none() {
+                return Err(illegal(&rec));
+            }
+            if *generation != rec.generation + 1 {
+                return Err(FoldError::StaleGeneration {
+                    kind,
+                    event: *generation,
+                    current: rec.generation,
+                });
+            }
+            rec.state = Uploaded;
+            rec.generation = *generation;
+            rec.attempt = 0;
+            rec.versions.clear();
+            rec.error = None;
+            rec.width = None;
+            rec.height = None;
+        }
+    }
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests;

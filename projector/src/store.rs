@@ -1,0 +1,215 @@
+//! The read model on sled, behind a small interface (sled 0.34 is old; the model is disposable
+//! and rebuilt from the log, which is what makes it acceptable).
+//!
+//! Trees: `records` (image id → JSON record), `by_project` (`<project>/<image id bytes>` →
+//! empty, ordered by creation because image ids are UUIDv7), `meta` (`last_seq`). One
+//! transaction writes a record, its index entry and the sequence together.
+
+use std::path::Path;
+
+use gallery_schema::{ImageId, ImageState, ProjectId};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use crate::record::{RECORD_VERSION, Record};
+
+const LAST_SEQ: &[u8] = b"last_seq";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("the read model was written by another version ({0}); run `gallery rebuild`")]
+    Version(u32),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    records: sled::Tree,
+    by_project: sled::Tree,
+    meta: sled::Tree,
+}
+
+/// One page of a project's listing, newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub records: Vec<Record>,
+    /// Pass back as `cursor` for the next page; `None` at the end.
+    pub next_cursor: Option<ImageId>,
+}
+
+fn index_key(project: &ProjectId, image: &ImageId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(project.as_str().len() + 17);
+    key.extend_from_slice(project.as_str().as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(image.as_bytes());
+    key
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open()?;
+        let store = Self {
+            records: db.open_tree("records")?,
+            by_project: db.open_tree("by_project")?,
+            meta: db.open_tree("meta")?,
+            db,
+        };
+        let version = match store.meta.get("version")? {
+            Some(v) => u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])),
+            None => {
+                store.meta.insert("version", &RECORD_VERSION.to_be_bytes())?;
+                RECORD_VERSION
+            }
+        };
+        if version != RECORD_VERSION {
+            return Err(StoreError::Version(version));
+        }
+        Ok(store)
+    }
+
+    /// The last stream sequence folded into this model (0: none).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .meta
+            .get(LAST_SEQ)?
+            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+            .unwrap_or(0))
+    }
+
+    pub fn get(&self, image: &ImageId) -> Result<Option<Record>, StoreError> {
+        match self.records.get(image.as_bytes())? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `record` (if any) and advances the sequence to `seq`, atomically. `None` only
+    /// advances the sequence (an event the fold refused, or one that isn't ours).
+    pub fn commit(&self, seq: u64, record: Option<&Record>) -> Result<(), StoreError> {
+        let encoded = record.map(serde_json::to_vec).transpose()?;
+        (&self.records, &self.by_project, &self.meta)
+            .transaction(|(records, by_project, meta)| {
+                if let (Some(rec), Some(bytes)) = (record, &encoded) {
+                    records.insert(rec.image_id.as_bytes(), bytes.as_slice())?;
+                    by_project.insert(index_key(&rec.project_id, &rec.image_id), &[])?;
+                }
+                meta.insert(LAST_SEQ, &seq.to_be_bytes())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    StoreError::Sled(sled::Error::Unsupported("aborted".into()))
+                }
+            })?;
+        Ok(())
+    }
+
+    /// A project's images, newest first, starting after `cursor`, keeping only `state` if given.
+    pub fn list(
+        &self,
+        project: &ProjectId,
+        state: Option<ImageState>,
+        limit: usize,
+        cursor: Option<&ImageId>,
+    ) -> Result<Page, StoreError> {
+        let mut prefix = project.as_str().as_bytes().to_vec();
+        prefix.push(b'/');
+        let upper = match cursor {
+            Some(c) => index_key(project, c),
+            None => {
+                let mut end = prefix.clone();
+                *end.last_mut().expect("non-empty") += 1; // '/' + 1 = '0': just past the prefix
+                end
+            }
+        };
+        let mut records = Vec::new();
+        let mut next_cursor = None;
+        for entry in self.by_project.range(prefix.clone()..upper).rev() {
+            let (key, _) = entry?;
+            let id: [u8; 16] = key[prefix.len()..].try_into().unwrap_or([0; 16]);
+            let image = ImageId::from_bytes(id);
+            let Some(rec) = self.get(&image)? else { continue };
+            if state.is_some_and(|s| s != rec.state) {
+                continue;
+            }
+            if records.len() == limit {
+                next_cursor = records.last().map(|r: &Record| r.image_id);
+                break;
+            }
+            records.push(rec);
+        }
+        Ok(Page { records, next_cursor })
+    }
+
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Every record, in image id order (rebuild comparisons and tests).
+    pub fn all(&self) -> Result<Vec<Record>, StoreError> {
+        self.records
+            .iter()
+            .map(|entry| Ok(serde_json::from_slice(&entry?.1)?))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fold::apply;
+    use gallery_schema::{Event, EventBody, UploadRequested};
+
+    fn request(project: &ProjectId) -> Event {
+        Event::new(
+            project.clone(),
+            ImageId::new_v7(),
+            EventBody::UploadRequested(UploadRequested {
+                filename: "f.png".into(),
+                object_key: "k".into(),
+                content_type: "image/png".into(),
+                declared_size: None,
+                link_expires_at: chrono::Utc::now(),
+                max_bytes: 10,
+            }),
+        )
+    }
+
+    #[test]
+    fn pages_newest_first_per_project_and_keeps_the_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (ProjectId::parse("a").unwrap(), ProjectId::parse("a-b").unwrap());
+        let mut ids = Vec::new();
+        for seq in 1..=5u64 {
+            let project = if seq == 3 { &b } else { &a };
+            let event = request(project);
+            let rec = apply(None, seq, &event).unwrap();
+            store.commit(seq, Some(&rec)).unwrap();
+            if seq != 3 {
+                ids.push(event.image_id);
+            }
+        }
+        assert_eq!(store.last_seq().unwrap(), 5);
+        ids.reverse();
+        let first = store.list(&a, None, 3, None).unwrap();
+        assert_eq!(first.records.iter().map(|r| r.image_id).collect::<Vec<_>>(), ids[..3]);
+        let cursor = first.next_cursor.expect("more pages");
+        let second = store.list(&a, None, 3, Some(&cursor)).unwrap();
+        assert_eq!(second.records.iter().map(|r| r.image_id).collect::<Vec<_>>(), ids[3..]);
+        assert!(second.next_cursor.is_none());
+        // "a-b" is a different project even though it starts with "a".
+        assert_eq!(store.list(&b, None, 10, None).unwrap().records.len(), 1);
+        assert!(store.list(&a, Some(ImageState::Done), 10, None).unwrap().records.is_empty());
+
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.last_seq().unwrap(), 5);
+    }
+}
