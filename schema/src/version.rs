@@ -10,6 +10,7 @@ use crate::fit::Size;
 pub enum VersionName {
     Thumb,
     BigThumb,
+    #[serde(rename = "big_1920")]
     Big1920,
     D2500,
 }
@@ -50,6 +51,7 @@ impl std::fmt::Display for VersionName {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     #[test]
     fn cascade_is_largest_first_and_names_round_trip() {
@@ -57,6 +59,11 @@ mod tests {
         assert!(areas.windows(2).all(|w| w[0] > w[1]));
         for v in VersionName::CASCADE {
             assert_eq!(VersionName::parse(v.as_str()), Some(v));
+            // serde (JSON keys, records) must use the same names as the contract.
+            use serde::de::IntoDeserializer;
+            let d: serde::de::value::StrDeserializer<serde::de::value::Error> =
+                v.as_str().into_deserializer();
+            assert_eq!(VersionName::deserialize(d).unwrap(), v);
         }
     }
 }
