@@ -1,0 +1,144 @@
+//! Rendering generated images: exact fitted sizes, orientation, alpha, limits and refusals.
+
+use std::io::Cursor;
+
+use image::{ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
+
+use super::*;
+
+fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    // A gradient with a bright top-left quadrant, so orientation is visible in the pixels.
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        if x < w / 2 && y < h / 2 { Rgb([250, 250, 250]) } else { Rgb([(x % 256) as u8, (y % 256) as u8, 40]) }
+    });
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+fn png_rgba(w: u32, h: u32, alpha: u8) -> Vec<u8> {
+    let img = RgbaImage::from_pixel(w, h, Rgba([10, 200, 30, alpha]));
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// Inserts an APP1 Exif segment with only an Orientation tag after the JPEG's SOI.
+pub(crate) fn with_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec();
+    tiff.extend_from_slice(&[0, 1]); // one IFD entry
+    tiff.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1]); // Orientation, SHORT, count 1
+    tiff.extend_from_slice(&orientation.to_be_bytes());
+    tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // value padding, next IFD = none
+    let mut payload = b"Exif\0\0".to_vec();
+    payload.extend_from_slice(&tiff);
+    let len = (payload.len() + 2) as u16;
+    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+fn sizes(r: &Rendered) -> Vec<(VersionName, u32, u32)> {
+    r.versions.iter().map(|v| (v.version, v.size.width, v.size.height)).collect()
+}
+
+#[test]
+fn a_photo_gets_four_fitted_jpeg_versions() {
+    let r = render(&jpeg(4000, 3000), Limits::default()).unwrap();
+    assert_eq!(r.upright, Size::new(4000, 3000));
+    assert_eq!(
+        sizes(&r),
+        vec![
+            (VersionName::D2500, 2500, 1875),
+            (VersionName::Big1920, 1440, 1080),
+            (VersionName::BigThumb, 700, 525),
+            (VersionName::Thumb, 150, 113),
+        ]
+    );
+    for v in &r.versions {
+        assert_eq!(v.content_type, "image/jpeg");
+        let decoded = image::load_from_memory_with_format(&v.data, ImageFormat::Jpeg).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (v.size.width, v.size.height));
+    }
+}
+
+#[test]
+fn exif_orientation_is_applied_before_fitting() {
+    // Stored 400x200 landscape, tagged "rotate 90° CW to display": upright it is 200x400.
+    let r = render(&with_orientation(&jpeg(400, 200), 6), Limits::default()).unwrap();
+    assert_eq!(r.upright, Size::new(200, 400));
+    let thumb = r.versions.last().unwrap();
+    assert_eq!((thumb.size.width, thumb.size.height), (60, 120));
+    // The bright quadrant was top-left when stored; after a 90° clockwise turn it is top-right.
+    let img = image::load_from_memory(&r.versions[0].data).unwrap().into_rgb8();
+    let (w, h) = img.dimensions();
+    assert!(img.get_pixel(w * 3 / 4, h / 4).0[0] > 200, "top-right should be bright");
+    assert!(img.get_pixel(w / 4, h / 4).0[2] < 100, "top-left should be the gradient");
+}
+
+#[test]
+fn versions_carry_no_metadata() {
+    let r = render(&with_orientation(&jpeg(800, 600), 1), Limits::default()).unwrap();
+    for v in &r.versions {
+        assert!(!v.data.windows(4).any(|w| w == b"Exif"), "{} has EXIF", v.version);
+    }
+}
+
+#[test]
+fn tiny_images_are_never_upscaled() {
+    let r = render(&jpeg(1, 1), Limits::default()).unwrap();
+    assert!(r.versions.iter().all(|v| v.size == Size::new(1, 1)));
+}
+
+#[test]
+fn transparency_is_kept_as_png_and_opaque_alpha_becomes_jpeg() {
+    let r = render(&png_rgba(300, 200, 128), Limits::default()).unwrap();
+    assert!(r.versions.iter().all(|v| v.content_type == "image/png" && v.extension == "png"));
+    let thumb = image::load_from_memory(&r.versions[3].data).unwrap();
+    assert!(thumb.color().has_alpha());
+    assert_eq!((thumb.width(), thumb.height()), (150, 100));
+
+    let opaque = render(&png_rgba(300, 200, 255), Limits::default()).unwrap();
+    assert!(opaque.versions.iter().all(|v| v.content_type == "image/jpeg"));
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// A real 128x128 PNG whose IHDR was edited to claim `w`x`h` (as in the shared bomb set).
+fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut png = png_rgba(128, 128, 255);
+    // Signature (8) + length (4), then "IHDR" and its 13 data bytes, then the CRC.
+    png[16..20].copy_from_slice(&w.to_be_bytes());
+    png[20..24].copy_from_slice(&h.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+#[test]
+fn refusals_have_stable_codes() {
+    let code = |bytes: &[u8]| render(bytes, Limits::default()).unwrap_err().code;
+    assert_eq!(code(b""), ErrorCode::CorruptImage);
+    assert_eq!(code(b"hello, I am a text file"), ErrorCode::UnsupportedFormat);
+    assert_eq!(code(b"<svg xmlns='http://www.w3.org/2000/svg'/>"), ErrorCode::UnsupportedFormat);
+    let photo = jpeg(640, 480);
+    assert_eq!(code(&photo[..200]), ErrorCode::CorruptImage);
+    // A decompression bomb is refused from its header, without allocating.
+    let started = std::time::Instant::now();
+    assert_eq!(code(&png_claiming(100_000, 100_000)), ErrorCode::ImageTooLarge);
+    assert_eq!(code(&png_claiming(20_000, 20_000)), ErrorCode::ImageTooLarge);
+    assert!(started.elapsed() < std::time::Duration::from_millis(50));
+    let small = Limits { max_pixels: 1000, max_side: 30_000 };
+    assert_eq!(render(&photo, small).unwrap_err().code, ErrorCode::ImageTooLarge);
+}
