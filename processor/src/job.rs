@@ -1,0 +1,207 @@
+//! One job: render the versions of one image for one generation, against the log and the
+//! object store. Every append is guarded by the image's last sequence and deduplicated by its
+//! message id, so a redelivered or duplicated job can't give a generation two outcomes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gallery_nats::{AppendError, EventLog, Guard, read};
+use gallery_schema::event::Failure;
+use gallery_schema::{
+    ErrorCode, Event, EventBody, ImageId, ProjectId, VersionRendered, subjects,
+};
+use object_store::{GetOptions, ObjectStore, path::Path as ObjectPath};
+use tokio::sync::Semaphore;
+
+use crate::plan::{ImageHistory, JobOutcome};
+use crate::render::{self, Limits, Rendered};
+
+/// What a job needs. Cheap to clone.
+#[derive(Clone)]
+pub struct JobContext {
+    pub log: EventLog,
+    pub store: Arc<dyn ObjectStore>,
+    pub limits: Limits,
+    pub max_upload_bytes: u64,
+    /// Bounds CPU-heavy renders to the number of cores, independently of I/O concurrency.
+    pub cpu: Arc<Semaphore>,
+}
+
+/// The image and generation a delivery asks us to process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    pub project: ProjectId,
+    pub image: ImageId,
+    pub generation: u32,
+}
+
+impl Trigger {
+    pub fn from_event(event: &Event) -> Option<Self> {
+        let generation = match &event.body {
+            EventBody::Uploaded(u) => u.generation,
+            EventBody::ReprocessRequested { generation } => *generation,
+            _ => return None,
+        };
+        Some(Self { project: event.project_id.clone(), image: event.image_id, generation })
+    }
+}
+
+pub fn version_key(
+    project: &ProjectId,
+    image: &ImageId,
+    generation: u32,
+    rendered: &render::RenderedVersion,
+) -> String {
+    format!("versions/{project}/{image}/{generation}/{}.{}", rendered.version, rendered.extension)
+}
+
+async fn history(ctx: &JobContext, t: &Trigger) -> Result<ImageHistory, JobOutcome> {
+    let filter = subjects::image_filter(&t.project, &t.image);
+    let events = read::read_until_now(ctx.log.context(), filter, 1, Duration::from_secs(10))
+        .await
+        .map_err(|e| JobOutcome::Transient { message: format!("reading history: {e}") })?;
+    Ok(ImageHistory::from_events(&events))
+}
+
+fn append_outcome(err: AppendError) -> JobOutcome {
+    match err {
+        AppendError::Conflict => JobOutcome::Conflict,
+        other => JobOutcome::Transient { message: other.to_string() },
+    }
+}
+
+fn permanent(code: ErrorCode, message: impl Into<String>) -> JobOutcome {
+    JobOutcome::Permanent { code, message: message.into() }
+}
+
+/// Runs the job; `attempt` is the delivery count, recorded in `processing_started`.
+pub async fn process(ctx: &JobContext, t: &Trigger, attempt: u32) -> JobOutcome {
+    match process_inner(ctx, t, attempt).await {
+        Ok(outcome) | Err(outcome) => outcome,
+    }
+}
+
+async fn process_inner(ctx: &JobContext, t: &Trigger, attempt: u32) -> Result<JobOutcome, JobOutcome> {
+    let h = history(ctx, t).await?;
+    if h.settled(t.generation) {
+        return Ok(JobOutcome::AlreadySettled);
+    }
+    let (Some(key), Some(etag)) = (h.original_key.clone(), h.etag.clone()) else {
+        return Err(permanent(ErrorCode::Internal, "no upload recorded for this image"));
+    };
+    let event = |body| Event::new(t.project.clone(), t.image, body);
+    let mut last = h.last_seq;
+    if !h.started(t.generation) {
+        let started = EventBody::ProcessingStarted { attempt, generation: t.generation };
+        last = ctx
+            .log
+            .append(&event(started), Guard::LastImageSeq(last))
+            .await
+            .map_err(append_outcome)?
+            .seq;
+    }
+
+    let bytes = fetch_original(ctx, &key, &etag).await?;
+    let rendered = render_blocking(ctx, bytes).await?;
+
+    for v in &rendered.versions {
+        let vkey = version_key(&t.project, &t.image, t.generation, v);
+        // Deterministic keys: a retry overwrites with the same content.
+        ctx.store
+            .put(&ObjectPath::from(vkey.as_str()), v.data.clone().into())
+            .await
+            .map_err(|e| JobOutcome::Transient { message: format!("storing {vkey}: {e}") })?;
+        if h.rendered(t.generation, v.version) {
+            continue;
+        }
+        let body = EventBody::VersionRendered(VersionRendered {
+            version: v.version,
+            key: vkey,
+            width: v.size.width,
+            height: v.size.height,
+            bytes: v.data.len() as u64,
+            content_type: v.content_type.to_owned(),
+            generation: t.generation,
+        });
+        last = ctx.log.append(&event(body), Guard::LastImageSeq(last)).await.map_err(append_outcome)?.seq;
+    }
+    let done = EventBody::Processed {
+        generation: t.generation,
+        width: rendered.upright.width,
+        height: rendered.upright.height,
+    };
+    ctx.log.append(&event(done), Guard::LastImageSeq(last)).await.map_err(append_outcome)?;
+    Ok(JobOutcome::Completed)
+}
+
+async fn fetch_original(ctx: &JobContext, key: &str, etag: &str) -> Result<bytes::Bytes, JobOutcome> {
+    let path = ObjectPath::from(key);
+    let options = GetOptions { if_match: Some(etag.to_owned()), ..Default::default() };
+    let result = match ctx.store.get_opts(&path, options).await {
+        Ok(result) => result,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(permanent(ErrorCode::Internal, "the original is missing from storage"));
+        }
+        Err(object_store::Error::Precondition { .. }) => {
+            return Err(permanent(
+                ErrorCode::Conflict,
+                "the original was replaced after its upload was recorded",
+            ));
+        }
+        Err(e) => return Err(JobOutcome::Transient { message: format!("reading original: {e}") }),
+    };
+    if result.meta.size > ctx.max_upload_bytes {
+        return Err(permanent(
+            ErrorCode::UploadTooLarge,
+            format!("{} bytes is over the limit of {}", result.meta.size, ctx.max_upload_bytes),
+        ));
+    }
+    result
+        .bytes()
+        .await
+        .map_err(|e| JobOutcome::Transient { message: format!("reading original: {e}") })
+}
+
+async fn render_blocking(ctx: &JobContext, bytes: bytes::Bytes) -> Result<Rendered, JobOutcome> {
+    let _cpu = ctx.cpu.clone().acquire_owned().await.expect("semaphore never closed");
+    let limits = ctx.limits;
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(|| render::render(&bytes, limits))).await {
+        Ok(Ok(rendered)) => Ok(rendered),
+        Ok(Err(e)) => Err(permanent(e.code, e.message)),
+        // A decoder panic on a hostile file must cost that image, not the processor.
+        Err(join) => Err(permanent(ErrorCode::CorruptImage, format!("the decoder failed: {join}"))),
+    }
+}
+
+/// Appends `failed` for the trigger's generation unless it is settled already. Re-reads the
+/// history for a fresh guard and retries a few times if the image keeps changing.
+pub async fn record_failure(
+    ctx: &JobContext,
+    t: &Trigger,
+    code: ErrorCode,
+    message: &str,
+) -> Result<(), JobOutcome> {
+    for _ in 0..5 {
+        let h = history(ctx, t).await?;
+        if h.settled(t.generation) {
+            return Ok(());
+        }
+        let failed = Event::new(
+            t.project.clone(),
+            t.image,
+            EventBody::Failed(Failure {
+                code,
+                message: message.to_owned(),
+                retryable: false,
+                generation: t.generation,
+            }),
+        );
+        match ctx.log.append(&failed, Guard::LastImageSeq(h.last_seq)).await {
+            Ok(_) => return Ok(()),
+            Err(AppendError::Conflict) => continue,
+            Err(e) => return Err(JobOutcome::Transient { message: e.to_string() }),
+        }
+    }
+    Err(JobOutcome::Conflict)
+}

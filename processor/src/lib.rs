@@ -12,4 +12,4 @@ pub mod render;
 pub mod worker;
 
 pub use render::{Limits, render};
-// pub use worker::{ProcessorConfig, run};
+pub use worker::{ProcessorConfig, run};

@@ -1,0 +1,167 @@
+//! The consumer loop: pull one delivery per free slot from the shared durable consumer, run the
+//! job with progress acks, and acknowledge as [`crate::plan::decide`] says. On shutdown it stops
+//! pulling and gives in-flight jobs a deadline; unfinished ones are redelivered elsewhere.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer};
+use futures::StreamExt;
+use tracing::Instrument;
+use gallery_nats::{EventLog, ProcessorConsumerConfig, topology};
+use gallery_schema::Event;
+use object_store::ObjectStore;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::job::{self, JobContext, Trigger};
+use crate::plan::{AckDecision, backoff, decide};
+use crate::render::Limits;
+
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// Renders at once (CPU-bound): defaults to the number of cores.
+    pub cpu_concurrency: usize,
+    /// Jobs in flight (renders plus storage and NATS I/O): twice the renders.
+    pub job_concurrency: usize,
+    pub consumer: ProcessorConsumerConfig,
+    pub limits: Limits,
+    pub max_upload_bytes: u64,
+    /// How long in-flight jobs may run after shutdown is requested.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self {
+            cpu_concurrency: cores,
+            job_concurrency: cores * 2,
+            consumer: ProcessorConsumerConfig::default(),
+            limits: Limits::default(),
+            max_upload_bytes: 50_000_000,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Topology(#[from] gallery_nats::TopologyError),
+}
+
+pub async fn run(
+    js: jetstream::Context,
+    store: Arc<dyn ObjectStore>,
+    config: ProcessorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let stream = topology::ensure_stream(&js).await?;
+    let consumer = topology::ensure_processor_consumer(&stream, &config.consumer).await?;
+    let ctx = JobContext {
+        log: EventLog::new(js),
+        store,
+        limits: config.limits,
+        max_upload_bytes: config.max_upload_bytes,
+        cpu: Arc::new(Semaphore::new(config.cpu_concurrency.max(1))),
+    };
+    let slots = Arc::new(Semaphore::new(config.job_concurrency.max(1)));
+    let tracker = TaskTracker::new();
+    tracing::info!(renders = config.cpu_concurrency, jobs = config.job_concurrency, "processor started");
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        // One message per free slot: nothing waits in a local buffer while its ack timer runs.
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = next_message(&consumer) => m,
+        };
+        let Some(msg) = msg else { continue };
+        let ctx = ctx.clone();
+        let ack_wait = config.consumer.ack_wait;
+        let max_deliver = config.consumer.max_deliver;
+        tracker.spawn(async move {
+            handle(&ctx, msg, ack_wait, max_deliver).await;
+            drop(permit);
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
+        tracing::warn!("in-flight jobs did not finish in time; they will be redelivered");
+    }
+    Ok(())
+}
+
+async fn next_message(
+    consumer: &consumer::Consumer<consumer::pull::Config>,
+) -> Option<jetstream::Message> {
+    let batch = consumer.batch().max_messages(1).expires(Duration::from_secs(5)).messages().await;
+    let mut batch = match batch {
+        Ok(b) => b,
+        Err(err) => {
+            tracing::warn!(%err, "pulling from the processor consumer");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return None;
+        }
+    };
+    match batch.next().await {
+        Some(Ok(msg)) => Some(msg),
+        Some(Err(err)) => {
+            tracing::warn!(%err, "pulling from the processor consumer");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            None
+        }
+        None => None,
+    }
+}
+
+async fn handle(ctx: &JobContext, msg: jetstream::Message, ack_wait: Duration, max_deliver: i64) {
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+    let trigger = Event::decode(&msg.payload).ok().as_ref().and_then(Trigger::from_event);
+    let Some(trigger) = trigger else {
+        tracing::error!(subject = %msg.subject, "not a processing trigger; terminating it");
+        let _ = msg.ack_with(AckKind::Term).await;
+        return;
+    };
+    let span = tracing::info_span!(
+        "job",
+        project_id = %trigger.project,
+        image_id = %trigger.image,
+        generation = trigger.generation,
+        delivered
+    );
+    let job = job::process(ctx, &trigger, delivered.max(1) as u32).instrument(span.clone());
+    tokio::pin!(job);
+    let mut progress = tokio::time::interval(ack_wait / 3);
+    progress.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut job => break outcome,
+            _ = progress.tick() => {
+                let _ = msg.ack_with(AckKind::Progress).await;
+            }
+        }
+    };
+    let decision = decide(&outcome, delivered, max_deliver);
+    tracing::info!(parent: &span, ?outcome, ?decision, "job finished");
+    let ack = match decision {
+        AckDecision::Ack => msg.ack().await,
+        AckDecision::Nak(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
+        AckDecision::FailAndTerm { code, message } => {
+            match job::record_failure(ctx, &trigger, code, &message).await {
+                Ok(()) => msg.ack_with(AckKind::Term).await,
+                Err(err) => {
+                    tracing::warn!(parent: &span, ?err, "could not record the failure; retrying");
+                    msg.ack_with(AckKind::Nak(Some(backoff(delivered)))).await
+                }
+            }
+        }
+    };
+    if let Err(err) = ack {
+        tracing::warn!(parent: &span, %err, "acknowledging; the delivery may be repeated");
+    }
+}
