@@ -1,1 +1,57 @@
-//! placeholder
+//! The HTTP api: upload links, the local-mode upload and download endpoints, listings, single
+//! images, reprocessing, WebSockets and health. [`router`] builds the routes over an
+//! [`AppState`]; [`serve`] runs them on a bound listener until a cancellation token fires, so
+//! tests start it on port 0 in-process.
+
+pub mod content_type;
+pub mod error;
+pub mod routes;
+pub mod signing;
+pub mod state;
+pub mod view;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use gallery_schema::ErrorCode;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+pub use state::{ApiConfig, AppState};
+
+pub fn router(state: AppState) -> Router {
+    // Room for the form fields and multipart framing around the largest accepted file.
+    let upload_limit = state.config.max_upload_bytes as usize + 64 * 1024;
+    Router::new()
+        .route("/health", get(routes::health::health))
+        .route("/ready", get(routes::health::ready))
+        .route("/images", post(routes::images::create))
+        .route("/images/", post(routes::images::create))
+        .route("/images/{id}", get(routes::images::get_one))
+        .route("/images/{id}/reprocess", post(routes::images::reprocess))
+        .route("/images/{id}/complete", post(routes::images::complete))
+        .route(
+            "/uploads/{id}",
+            post(routes::uploads::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/files/{*key}", get(routes::files::download))
+        .route("/projects/{id}/images", get(routes::projects::list))
+        .route("/projects/{id}/ws", get(routes::ws::subscribe))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                code: ErrorCode::InvalidRequest,
+                message: "method not allowed on this endpoint".into(),
+            }
+        })
+        .with_state(state)
+}
+
+/// Serves until `shutdown` fires, then lets open requests finish.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -59,32 +59,51 @@ pub async fn read_until_now(
     start_seq: u64,
     timeout: Duration,
 ) -> Result<Vec<StoredEvent>, ReadError> {
-    let stream = js.get_stream(STREAM).await?;
-    let consumer = stream.create_consumer(ordered_config(filter, start_seq)).await?;
-    if consumer.cached_info().num_pending == 0 {
-        return Ok(Vec::new());
-    }
-    let mut messages = consumer.messages().await.map_err(|e| ReadError::Messages(e.to_string()))?;
-    let mut out = Vec::new();
     let collect = async {
-        while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(|e| ReadError::Messages(e.to_string()))?;
-            let pending = msg.info().map(|i| i.pending).unwrap_or(0);
-            match to_stored(&msg) {
+        let mut events = Box::pin(until_now(js, filter, start_seq).await?);
+        let mut out = Vec::new();
+        while let Some(item) = events.next().await {
+            match item {
                 Ok(stored) => out.push(stored),
                 Err(ReadError::Decode { seq, source }) => {
                     tracing::warn!(seq, %source, "skipping undecodable event");
                 }
                 Err(other) => return Err(other),
             }
-            if pending == 0 {
-                break;
-            }
         }
-        Ok(())
+        Ok(out)
     };
-    tokio::time::timeout(timeout, collect).await.map_err(|_| ReadError::Timeout)??;
-    Ok(out)
+    tokio::time::timeout(timeout, collect).await.map_err(|_| ReadError::Timeout)?
+}
+
+/// Like [`read_until_now`], as a stream: ends after the last event that was in the stream when
+/// the read started, so a long replay holds one event at a time.
+pub async fn until_now(
+    js: &jetstream::Context,
+    filter: String,
+    start_seq: u64,
+) -> Result<impl Stream<Item = Result<StoredEvent, ReadError>> + Send + 'static, ReadError> {
+    let stream = js.get_stream(STREAM).await?;
+    let consumer = stream.create_consumer(ordered_config(filter, start_seq)).await?;
+    let nothing = consumer.cached_info().num_pending == 0;
+    let messages = if nothing {
+        None
+    } else {
+        Some(consumer.messages().await.map_err(|e| ReadError::Messages(e.to_string()))?)
+    };
+    let state = (messages, false);
+    Ok(futures::stream::unfold(state, |(messages, done)| async move {
+        let mut messages = messages?;
+        if done {
+            return None;
+        }
+        let msg = match messages.next().await? {
+            Ok(msg) => msg,
+            Err(e) => return Some((Err(ReadError::Messages(e.to_string())), (None, true))),
+        };
+        let last = msg.info().map(|i| i.pending == 0).unwrap_or(true);
+        Some((to_stored(&msg), (Some(messages), last)))
+    }))
 }
 
 /// Events matching `filter` from `start_seq` on, following new appends for as long as the

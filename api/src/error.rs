@@ -1,0 +1,100 @@
+//! The api's one error type. Every error response is `{"error": {"code", "message"}}` with a
+//! stable code; the user's fault is a 4xx with a message they can act on, ours is a 500 whose
+//! details went to the log when the error was created (never in `IntoResponse`).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gallery_schema::ErrorCode;
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The HTTP status for each code.
+pub fn status_for(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidRequest | ErrorCode::InvalidProjectId => StatusCode::BAD_REQUEST,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::LinkExpired | ErrorCode::UploadExpired => StatusCode::GONE,
+        ErrorCode::BadSignature => StatusCode::FORBIDDEN,
+        ErrorCode::UploadTooLarge | ErrorCode::ImageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::CorruptImage => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::RetriesExhausted | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status: status_for(code), code, message: message.into() }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
+    /// Our fault: logs the cause here and tells the client only that it happened.
+    pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+        tracing::error!(%err, "{context}");
+        Self::new(ErrorCode::Internal, "internal error; it has been logged")
+    }
+
+    /// NATS or storage is unreachable: 503, so clients and load balancers retry elsewhere.
+    pub fn unavailable(context: &str, err: impl std::fmt::Display) -> Self {
+        tracing::warn!(%err, "{context}");
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: ErrorCode::Internal,
+            message: format!("{context}: temporarily unavailable, retry later"),
+        }
+    }
+}
+
+impl From<gallery_schema::IdError> for ApiError {
+    fn from(err: gallery_schema::IdError) -> Self {
+        match err {
+            gallery_schema::IdError::InvalidProjectId => {
+                Self::new(ErrorCode::InvalidProjectId, err.to_string())
+            }
+            gallery_schema::IdError::InvalidImageId => Self::invalid(err.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code.as_str(), "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_faults_are_4xx_and_ours_5xx() {
+        for code in ErrorCode::ALL {
+            let status = status_for(code);
+            let ours = matches!(code, ErrorCode::Internal | ErrorCode::RetriesExhausted);
+            assert_eq!(status.is_server_error(), ours, "{code}");
+            assert!(status.is_client_error() || status.is_server_error());
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! `GET /files/{key}`: signed downloads of originals and versions (local mode). Served with the
+//! stored type and `nosniff`, so a file can't be reinterpreted as HTML or script.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use gallery_schema::{ErrorCode, ImageId};
+use object_store::path::Path as ObjectPath;
+use serde::Deserialize;
+
+use super::now_secs;
+use crate::content_type;
+use crate::error::{ApiError, ApiResult};
+use crate::signing::LinkError;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct Signed {
+    expires: Option<i64>,
+    signature: Option<String>,
+}
+
+pub async fn download(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(q): Query<Signed>,
+) -> ApiResult<Response> {
+    let (Some(expires), Some(signature)) = (q.expires, q.signature) else {
+        return Err(ApiError::new(ErrorCode::BadSignature, "the link is not signed"));
+    };
+    state.signer.verify_download(&key, expires, &signature, now_secs()).map_err(|e| match e {
+        LinkError::BadSignature => ApiError::new(ErrorCode::BadSignature, e.to_string()),
+        LinkError::Expired => ApiError::new(ErrorCode::LinkExpired, "the link has expired; list the image again for a fresh one"),
+    })?;
+    let content_type = if key.starts_with("versions/") {
+        content_type::for_version_key(&key).to_owned()
+    } else {
+        // originals/<project>/<image id>: the type the upload link pinned.
+        let image = key.rsplit('/').next().and_then(|id| ImageId::parse(id).ok());
+        let rec = image.and_then(|id| state.projector.store.get(&id).ok().flatten());
+        rec.map(|r| r.content_type).unwrap_or_else(|| "application/octet-stream".into())
+    };
+    let result = match state.store.get(&ObjectPath::from(key.as_str())).await {
+        Ok(r) => r,
+        Err(object_store::Error::NotFound { .. }) => return Err(ApiError::not_found("file")),
+        Err(e) => return Err(ApiError::unavailable("reading a file", e)),
+    };
+    let size = result.meta.size;
+    let body = Body::from_stream(result.into_stream());
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            // Keys are immutable (versions carry their generation), so the bytes behind a URL
+            // never change.
+            (header::CACHE_CONTROL, "private, max-age=3600, immutable".to_owned()),
+        ],
+        body,
+    )
+        .into_response())
+}

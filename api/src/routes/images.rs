@@ -1,0 +1,243 @@
+//! `POST /images/` (an upload link), `GET /images/{id}`, `POST /images/{id}/reprocess`,
+//! `POST /images/{id}/complete`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{TimeDelta, Utc};
+use gallery_nats::{AppendError, Guard};
+use gallery_schema::{ErrorCode, Event, EventBody, ImageId, ImageState, ProjectId, UploadRequested};
+use serde_json::{Value, json};
+
+use super::{links, load_record, parse_image_id, wait_applied};
+use crate::content_type;
+use crate::error::{ApiError, ApiResult};
+use crate::signing::UploadGrant;
+use crate::state::AppState;
+use crate::view::record_json;
+
+/// The longest file name we keep (display only; never part of a key).
+const MAX_FILENAME: usize = 255;
+
+#[derive(Debug, PartialEq)]
+pub struct CreateImage {
+    pub filename: String,
+    pub project_id: ProjectId,
+    pub content_type: &'static str,
+    pub size: Option<u64>,
+}
+
+/// Parses and validates the body of `POST /images/` (pure, unit-tested).
+pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the body must be a JSON object: {e}")))?;
+    let obj = value.as_object().ok_or_else(|| ApiError::invalid("the body must be a JSON object"))?;
+    let project_id = match obj.get("project_id") {
+        Some(Value::String(s)) => ProjectId::parse(s)?,
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => ProjectId::from_integer(i),
+            (None, Some(u)) => ProjectId::parse(&u.to_string())?,
+            _ => return Err(gallery_schema::IdError::InvalidProjectId.into()),
+        },
+        Some(_) => return Err(gallery_schema::IdError::InvalidProjectId.into()),
+        None => return Err(ApiError::invalid("project_id is required")),
+    };
+    let filename = match obj.get("filename") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(_) => return Err(ApiError::invalid("filename must be a non-empty string")),
+        None => return Err(ApiError::invalid("filename is required")),
+    };
+    if filename.len() > MAX_FILENAME || filename.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "filename must be at most {MAX_FILENAME} bytes with no control characters"
+        )));
+    }
+    let content_type = match obj.get("content_type") {
+        None | Some(Value::Null) => content_type::from_filename(&filename).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnsupportedFormat,
+                format!(
+                    "can't tell the type from the file name; send content_type, one of {}",
+                    content_type::ACCEPTED.join(", ")
+                ),
+            )
+        })?,
+        Some(Value::String(s)) => content_type::accept(s).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnsupportedFormat,
+                format!("{s:?} is not accepted; use one of {}", content_type::ACCEPTED.join(", ")),
+            )
+        })?,
+        Some(_) => return Err(ApiError::invalid("content_type must be a string")),
+    };
+    let size = match obj.get("size") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| ApiError::invalid("size must be a whole number of bytes"))?),
+    };
+    if let Some(size) = size {
+        if size > max_bytes {
+            return Err(ApiError::new(
+                ErrorCode::UploadTooLarge,
+                format!("{size} bytes is over the limit of {max_bytes}"),
+            ));
+        }
+        if size == 0 {
+            return Err(ApiError::invalid("size must be at least 1 byte"));
+        }
+    }
+    Ok(CreateImage { filename, project_id, content_type, size })
+}
+
+pub fn original_key(project: &ProjectId, image: &ImageId) -> String {
+    format!("originals/{project}/{image}")
+}
+
+pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let req = parse_create(&body, state.config.max_upload_bytes)?;
+    let image_id = ImageId::new_v7();
+    let key = original_key(&req.project_id, &image_id);
+    let ttl = TimeDelta::from_std(state.config.upload_link_ttl).unwrap_or(TimeDelta::minutes(15));
+    // Whole seconds: the link carries seconds, and the event must agree with it.
+    let expires_at = chrono::DateTime::from_timestamp(
+        (Utc::now() + ttl).timestamp(),
+        0,
+    )
+    .expect("in range");
+    let max_bytes = req.size.unwrap_or(state.config.max_upload_bytes);
+    let event = Event::new(
+        req.project_id.clone(),
+        image_id,
+        EventBody::UploadRequested(UploadRequested {
+            filename: req.filename,
+            object_key: key.clone(),
+            content_type: req.content_type.to_owned(),
+            declared_size: req.size,
+            link_expires_at: expires_at,
+            max_bytes,
+        }),
+    );
+    // A fresh id has no events: the guard makes a (vanishingly unlikely) id clash a conflict.
+    let appended = state
+        .log
+        .append(&event, Guard::LastImageSeq(0))
+        .await
+        .map_err(|e| ApiError::unavailable("recording the upload request", e))?;
+    wait_applied(&state, appended.seq).await;
+
+    let image = image_id.to_string();
+    let grant = UploadGrant {
+        image_id: &image,
+        key: &key,
+        content_type: req.content_type,
+        max_bytes,
+        expires: expires_at.timestamp(),
+    };
+    let signature = state.signer.sign_upload(&grant);
+    let body = json!({
+        "image_id": image,
+        "project_id": req.project_id.as_str(),
+        "upload_link": format!("{}/uploads/{image}", state.config.public_url),
+        "method": "POST",
+        "params": {
+            "key": key,
+            "Content-Type": req.content_type,
+            "max_bytes": max_bytes.to_string(),
+            "expires": grant.expires.to_string(),
+            "signature": signature,
+        },
+        "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    let location = format!("/images/{image}");
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
+}
+
+pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let rec = load_record(&state, &parse_image_id(&id)?)?;
+    Ok(Json(record_json(&rec, &links(&state))))
+}
+
+pub async fn reprocess(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let rec = load_record(&state, &parse_image_id(&id)?)?;
+    if !rec.state.is_terminal() {
+        return Err(ApiError::conflict(format!(
+            "the image is {}; only done or error images can be reprocessed",
+            rec.state.as_str()
+        )));
+    }
+    if rec.etag.is_none() {
+        return Err(ApiError::conflict("the image was never uploaded"));
+    }
+    let generation = rec.generation + 1;
+    let event = Event::new(rec.project_id.clone(), rec.image_id, EventBody::ReprocessRequested { generation });
+    let appended = match state.log.append(&event, Guard::LastImageSeq(rec.last_seq)).await {
+        Ok(a) => a,
+        Err(AppendError::Conflict) => {
+            return Err(ApiError::conflict("the image changed meanwhile; read it and retry"));
+        }
+        Err(e) => return Err(ApiError::unavailable("recording the reprocess request", e)),
+    };
+    wait_applied(&state, appended.seq).await;
+    let rec = load_record(&state, &rec.image_id)?;
+    Ok((StatusCode::ACCEPTED, Json(record_json(&rec, &links(&state)))).into_response())
+}
+
+/// The fast path after an upload: records it now if the object is in storage and the image is
+/// still `init` (in local mode the upload endpoint has normally done so already; this also
+/// recovers an upload whose bytes were stored while NATS was unreachable).
+pub async fn complete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let mut rec = load_record(&state, &parse_image_id(&id)?)?;
+    if rec.state == ImageState::Init {
+        let path = object_store::path::Path::from(rec.original_key.as_str());
+        let meta = match state.store.head(&path).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(ApiError::conflict("no upload has been received for this image"));
+            }
+            Err(e) => return Err(ApiError::unavailable("checking the upload", e)),
+        };
+        if meta.size > rec.max_bytes {
+            return Err(ApiError::new(ErrorCode::UploadTooLarge, "the stored upload is over the size limit"));
+        }
+        let etag = meta.e_tag.unwrap_or_default();
+        super::uploads::record_upload(&state, &rec, meta.size, &etag).await?;
+        rec = load_record(&state, &rec.image_id)?;
+    }
+    Ok(Json(record_json(&rec, &links(&state))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(body: &str) -> ErrorCode {
+        parse_create(body.as_bytes(), 1000).unwrap_err().code
+    }
+
+    #[test]
+    fn create_requests_are_validated() {
+        let ok = parse_create(br#"{"filename":"a.JPG","project_id":42}"#, 1000).unwrap();
+        assert_eq!(ok.project_id.as_str(), "42");
+        assert_eq!(ok.content_type, "image/jpeg");
+        let s = parse_create(br#"{"filename":"x","project_id":"p_1","content_type":"image/png","size":10}"#, 1000).unwrap();
+        assert_eq!((s.content_type, s.size), ("image/png", Some(10)));
+
+        assert_eq!(code("not json"), ErrorCode::InvalidRequest);
+        assert_eq!(code("[]"), ErrorCode::InvalidRequest);
+        assert_eq!(code(r#"{"filename":"a.jpg"}"#), ErrorCode::InvalidRequest);
+        assert_eq!(code(r#"{"project_id":1}"#), ErrorCode::InvalidRequest);
+        assert_eq!(code(r#"{"filename":"","project_id":1}"#), ErrorCode::InvalidRequest);
+        for hostile in [r#""*""#, r#"">""#, r#""a.b""#, r#""""#, "1.5", "true", "[1]", r#""a b""#] {
+            let body = format!(r#"{{"filename":"a.jpg","project_id":{hostile}}}"#);
+            assert_eq!(code(&body), ErrorCode::InvalidProjectId, "{hostile}");
+        }
+        assert_eq!(code(r#"{"filename":"a.svg","project_id":1}"#), ErrorCode::UnsupportedFormat);
+        assert_eq!(
+            code(r#"{"filename":"a.jpg","project_id":1,"content_type":"image/svg+xml"}"#),
+            ErrorCode::UnsupportedFormat
+        );
+        assert_eq!(code(r#"{"filename":"a.jpg","project_id":1,"size":1001}"#), ErrorCode::UploadTooLarge);
+        assert_eq!(code(r#"{"filename":"a.jpg","project_id":1,"size":-1}"#), ErrorCode::InvalidRequest);
+    }
+}

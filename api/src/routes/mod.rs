@@ -1,0 +1,51 @@
+//! Route groups, one module each. Handlers parse, call the log/store/read model, and shape
+//! responses; they never declare NATS topology.
+
+pub mod files;
+pub mod health;
+pub mod images;
+pub mod projects;
+pub mod uploads;
+pub mod ws;
+
+use std::time::Duration;
+
+use gallery_projector::Record;
+use gallery_schema::ImageId;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::view::Links;
+
+pub(crate) fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+pub(crate) fn links(state: &AppState) -> Links<'_> {
+    Links {
+        base: &state.config.public_url,
+        signer: &state.signer,
+        ttl_secs: state.config.download_link_ttl.as_secs() as i64,
+        now: now_secs(),
+    }
+}
+
+pub(crate) fn load_record(state: &AppState, image: &ImageId) -> ApiResult<Record> {
+    state
+        .projector
+        .store
+        .get(image)
+        .map_err(|e| ApiError::internal("reading the read model", e))?
+        .ok_or_else(|| ApiError::not_found("image"))
+}
+
+/// Read-your-writes: after an append, wait until the read model has it.
+pub(crate) async fn wait_applied(state: &AppState, seq: u64) {
+    if !state.projector.wait_for(seq, Duration::from_secs(5)).await {
+        tracing::warn!(seq, "read model did not catch up within 5 s");
+    }
+}
+
+pub(crate) fn parse_image_id(raw: &str) -> ApiResult<ImageId> {
+    ImageId::parse(raw).map_err(|_| ApiError::not_found("image"))
+}

@@ -1,0 +1,183 @@
+//! `POST /uploads/{image_id}`: the local-mode stand-in for S3's POST policy upload. The client
+//! sends the link's `params` as form fields, then the file as the field `file`, exactly as it
+//! would to S3. We check the signature and expiry, stream the bytes into storage with a hard
+//! size cap, refuse a second upload, and append `uploaded` with the stored object's ETag.
+
+use axum::Json;
+use axum::extract::{Multipart, Path, State, multipart::Field};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gallery_nats::{AppendError, Guard};
+use gallery_schema::{ErrorCode, Event, EventBody, ImageState, Uploaded};
+use object_store::buffered::BufWriter;
+use object_store::path::Path as ObjectPath;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use super::{load_record, now_secs, parse_image_id, wait_applied};
+use crate::error::{ApiError, ApiResult};
+use crate::signing::{LinkError, UploadGrant};
+use crate::state::AppState;
+
+#[derive(Default)]
+struct Params {
+    key: Option<String>,
+    content_type: Option<String>,
+    max_bytes: Option<String>,
+    expires: Option<String>,
+    signature: Option<String>,
+}
+
+fn required(v: Option<String>, name: &str) -> ApiResult<String> {
+    v.ok_or_else(|| ApiError::invalid(format!("form field {name:?} is missing; send every params field before the file")))
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(ErrorCode::UploadTooLarge, "the upload is over the size limit")
+    } else {
+        ApiError::invalid(format!("malformed multipart body: {}", e.body_text()))
+    }
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    mut form: Multipart,
+) -> ApiResult<Response> {
+    let image = parse_image_id(&id)?;
+    let mut params = Params::default();
+    loop {
+        let Some(field) = form.next_field().await.map_err(multipart_error)? else {
+            return Err(ApiError::invalid("no field named \"file\" in the form"));
+        };
+        let name = field.name().unwrap_or_default().to_ascii_lowercase();
+        if name == "file" {
+            return receive_file(&state, image, params, field).await;
+        }
+        let slot = match name.as_str() {
+            "key" => &mut params.key,
+            "content-type" => &mut params.content_type,
+            "max_bytes" => &mut params.max_bytes,
+            "expires" => &mut params.expires,
+            "signature" => &mut params.signature,
+            _ => continue, // S3 ignores unknown fields too (x-amz-meta-*, success_action_status)
+        };
+        let text = field.text().await.map_err(multipart_error)?;
+        if text.len() > 1024 {
+            return Err(ApiError::invalid(format!("form field {name:?} is too long")));
+        }
+        *slot = Some(text);
+    }
+}
+
+async fn receive_file(
+    state: &AppState,
+    image: gallery_schema::ImageId,
+    params: Params,
+    mut file: Field<'_>,
+) -> ApiResult<Response> {
+    let image_str = image.to_string();
+    let key = required(params.key, "key")?;
+    let content_type = required(params.content_type, "Content-Type")?;
+    let max_bytes: u64 = required(params.max_bytes, "max_bytes")?
+        .parse()
+        .map_err(|_| ApiError::invalid("max_bytes must be a number"))?;
+    let expires: i64 = required(params.expires, "expires")?
+        .parse()
+        .map_err(|_| ApiError::invalid("expires must be a number"))?;
+    let signature = required(params.signature, "signature")?;
+    let grant = UploadGrant { image_id: &image_str, key: &key, content_type: &content_type, max_bytes, expires };
+    state.signer.verify_upload(&grant, &signature, now_secs()).map_err(|e| match e {
+        LinkError::BadSignature => ApiError::new(ErrorCode::BadSignature, e.to_string()),
+        LinkError::Expired => ApiError::new(ErrorCode::LinkExpired, "the upload link has expired; ask for a new one"),
+    })?;
+    let rec = load_record(state, &image)?;
+    if rec.original_key != key {
+        // A valid signature always names the record's own key; this is defence in depth.
+        return Err(ApiError::new(ErrorCode::BadSignature, "the link is not for this image"));
+    }
+    if rec.state != ImageState::Init {
+        return Err(ApiError::conflict("this image has been uploaded already"));
+    }
+    let max_bytes = max_bytes.min(state.config.max_upload_bytes);
+
+    // Write to a private temporary key, then link it into place only if nothing is there: two
+    // racing uploads through one link can't replace each other's bytes.
+    let tmp = ObjectPath::from(format!("tmp/uploads/{image}-{}", uuid::Uuid::new_v4()));
+    let mut writer = BufWriter::new(state.store.clone(), tmp.clone());
+    let mut size: u64 = 0;
+    let streamed: ApiResult<()> = async {
+        while let Some(chunk) = file.chunk().await.map_err(multipart_error)? {
+            size += chunk.len() as u64;
+            if size > max_bytes {
+                return Err(ApiError::new(
+                    ErrorCode::UploadTooLarge,
+                    format!("the upload is over the limit of {max_bytes} bytes"),
+                ));
+            }
+            writer.put(chunk).await.map_err(|e| ApiError::internal("writing an upload", e))?;
+        }
+        if size == 0 {
+            return Err(ApiError::invalid("the file is empty"));
+        }
+        writer.shutdown().await.map_err(|e| ApiError::internal("finishing an upload", e))?;
+        Ok(())
+    }
+    .await;
+    if let Err(err) = streamed {
+        let _ = writer.abort().await;
+        let _ = state.store.delete(&tmp).await;
+        return Err(err);
+    }
+    let final_path = ObjectPath::from(key.as_str());
+    let linked = state.store.copy_if_not_exists(&tmp, &final_path).await;
+    let _ = state.store.delete(&tmp).await;
+    match linked {
+        Ok(()) => {}
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            return Err(ApiError::conflict("this image has been uploaded already"));
+        }
+        Err(e) => return Err(ApiError::internal("storing an upload", e)),
+    }
+    let meta = state
+        .store
+        .head(&final_path)
+        .await
+        .map_err(|e| ApiError::internal("reading back an upload", e))?;
+    let etag = meta.e_tag.unwrap_or_default();
+    record_upload(state, &rec, size, &etag).await.map_err(|e| {
+        if e.status == StatusCode::SERVICE_UNAVAILABLE {
+            // The bytes are stored: POST /images/{id}/complete records them once NATS is back.
+            ApiError { message: format!("{} (then POST /images/{image_str}/complete)", e.message), ..e }
+        } else {
+            e
+        }
+    })?;
+    let body = json!({ "image_id": image_str, "state": "uploaded", "size": size, "etag": etag });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Appends `uploaded` for an image in `init` (guarded by its last event) and waits until the
+/// read model shows it.
+pub(crate) async fn record_upload(
+    state: &AppState,
+    rec: &gallery_projector::Record,
+    size: u64,
+    etag: &str,
+) -> ApiResult<()> {
+    let event = Event::new(
+        rec.project_id.clone(),
+        rec.image_id,
+        EventBody::Uploaded(Uploaded { size, etag: etag.to_owned(), generation: 1 }),
+    );
+    let appended = match state.log.append(&event, Guard::LastImageSeq(rec.last_seq)).await {
+        Ok(a) => a,
+        Err(AppendError::Conflict) => {
+            return Err(ApiError::conflict("the image changed during the upload"));
+        }
+        Err(e) => return Err(ApiError::unavailable("recording the upload", e)),
+    };
+    wait_applied(state, appended.seq).await;
+    Ok(())
+}

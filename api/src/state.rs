@@ -1,0 +1,75 @@
+//! What every handler shares, built once at start.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use gallery_nats::EventLog;
+use gallery_projector::ProjectorHandle;
+use object_store::ObjectStore;
+
+use crate::signing::Signer;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Absolute base of the links this api hands out (`http://host:port`), no trailing slash.
+    pub public_url: String,
+    pub upload_link_ttl: Duration,
+    pub download_link_ttl: Duration,
+    pub max_upload_bytes: u64,
+    /// How far the read model may trail the stream for `/ready` to say yes.
+    pub ready_max_lag: u64,
+}
+
+impl ApiConfig {
+    pub fn new(public_url: impl Into<String>) -> Self {
+        Self {
+            public_url: public_url.into().trim_end_matches('/').to_owned(),
+            upload_link_ttl: Duration::from_secs(15 * 60),
+            download_link_ttl: Duration::from_secs(60 * 60),
+            max_upload_bytes: 50_000_000,
+            ready_max_lag: 10_000,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) log: EventLog,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) projector: ProjectorHandle,
+    pub(crate) signer: Signer,
+    pub(crate) config: ApiConfig,
+}
+
+impl AppState {
+    pub fn new(
+        client: async_nats::Client,
+        store: Arc<dyn ObjectStore>,
+        projector: ProjectorHandle,
+        secret: &[u8],
+        config: ApiConfig,
+    ) -> Self {
+        let js = jetstream::new(client.clone());
+        Self(Arc::new(Inner {
+            log: EventLog::new(js.clone()),
+            js,
+            client,
+            store,
+            projector,
+            signer: Signer::new(secret),
+            config,
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
