@@ -1,0 +1,67 @@
+//! `gallery bench <dir>`: renders the four versions of every image in a directory on one
+//! thread, `--runs` times each, and prints per-image medians, the overall median and peak
+//! memory. Contract: the last line reads
+//! `render: N photos, median X ms/photo, Y photos/s/core` with Y = 1000 / X.
+
+use std::time::Instant;
+
+use gallery_processor::Limits;
+
+use crate::cli::BenchArgs;
+
+fn median(sorted: &mut [f64]) -> f64 {
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let n = sorted.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB, where the OS reports it.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let mut files: Vec<_> = std::fs::read_dir(&args.dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let limits = Limits { max_pixels: args.max_pixels, ..Limits::default() };
+    let mut per_image = Vec::new();
+    for path in &files {
+        let bytes = std::fs::read(path)?;
+        let mut times = Vec::with_capacity(args.runs);
+        let mut outcome = String::new();
+        for _ in 0..args.runs.max(1) {
+            let started = Instant::now();
+            let result = gallery_processor::render(&bytes, limits);
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            outcome = match result {
+                Ok(r) => format!("{}x{}", r.upright.width, r.upright.height),
+                Err(e) => format!("refused: {}", e.code),
+            };
+        }
+        let m = median(&mut times);
+        println!("{:>9.1} ms  {:<14} {}", m, outcome, path.display());
+        if !outcome.starts_with("refused") {
+            per_image.push(m);
+        }
+    }
+    if let Some(peak) = peak_rss_mib() {
+        println!("peak memory: {peak:.0} MiB");
+    }
+    let n = per_image.len();
+    let m = median(&mut per_image);
+    let rate = if m > 0.0 { 1000.0 / m } else { 0.0 };
+    println!("render: {n} photos, median {m:.1} ms/photo, {rate:.2} photos/s/core");
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! The link-signing secret: `GALLERY_SECRET` when set (replicas must share it), otherwise
+//! generated once and kept in the data dir with owner-only permissions.
+
+use std::io::Write;
+use std::path::Path;
+
+pub fn load_or_create(explicit: Option<&str>, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = explicit {
+        anyhow::ensure!(secret.len() >= 16, "GALLERY_SECRET must be at least 16 characters");
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let path = data_dir.join("secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        anyhow::ensure!(existing.len() >= 32, "{} is too short; delete it to regenerate", path.display());
+        return Ok(existing.as_bytes().to_vec());
+    }
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(&path)?.write_all(secret.as_bytes())?;
+    Ok(secret.into_bytes())
+}
