@@ -1,1 +1,213 @@
-//! End-to-end tests live in tests/.
+//! The end-to-end harness: a real `nats-server` on a free loopback port with a temporary store,
+//! the whole gallery stack in-process on a free port, a real HTTP client and a real WebSocket
+//! client. Everything is cleaned up on drop.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use gallery::app::{AppConfig, Running};
+use gallery_nats::NatsServer;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub struct TestStack {
+    pub http: reqwest::Client,
+    pub running: Option<Running>,
+    pub nats: NatsServer,
+    pub data: tempfile::TempDir,
+    pub config: AppConfig,
+}
+
+impl TestStack {
+    /// A fresh stack in local mode against its own nats-server.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`start`](Self::start), with the config adjusted first (shorter link lifetimes...).
+    pub async fn start_with(adjust: impl FnOnce(&mut AppConfig)) -> anyhow::Result<Self> {
+        let nats = NatsServer::start_temp().await?;
+        let data = tempfile::Builder::new().prefix("gallery-e2e-").tempdir()?;
+        let mut config = AppConfig::local(data.path());
+        config.nats_url = Some(nats.url());
+        adjust(&mut config);
+        let running = gallery::app::start(config.clone()).await?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        Ok(Self { http, running: Some(running), nats, data, config })
+    }
+
+    pub fn base(&self) -> String {
+        self.running.as_ref().expect("running").base_url()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// Stops the stack (not NATS) and starts it again on the same data dir.
+    pub async fn restart(&mut self, adjust: impl FnOnce(&mut AppConfig)) -> anyhow::Result<()> {
+        self.stop().await;
+        adjust(&mut self.config);
+        self.running = Some(gallery::app::start(self.config.clone()).await?);
+        Ok(())
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let resp = self.http.post(self.url(path)).json(body).send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let resp = self.http.get(self.url(path)).send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// `POST /images/` and return the link response (asserting 201).
+    pub async fn request_link(&self, project: &str, filename: &str) -> anyhow::Result<Value> {
+        let (status, body) =
+            self.post_json("/images/", &serde_json::json!({ "filename": filename, "project_id": project })).await?;
+        if status != 201 {
+            bail!("POST /images/ gave {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Uploads `bytes` through a link exactly as a client would: `params` first, then `file`.
+    pub async fn upload(&self, link: &Value, bytes: Vec<u8>) -> anyhow::Result<(u16, Value)> {
+        upload_with_params(&self.http, link, link["params"].clone(), bytes).await
+    }
+
+    pub async fn image(&self, image_id: &str) -> anyhow::Result<Value> {
+        let (status, body) = self.get_json(&format!("/images/{image_id}")).await?;
+        if status != 200 {
+            bail!("GET /images/{image_id} gave {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Polls the image until it reaches `state`.
+    pub async fn wait_state(&self, image_id: &str, state: &str) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let rec = self.image(image_id).await?;
+            if rec["state"] == state {
+                return Ok(rec);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("image {image_id} stuck in {} waiting for {state}: {rec}", rec["state"]);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn ws(&self, project: &str, since: Option<u64>) -> anyhow::Result<WsClient> {
+        let base = self.base().replacen("http://", "ws://", 1);
+        let url = match since {
+            Some(s) => format!("{base}/projects/{project}/ws?since={s}"),
+            None => format!("{base}/projects/{project}/ws"),
+        };
+        let (stream, _) = tokio_tungstenite::connect_async(url).await.context("websocket connect")?;
+        Ok(WsClient { stream })
+    }
+}
+
+pub async fn upload_with_params(
+    http: &reqwest::Client,
+    link: &Value,
+    params: Value,
+    bytes: Vec<u8>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in params.as_object().context("params")? {
+        form = form.text(k.clone(), v.as_str().unwrap_or_default().to_owned());
+    }
+    let content_type = params["Content-Type"].as_str().unwrap_or("application/octet-stream");
+    let part = reqwest::multipart::Part::bytes(bytes).file_name("upload").mime_str(content_type)?;
+    form = form.part("file", part);
+    assert_eq!(link["method"], "POST");
+    let resp = http.post(link["upload_link"].as_str().context("upload_link")?).multipart(form).send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+pub struct WsClient {
+    stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl WsClient {
+    /// The next JSON message, or an error after `WAIT`.
+    pub async fn next_json(&mut self) -> anyhow::Result<Value> {
+        self.next_json_within(WAIT).await
+    }
+
+    pub async fn next_json_within(&mut self, limit: Duration) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .context("no websocket message in time")?
+                .context("websocket closed")??;
+            match msg {
+                Message::Text(text) => return Ok(serde_json::from_str(&text)?),
+                Message::Close(frame) => bail!("websocket closed: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Messages until one for `image_id` has `type` == `until` (inclusive).
+    pub async fn collect_until(&mut self, image_id: &str, until: &str) -> anyhow::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        loop {
+            let msg = self.next_json().await?;
+            let done = msg["image_id"] == image_id && msg["type"] == until;
+            out.push(msg);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// A synthetic photo: a smooth gradient with detail, encoded as JPEG.
+pub fn jpeg_photo(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        let r = (x * 255 / width.max(1)) as u8;
+        let g = (y * 255 / height.max(1)) as u8;
+        let b = ((x ^ y) & 0xff) as u8;
+        image::Rgb([r, g, b])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .expect("encoding a JPEG in memory");
+    out.into_inner()
+}
+
+/// The shared developer test set, when present (`GALLERY_TESTDATA`).
+pub fn testdata() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("GALLERY_TESTDATA")?);
+    dir.join("MANIFEST.tsv").is_file().then_some(dir)
+}
+
+/// Decoded size of an image in memory.
+pub fn dimensions(bytes: &[u8]) -> anyhow::Result<(u32, u32)> {
+    let img = image::load_from_memory(bytes)?;
+    Ok((img.width(), img.height()))
+}

@@ -1,0 +1,121 @@
+//! The sample flow of the original task, end to end in local mode: link → upload → WebSocket
+//! events in order → listing shows `done` with five links → the versions have the fitted sizes.
+
+use gallery_e2e::{TestStack, dimensions, jpeg_photo};
+use serde_json::Value;
+
+#[tokio::test]
+async fn link_upload_websocket_listing_and_versions() {
+    let stack = TestStack::start().await.unwrap();
+    let mut ws = stack.ws("42", None).await.unwrap();
+
+    let link = stack.request_link("42", "holiday.jpg").await.unwrap();
+    let image_id = link["image_id"].as_str().unwrap().to_owned();
+    assert_eq!(link["method"], "POST");
+    assert_eq!(link["project_id"], "42");
+    assert!(link["upload_link"].as_str().unwrap().starts_with(&stack.base()));
+    assert!(link["expires_at"].as_str().unwrap().ends_with('Z'));
+
+    let photo = jpeg_photo(4000, 3000); // 12 MP
+    let (status, body) = stack.upload(&link, photo.clone()).await.unwrap();
+    assert_eq!(status, 201, "{body}");
+
+    let events = ws.collect_until(&image_id, "processed").await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "upload_requested",
+            "uploaded",
+            "processing_started",
+            "version_rendered",
+            "version_rendered",
+            "version_rendered",
+            "version_rendered",
+            "processed"
+        ]
+    );
+    let states: Vec<&str> = events.iter().map(|e| e["state"].as_str().unwrap()).collect();
+    assert_eq!(
+        states,
+        ["init", "uploaded", "processing", "processing", "processing", "processing", "processing", "done"]
+    );
+    let versions: Vec<&str> = events[3..7].iter().map(|e| e["version"].as_str().unwrap()).collect();
+    assert_eq!(versions, ["d2500", "big_1920", "big_thumb", "thumb"]);
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq must increase: {seqs:?}");
+    for e in &events {
+        assert_eq!(e["image_id"], image_id.as_str());
+        assert_eq!(e["project_id"], "42");
+        assert!(e["at"].as_str().unwrap().ends_with('Z'));
+    }
+
+    // The listing, read on "done", shows done with five links.
+    let (status, list) = stack.get_json("/projects/42/images").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(list["seq"].as_u64().unwrap() >= *seqs.last().unwrap());
+    let rec = &list["images"][0];
+    assert_eq!(rec["image_id"], image_id.as_str());
+    assert_eq!(rec["state"], "done");
+    assert_eq!(rec["filename"], "holiday.jpg");
+    let links = rec["versions"].as_object().unwrap();
+    assert_eq!(links.len(), 5);
+
+    let expected = [
+        ("thumb", (150, 113)),
+        ("big_thumb", (700, 525)),
+        ("big_1920", (1440, 1080)),
+        ("d2500", (2500, 1875)),
+    ];
+    for (name, size) in expected {
+        let url = links[name].as_str().unwrap();
+        let resp = stack.http.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{name}");
+        assert_eq!(resp.headers()["content-type"], "image/jpeg");
+        assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+        let bytes = resp.bytes().await.unwrap();
+        assert_eq!(dimensions(&bytes).unwrap(), size, "{name}");
+        assert_eq!(rec["meta"]["versions"][name]["width"], size.0);
+        assert_eq!(rec["meta"]["versions"][name]["bytes"], bytes.len());
+    }
+    // The original comes back byte for byte.
+    let original = stack.http.get(links["original"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(original.bytes().await.unwrap().as_ref(), photo.as_slice());
+
+    // The WebSocket's version URLs work too.
+    let thumb_url = events[6]["url"].as_str().unwrap();
+    let thumb = stack.http.get(thumb_url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(dimensions(&thumb).unwrap(), (150, 113));
+}
+
+#[tokio::test]
+async fn listing_pages_filters_and_keeps_projects_apart() {
+    let stack = TestStack::start().await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let link = stack.request_link("pages", &format!("{n}.png")).await.unwrap();
+        ids.push(link["image_id"].as_str().unwrap().to_owned());
+    }
+    stack.request_link("other", "x.jpg").await.unwrap();
+    let (_, first) = stack.get_json("/projects/pages/images?limit=2").await.unwrap();
+    let got: Vec<&str> = first["images"].as_array().unwrap().iter().map(|r| r["image_id"].as_str().unwrap()).collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()], "newest first");
+    for r in first["images"].as_array().unwrap() {
+        assert_eq!(r["state"], "init");
+        assert_eq!(r["versions"]["original"], Value::Null);
+        assert_eq!(r["versions"]["thumb"], Value::Null);
+    }
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, second) = stack.get_json(&format!("/projects/pages/images?limit=2&cursor={cursor}")).await.unwrap();
+    assert_eq!(second["images"].as_array().unwrap().len(), 1);
+    assert_eq!(second["images"][0]["image_id"], ids[0].as_str());
+    assert_eq!(second["next_cursor"], Value::Null);
+
+    let (_, done) = stack.get_json("/projects/pages/images?state=done").await.unwrap();
+    assert!(done["images"].as_array().unwrap().is_empty());
+    for bad in ["?limit=0", "?limit=501", "?limit=x", "?state=nope", "?cursor=zzz"] {
+        let (status, body) = stack.get_json(&format!("/projects/pages/images{bad}")).await.unwrap();
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(body["error"]["code"], "invalid_request", "{bad}");
+    }
+}
