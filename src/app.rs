@@ -46,6 +46,9 @@ pub struct AppConfig {
     pub max_side: u32,
     pub upload_link_ttl: Duration,
     pub download_link_ttl: Duration,
+    /// How long after a link's expiry an upload may still be recorded before the image ends in
+    /// `upload_expired`.
+    pub upload_grace: Duration,
     pub concurrency: Option<usize>,
 }
 
@@ -64,6 +67,7 @@ impl AppConfig {
             max_side: 30_000,
             upload_link_ttl: Duration::from_secs(900),
             download_link_ttl: Duration::from_secs(3600),
+            upload_grace: Duration::from_secs(600),
             concurrency: None,
         }
     }
@@ -181,6 +185,13 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         api.download_link_ttl = cfg.download_link_ttl;
         api.max_upload_bytes = cfg.max_upload_bytes;
         let state = AppState::new(client.clone(), store.clone(), handle, &secret, api);
+        let watcher = gallery_api::watcher::WatcherConfig { grace: cfg.upload_grace, poll: None };
+        let (wjs, wstore, wtoken) = (js.clone(), store.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(err) = gallery_api::watcher::run(wjs, wstore, watcher, wtoken).await {
+                tracing::error!(%err, "upload watcher stopped");
+            }
+        });
         let token = shutdown.clone();
         tasks.spawn(async move {
             if let Err(err) = gallery_api::serve(listener, state, token).await {

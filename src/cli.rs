@@ -64,6 +64,10 @@ pub struct HttpArgs {
     /// Minimum lifetime of download links, seconds.
     #[arg(long, env = "GALLERY_DOWNLOAD_LINK_TTL", default_value_t = 3600)]
     pub download_link_ttl: u64,
+    /// Seconds after a link's expiry during which a started upload may still land; after it an
+    /// unused link ends in `upload_expired`.
+    #[arg(long, env = "GALLERY_UPLOAD_GRACE", default_value_t = 600)]
+    pub upload_grace: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -142,6 +146,7 @@ fn base_config(common: &Common, http: &HttpArgs, nats_url: Option<String>, roles
         max_side: common.max_side,
         upload_link_ttl: Duration::from_secs(http.upload_link_ttl),
         download_link_ttl: Duration::from_secs(http.download_link_ttl),
+        upload_grace: Duration::from_secs(http.upload_grace),
         concurrency: None,
     })
 }

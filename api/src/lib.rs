@@ -9,6 +9,7 @@ pub mod routes;
 pub mod signing;
 pub mod state;
 pub mod view;
+pub mod watcher;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

@@ -147,11 +147,49 @@ async fn tampered_oversize_and_repeated_uploads_are_refused_and_lose_nothing() {
 }
 
 #[tokio::test]
-async fn an_expired_upload_link_is_refused() {
-    let stack = TestStack::start_with(|c| c.upload_link_ttl = Duration::from_secs(1)).await.unwrap();
+async fn an_expired_upload_link_is_refused_and_the_unused_image_ends_in_upload_expired() {
+    let stack = TestStack::start_with(|c| {
+        c.upload_link_ttl = Duration::from_secs(1);
+        c.upload_grace = Duration::from_secs(2);
+    })
+    .await
+    .unwrap();
+    let mut ws = stack.ws("exp", None).await.unwrap();
     let link = stack.request_link("exp", "a.jpg").await.unwrap();
+    let id = link["image_id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (status, body) = stack.upload(&link, jpeg_photo(64, 64)).await.unwrap();
     assert_eq!((status, body["error"]["code"].as_str()), (410, Some("link_expired")), "{body}");
-    assert_eq!(stack.image(link["image_id"].as_str().unwrap()).await.unwrap()["state"], "init");
+    assert_eq!(stack.image(id).await.unwrap()["state"], "init");
+
+    // After the grace period the watcher settles it; the WebSocket hears about it.
+    let events = ws.collect_until(id, "failed").await.unwrap();
+    assert_eq!(events.last().unwrap()["error"]["code"], "upload_expired");
+    let rec = stack.wait_state(id, "error").await.unwrap();
+    assert_eq!(rec["error"]["code"], "upload_expired");
+    // A link used in time is not touched by the watcher.
+    let used = stack.request_link("exp", "b.jpg").await.unwrap();
+    stack.upload(&used, jpeg_photo(64, 64)).await.unwrap();
+    let used_id = used["image_id"].as_str().unwrap();
+    stack.wait_state(used_id, "done").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(stack.image(used_id).await.unwrap()["state"], "done");
+}
+
+#[tokio::test]
+async fn complete_records_an_upload_that_is_stored_but_not_recorded() {
+    let stack = TestStack::start().await.unwrap();
+    let link = stack.request_link("fast", "a.jpg").await.unwrap();
+    let id = link["image_id"].as_str().unwrap();
+    let (status, body) = stack.post_json(&format!("/images/{id}/complete"), &Value::Null).await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "nothing uploaded yet");
+    // The bytes land in storage by another path (as with a direct S3 upload).
+    let key = link["params"]["key"].as_str().unwrap();
+    let path = stack.data_dir().join("storage").join(key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, jpeg_photo(300, 200)).unwrap();
+    let (status, body) = stack.post_json(&format!("/images/{id}/complete"), &Value::Null).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "uploaded");
+    stack.wait_state(id, "done").await.unwrap();
 }

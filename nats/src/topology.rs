@@ -85,3 +85,25 @@ pub async fn ensure_processor_consumer(
     // differs (server 2.10+), so a config change in a new release is applied on start.
     Ok(stream.create_consumer(processor_consumer_config(cfg)).await?)
 }
+
+/// The upload watcher's durable consumer: every upload request, redelivered (by naks with a
+/// delay) until its upload is seen or its link has expired. Many links wait at once, so
+/// nothing caps the deliveries or the acks pending.
+pub fn upload_watcher_consumer_config() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(subjects::UPLOAD_WATCHER_CONSUMER.to_owned()),
+        description: Some("notices uploads and expires unused upload links".into()),
+        filter_subject: subjects::kind_filter(EventKind::UploadRequested),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: -1,
+        max_ack_pending: 1_000_000,
+        ..Default::default()
+    }
+}
+
+pub async fn ensure_upload_watcher_consumer(
+    stream: &stream::Stream,
+) -> Result<consumer::Consumer<consumer::pull::Config>, TopologyError> {
+    Ok(stream.create_consumer(upload_watcher_consumer_config()).await?)
+}

@@ -10,6 +10,8 @@ pub const STREAM: &str = "IMAGES";
 pub const STREAM_SUBJECTS: &str = "images.>";
 /// The processor's durable pull consumer, shared by every processor replica.
 pub const PROCESSOR_CONSUMER: &str = "processor";
+/// The upload watcher's durable pull consumer, shared by every api replica.
+pub const UPLOAD_WATCHER_CONSUMER: &str = "upload-watcher";
 
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 pub const HEADER_EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";

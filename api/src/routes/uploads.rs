@@ -43,9 +43,12 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
 pub async fn upload(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    mut form: Multipart,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<Response> {
     let image = parse_image_id(&id)?;
+    let mut form = form.map_err(|e| {
+        ApiError::invalid(format!("send multipart/form-data: the params fields, then the file ({e})"))
+    })?;
     let mut params = Params::default();
     loop {
         let Some(field) = form.next_field().await.map_err(multipart_error)? else {
@@ -174,7 +177,24 @@ pub(crate) async fn record_upload(
     let appended = match state.log.append(&event, Guard::LastImageSeq(rec.last_seq)).await {
         Ok(a) => a,
         Err(AppendError::Conflict) => {
-            return Err(ApiError::conflict("the image changed during the upload"));
+            // Someone wrote first. If it was the upload watcher recording these very bytes,
+            // the upload succeeded; anything else is a real conflict.
+            let latest = state.log.context().clone();
+            let filter = gallery_schema::subjects::image_filter(&rec.project_id, &rec.image_id);
+            let history = gallery_nats::read::read_until_now(&latest, filter, 1, std::time::Duration::from_secs(5))
+                .await
+                .map_err(|e| ApiError::unavailable("re-reading the image", e))?;
+            let recorded = history.iter().find_map(|s| match &s.event.body {
+                EventBody::Uploaded(u) => Some((s.seq, u.etag.clone())),
+                _ => None,
+            });
+            match recorded {
+                Some((seq, recorded_etag)) if recorded_etag == etag => {
+                    wait_applied(state, seq).await;
+                    return Ok(());
+                }
+                _ => return Err(ApiError::conflict("the image changed during the upload")),
+            }
         }
         Err(e) => return Err(ApiError::unavailable("recording the upload", e)),
     };

@@ -41,9 +41,10 @@ pub async fn subscribe(
     State(state): State<AppState>,
     Path(project): Path<String>,
     Query(q): Query<WsQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let project = ProjectId::parse(&project)?;
+    let upgrade = upgrade.map_err(|e| ApiError::invalid(format!("this endpoint speaks WebSocket only: {e}")))?;
     let since = match q.since.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(raw.parse::<u64>().map_err(|_| ApiError::invalid("since must be a stream sequence (a whole number)"))?),
