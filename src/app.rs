@@ -90,7 +90,10 @@ impl Running {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         self.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(30), self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some tasks did not stop within 30 s");
         }
         if let Some(mut nats) = self.nats.take() {
@@ -144,7 +147,10 @@ fn processor_config(cfg: &AppConfig) -> ProcessorConfig {
         p.cpu_concurrency = n.max(1);
         p.job_concurrency = 2 * n.max(1);
     }
-    p.limits = Limits { max_pixels: cfg.max_pixels, max_side: cfg.max_side };
+    p.limits = Limits {
+        max_pixels: cfg.max_pixels,
+        max_side: cfg.max_side,
+    };
     p.max_upload_bytes = cfg.max_upload_bytes;
     p
 }
@@ -165,7 +171,12 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
 
     if matches!(cfg.roles, Roles::All | Roles::Processor) {
-        let (js, store, pcfg, token) = (js.clone(), store.clone(), processor_config(&cfg), shutdown.clone());
+        let (js, store, pcfg, token) = (
+            js.clone(),
+            store.clone(),
+            processor_config(&cfg),
+            shutdown.clone(),
+        );
         tasks.spawn(async move {
             if let Err(err) = gallery_processor::run(js, store, pcfg, token).await {
                 tracing::error!(%err, "processor stopped");
@@ -180,12 +191,19 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         let handle = projector.handle();
         tasks.spawn(projector.run(js.clone(), shutdown.clone()));
         let secret = crate::secret::load_or_create(cfg.secret.as_deref(), &cfg.data_dir)?;
-        let mut api = ApiConfig::new(cfg.public_url.clone().unwrap_or_else(|| format!("http://{addr}")));
+        let mut api = ApiConfig::new(
+            cfg.public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}")),
+        );
         api.upload_link_ttl = cfg.upload_link_ttl;
         api.download_link_ttl = cfg.download_link_ttl;
         api.max_upload_bytes = cfg.max_upload_bytes;
         let state = AppState::new(client.clone(), store.clone(), handle, &secret, api);
-        let watcher = gallery_api::watcher::WatcherConfig { grace: cfg.upload_grace, poll: None };
+        let watcher = gallery_api::watcher::WatcherConfig {
+            grace: cfg.upload_grace,
+            poll: None,
+        };
         let (wjs, wstore, wtoken) = (js.clone(), store.clone(), shutdown.clone());
         tasks.spawn(async move {
             if let Err(err) = gallery_api::watcher::run(wjs, wstore, watcher, wtoken).await {
@@ -211,7 +229,13 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         });
     }
     tracing::info!(%addr, roles = ?cfg.roles, "gallery is up");
-    Ok(Running { addr, nats_url, shutdown, tasks, nats })
+    Ok(Running {
+        addr,
+        nats_url,
+        shutdown,
+        tasks,
+        nats,
+    })
 }
 
 /// /health and /ready for a processor-only process.
@@ -219,19 +243,32 @@ fn health_router(client: async_nats::Client, store: Arc<dyn ObjectStore>) -> axu
     use axum::http::StatusCode;
     use axum::routing::get;
     axum::Router::new()
-        .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
         .route(
             "/ready",
             get(move || {
                 let (client, store) = (client.clone(), store.clone());
                 async move {
-                    let nats = client.connection_state() == async_nats::connection::State::Connected;
+                    let nats =
+                        client.connection_state() == async_nats::connection::State::Connected;
                     let storage = matches!(
-                        store.head(&object_store::path::Path::from("ready-probe")).await,
+                        store
+                            .head(&object_store::path::Path::from("ready-probe"))
+                            .await,
                         Ok(_) | Err(object_store::Error::NotFound { .. })
                     );
-                    let status = if nats && storage { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                    (status, axum::Json(serde_json::json!({ "nats": nats, "storage": storage })))
+                    let status = if nats && storage {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (
+                        status,
+                        axum::Json(serde_json::json!({ "nats": nats, "storage": storage })),
+                    )
                 }
             }),
         )
@@ -280,7 +317,11 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let dir = args.data_dir.join("readmodel");
     let started = std::time::Instant::now();
     let applied = gallery_projector::rebuild(&js, &dir).await?;
-    println!("rebuilt {} from {applied} events in {:.1?}", dir.display(), started.elapsed());
+    println!(
+        "rebuilt {} from {applied} events in {:.1?}",
+        dir.display(),
+        started.elapsed()
+    );
     drop(nats);
     Ok(())
 }

@@ -35,7 +35,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    let limits = Limits { max_pixels: args.max_pixels, ..Limits::default() };
+    let limits = Limits {
+        max_pixels: args.max_pixels,
+        ..Limits::default()
+    };
     let mut per_image = Vec::new();
     for path in &files {
         let bytes = std::fs::read(path)?;

@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::app::{AppConfig, Roles};
 
 #[derive(Parser, Debug)]
-#[command(name = "gallery", version, about = "LITE Gallery: photo uploads and versions on NATS JetStream")]
+#[command(
+    name = "gallery",
+    version,
+    about = "LITE Gallery: photo uploads and versions on NATS JetStream"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -129,11 +133,18 @@ pub struct BenchArgs {
 
 impl HttpArgs {
     fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 }
 
-fn base_config(common: &Common, http: &HttpArgs, nats_url: Option<String>, roles: Roles) -> anyhow::Result<AppConfig> {
+fn base_config(
+    common: &Common,
+    http: &HttpArgs,
+    nats_url: Option<String>,
+    roles: Roles,
+) -> anyhow::Result<AppConfig> {
     Ok(AppConfig {
         data_dir: common.data_dir.clone(),
         nats_url,
@@ -161,6 +172,11 @@ impl UpArgs {
 
 impl ApiArgs {
     pub fn into_config(self) -> anyhow::Result<AppConfig> {
-        base_config(&self.common, &self.http, Some(self.nats_url.clone()), Roles::Api)
+        base_config(
+            &self.common,
+            &self.http,
+            Some(self.nats_url.clone()),
+            Roles::Api,
+        )
     }
 }

@@ -6,13 +6,20 @@ use std::path::Path;
 
 pub fn load_or_create(explicit: Option<&str>, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = explicit {
-        anyhow::ensure!(secret.len() >= 16, "GALLERY_SECRET must be at least 16 characters");
+        anyhow::ensure!(
+            secret.len() >= 16,
+            "GALLERY_SECRET must be at least 16 characters"
+        );
         return Ok(secret.as_bytes().to_vec());
     }
     let path = data_dir.join("secret");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let existing = existing.trim();
-        anyhow::ensure!(existing.len() >= 32, "{} is too short; delete it to regenerate", path.display());
+        anyhow::ensure!(
+            existing.len() >= 32,
+            "{} is too short; delete it to regenerate",
+            path.display()
+        );
         return Ok(existing.as_bytes().to_vec());
     }
     let secret = hex::encode(rand::random::<[u8; 32]>());

@@ -1,11 +1,22 @@
 //! The accepted upload content types: an explicit list, never `image/*` (an SVG is script).
 
-pub const ACCEPTED: [&str; 6] =
-    ["image/jpeg", "image/png", "image/webp", "image/gif", "image/tiff", "image/bmp"];
+pub const ACCEPTED: [&str; 6] = [
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "image/tiff",
+    "image/bmp",
+];
 
 /// Normalises and checks a declared type: case-insensitive, parameters dropped.
 pub fn accept(declared: &str) -> Option<&'static str> {
-    let essence = declared.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = declared
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let essence = match essence.as_str() {
         "image/jpg" | "image/pjpeg" => "image/jpeg",
         other => other,
@@ -29,7 +40,11 @@ pub fn from_filename(filename: &str) -> Option<&'static str> {
 
 /// The type a stored version is served with, from its extension.
 pub fn for_version_key(key: &str) -> &'static str {
-    if key.ends_with(".png") { "image/png" } else { "image/jpeg" }
+    if key.ends_with(".png") {
+        "image/png"
+    } else {
+        "image/jpeg"
+    }
 }
 
 #[cfg(test)]
@@ -40,7 +55,13 @@ mod tests {
     fn only_listed_raster_types_are_accepted() {
         assert_eq!(accept("image/JPEG; charset=x"), Some("image/jpeg"));
         assert_eq!(accept("image/jpg"), Some("image/jpeg"));
-        for bad in ["image/svg+xml", "image/*", "text/html", "", "application/octet-stream"] {
+        for bad in [
+            "image/svg+xml",
+            "image/*",
+            "text/html",
+            "",
+            "application/octet-stream",
+        ] {
             assert_eq!(accept(bad), None, "{bad}");
         }
         assert_eq!(from_filename("IMG_0001.JPG"), Some("image/jpeg"));

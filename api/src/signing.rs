@@ -42,8 +42,13 @@ pub enum LinkError {
 
 impl Signer {
     pub fn new(secret: &[u8]) -> Self {
-        assert!(secret.len() >= 16, "the signing secret must be at least 16 bytes");
-        Self { key: secret.to_vec() }
+        assert!(
+            secret.len() >= 16,
+            "the signing secret must be at least 16 bytes"
+        );
+        Self {
+            key: secret.to_vec(),
+        }
     }
 
     fn mac(&self, parts: &[&str]) -> HmacSha256 {
@@ -64,7 +69,9 @@ impl Signer {
     fn check(&self, parts: &[&str], signature: &str) -> Result<(), LinkError> {
         let raw = hex::decode(signature).map_err(|_| LinkError::BadSignature)?;
         // Constant-time comparison.
-        self.mac(parts).verify_slice(&raw).map_err(|_| LinkError::BadSignature)
+        self.mac(parts)
+            .verify_slice(&raw)
+            .map_err(|_| LinkError::BadSignature)
     }
 
     fn upload_parts(g: &UploadGrant<'_>) -> [String; 6] {
@@ -84,19 +91,38 @@ impl Signer {
     }
 
     /// Checks the signature first (a forged link learns nothing about expiry), then the time.
-    pub fn verify_upload(&self, grant: &UploadGrant<'_>, signature: &str, now: i64) -> Result<(), LinkError> {
+    pub fn verify_upload(
+        &self,
+        grant: &UploadGrant<'_>,
+        signature: &str,
+        now: i64,
+    ) -> Result<(), LinkError> {
         let parts = Self::upload_parts(grant);
         self.check(&parts.each_ref().map(String::as_str), signature)?;
-        if now > grant.expires { Err(LinkError::Expired) } else { Ok(()) }
+        if now > grant.expires {
+            Err(LinkError::Expired)
+        } else {
+            Ok(())
+        }
     }
 
     pub fn sign_download(&self, key: &str, expires: i64) -> String {
         self.sign(&["download", key, &expires.to_string()])
     }
 
-    pub fn verify_download(&self, key: &str, expires: i64, signature: &str, now: i64) -> Result<(), LinkError> {
+    pub fn verify_download(
+        &self,
+        key: &str,
+        expires: i64,
+        signature: &str,
+        now: i64,
+    ) -> Result<(), LinkError> {
         self.check(&["download", key, &expires.to_string()], signature)?;
-        if now > expires { Err(LinkError::Expired) } else { Ok(()) }
+        if now > expires {
+            Err(LinkError::Expired)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -128,7 +154,10 @@ mod tests {
         let sig = s.sign_upload(&grant(1000));
         assert_eq!(s.verify_upload(&grant(1000), &sig, 999), Ok(()));
         assert_eq!(s.verify_upload(&grant(1000), &sig, 1000), Ok(()));
-        assert_eq!(s.verify_upload(&grant(1000), &sig, 1001), Err(LinkError::Expired));
+        assert_eq!(
+            s.verify_upload(&grant(1000), &sig, 1001),
+            Err(LinkError::Expired)
+        );
     }
 
     #[test]
@@ -136,20 +165,48 @@ mod tests {
         let s = Signer::new(b"0123456789abcdef0123456789abcdef");
         let sig = s.sign_upload(&grant(1000));
         let tampered = [
-            UploadGrant { expires: 99_999, ..grant(1000) },
-            UploadGrant { key: "originals/42/other", ..grant(1000) },
-            UploadGrant { content_type: "image/svg+xml", ..grant(1000) },
-            UploadGrant { max_bytes: u64::MAX, ..grant(1000) },
-            UploadGrant { image_id: "019a0000-0000-7000-8000-000000000002", ..grant(1000) },
+            UploadGrant {
+                expires: 99_999,
+                ..grant(1000)
+            },
+            UploadGrant {
+                key: "originals/42/other",
+                ..grant(1000)
+            },
+            UploadGrant {
+                content_type: "image/svg+xml",
+                ..grant(1000)
+            },
+            UploadGrant {
+                max_bytes: u64::MAX,
+                ..grant(1000)
+            },
+            UploadGrant {
+                image_id: "019a0000-0000-7000-8000-000000000002",
+                ..grant(1000)
+            },
         ];
         for g in tampered {
-            assert_eq!(s.verify_upload(&g, &sig, 0), Err(LinkError::BadSignature), "{g:?}");
+            assert_eq!(
+                s.verify_upload(&g, &sig, 0),
+                Err(LinkError::BadSignature),
+                "{g:?}"
+            );
         }
-        assert_eq!(s.verify_upload(&grant(1000), "zz", 0), Err(LinkError::BadSignature));
-        assert_eq!(s.verify_upload(&grant(1000), "", 0), Err(LinkError::BadSignature));
+        assert_eq!(
+            s.verify_upload(&grant(1000), "zz", 0),
+            Err(LinkError::BadSignature)
+        );
+        assert_eq!(
+            s.verify_upload(&grant(1000), "", 0),
+            Err(LinkError::BadSignature)
+        );
         // Another secret (another deployment) doesn't accept it either.
         let other = Signer::new(b"fedcba9876543210fedcba9876543210");
-        assert_eq!(other.verify_upload(&grant(1000), &sig, 0), Err(LinkError::BadSignature));
+        assert_eq!(
+            other.verify_upload(&grant(1000), &sig, 0),
+            Err(LinkError::BadSignature)
+        );
     }
 
     #[test]
@@ -158,10 +215,19 @@ mod tests {
         let key = "versions/42/x/1/thumb.jpg";
         let sig = s.sign_download(key, 7200);
         assert_eq!(s.verify_download(key, 7200, &sig, 0), Ok(()));
-        assert_eq!(s.verify_download("versions/42/x/1/d2500.jpg", 7200, &sig, 0), Err(LinkError::BadSignature));
-        assert_eq!(s.verify_download(key, 7200, &sig, 7201), Err(LinkError::Expired));
+        assert_eq!(
+            s.verify_download("versions/42/x/1/d2500.jpg", 7200, &sig, 0),
+            Err(LinkError::BadSignature)
+        );
+        assert_eq!(
+            s.verify_download(key, 7200, &sig, 7201),
+            Err(LinkError::Expired)
+        );
         let upload_sig = s.sign_upload(&grant(7200));
-        assert_eq!(s.verify_download(key, 7200, &upload_sig, 0), Err(LinkError::BadSignature));
+        assert_eq!(
+            s.verify_download(key, 7200, &upload_sig, 0),
+            Err(LinkError::BadSignature)
+        );
     }
 
     #[test]

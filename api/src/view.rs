@@ -22,7 +22,10 @@ impl Links<'_> {
     pub fn download(&self, key: &str) -> String {
         let expires = download_expiry(self.now, self.ttl_secs);
         let signature = self.signer.sign_download(key, expires);
-        format!("{}/files/{key}?expires={expires}&signature={signature}", self.base)
+        format!(
+            "{}/files/{key}?expires={expires}&signature={signature}",
+            self.base
+        )
     }
 }
 
@@ -34,7 +37,10 @@ pub fn record_json(rec: &Record, links: &Links<'_>) -> Value {
     let mut versions = Map::new();
     let original = (rec.state != ImageState::Init && rec.etag.is_some())
         .then(|| links.download(&rec.original_key));
-    versions.insert("original".into(), original.map_or(Value::Null, Value::String));
+    versions.insert(
+        "original".into(),
+        original.map_or(Value::Null, Value::String),
+    );
     let mut version_meta = Map::new();
     for name in VersionName::CASCADE.iter().rev() {
         let url = rec.versions.get(name).map(|v| links.download(&v.key));
@@ -92,10 +98,14 @@ pub fn ws_message(stored: &StoredEvent, links: &Links<'_>) -> WsMessage {
     let e = &stored.event;
     let kind = e.kind();
     let (version, url, error) = match &e.body {
-        EventBody::VersionRendered(v) => (Some(v.version.as_str()), Some(links.download(&v.key)), None),
-        EventBody::Failed(f) => {
-            (None, None, Some(json!({ "code": f.code.as_str(), "message": f.message })))
+        EventBody::VersionRendered(v) => {
+            (Some(v.version.as_str()), Some(links.download(&v.key)), None)
         }
+        EventBody::Failed(f) => (
+            None,
+            None,
+            Some(json!({ "code": f.code.as_str(), "message": f.message })),
+        ),
         _ => (None, None, None),
     };
     WsMessage {

@@ -29,7 +29,10 @@ pub struct WatcherConfig {
 
 impl Default for WatcherConfig {
     fn default() -> Self {
-        Self { grace: Duration::from_secs(10 * 60), poll: None }
+        Self {
+            grace: Duration::from_secs(10 * 60),
+            poll: None,
+        }
     }
 }
 
@@ -64,7 +67,10 @@ pub fn decide(w: &Watched, now: DateTime<Utc>, cfg: &WatcherConfig) -> WatchDeci
                 message: format!("{size} bytes is over the limit of {}", w.max_bytes),
             };
         }
-        return WatchDecision::RecordUpload { size: *size, etag: etag.clone() };
+        return WatchDecision::RecordUpload {
+            size: *size,
+            etag: etag.clone(),
+        };
     }
     match until_deadline(w.expires_at, now, cfg) {
         None => WatchDecision::Fail {
@@ -79,9 +85,14 @@ pub fn decide(w: &Watched, now: DateTime<Utc>, cfg: &WatcherConfig) -> WatchDeci
 }
 
 /// Time left until the link's expiry plus grace (`None`: it has passed).
-pub fn until_deadline(expires_at: DateTime<Utc>, now: DateTime<Utc>, cfg: &WatcherConfig) -> Option<Duration> {
+pub fn until_deadline(
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    cfg: &WatcherConfig,
+) -> Option<Duration> {
     let deadline = expires_at + chrono::TimeDelta::from_std(cfg.grace).unwrap_or_default();
-    (now < deadline).then(|| (deadline - now).to_std().unwrap_or_default() + Duration::from_millis(50))
+    (now < deadline)
+        .then(|| (deadline - now).to_std().unwrap_or_default() + Duration::from_millis(50))
 }
 
 pub async fn run(
@@ -123,13 +134,19 @@ pub async fn run(
     }
 }
 
-async fn handle(log: &EventLog, store: &dyn ObjectStore, cfg: &WatcherConfig, msg: jetstream::Message) {
+async fn handle(
+    log: &EventLog,
+    store: &dyn ObjectStore,
+    cfg: &WatcherConfig,
+    msg: jetstream::Message,
+) {
     let ack = match check(log, store, cfg, &msg).await {
         Ok(None) => msg.ack().await,
         Ok(Some(delay)) => msg.ack_with(AckKind::Nak(Some(delay))).await,
         Err(err) => {
             tracing::warn!(%err, "upload watcher: will retry");
-            msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await
+            msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                .await
         }
     };
     if let Err(err) = ack {
@@ -144,14 +161,18 @@ async fn check(
     cfg: &WatcherConfig,
     msg: &jetstream::Message,
 ) -> Result<Option<Duration>, String> {
-    let Ok(event) = Event::decode(&msg.payload) else { return Ok(None) };
-    let EventBody::UploadRequested(req) = &event.body else { return Ok(None) };
+    let Ok(event) = Event::decode(&msg.payload) else {
+        return Ok(None);
+    };
+    let EventBody::UploadRequested(req) = &event.body else {
+        return Ok(None);
+    };
     // Without polling (local mode: the upload endpoint records uploads itself) there is nothing
     // to look at before the deadline; looking early would only race the endpoint.
-    if cfg.poll.is_none() {
-        if let Some(wait) = until_deadline(req.link_expires_at, Utc::now(), cfg) {
-            return Ok(Some(wait));
-        }
+    if cfg.poll.is_none()
+        && let Some(wait) = until_deadline(req.link_expires_at, Utc::now(), cfg)
+    {
+        return Ok(Some(wait));
     }
     let filter = subjects::image_filter(&event.project_id, &event.image_id);
     let history = read::read_until_now(log.context(), filter, 1, Duration::from_secs(10))
@@ -170,16 +191,28 @@ async fn check(
             Err(e) => return Err(e.to_string()),
         }
     };
-    let watched = Watched { settled, object, max_bytes: req.max_bytes, expires_at: req.link_expires_at };
+    let watched = Watched {
+        settled,
+        object,
+        max_bytes: req.max_bytes,
+        expires_at: req.link_expires_at,
+    };
     let body = match decide(&watched, Utc::now(), cfg) {
         WatchDecision::Done => return Ok(None),
         WatchDecision::CheckAgainIn(d) => return Ok(Some(d)),
-        WatchDecision::RecordUpload { size, etag } => {
-            EventBody::Uploaded(Uploaded { size, etag, generation: 1 })
-        }
+        WatchDecision::RecordUpload { size, etag } => EventBody::Uploaded(Uploaded {
+            size,
+            etag,
+            generation: 1,
+        }),
         WatchDecision::Fail { code, message } => {
             tracing::info!(image_id = %event.image_id, %code, "upload request ends in error");
-            EventBody::Failed(Failure { code, message, retryable: false, generation: 0 })
+            EventBody::Failed(Failure {
+                code,
+                message,
+                retryable: false,
+                generation: 0,
+            })
         }
     };
     let next = Event::new(event.project_id.clone(), event.image_id, body);
@@ -210,17 +243,39 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let cfg = WatcherConfig { grace: Duration::from_secs(60), poll: None };
-        assert_eq!(decide(&Watched { settled: true, ..watched(None) }, at(999), &cfg), WatchDecision::Done);
+        let cfg = WatcherConfig {
+            grace: Duration::from_secs(60),
+            poll: None,
+        };
+        assert_eq!(
+            decide(
+                &Watched {
+                    settled: true,
+                    ..watched(None)
+                },
+                at(999),
+                &cfg
+            ),
+            WatchDecision::Done
+        );
         assert_eq!(
             decide(&watched(Some((10, "e"))), at(-5), &cfg),
-            WatchDecision::RecordUpload { size: 10, etag: "e".into() }
+            WatchDecision::RecordUpload {
+                size: 10,
+                etag: "e".into()
+            }
         );
         // An upload that arrived within the grace period still counts.
-        assert!(matches!(decide(&watched(Some((10, "e"))), at(30), &cfg), WatchDecision::RecordUpload { .. }));
+        assert!(matches!(
+            decide(&watched(Some((10, "e"))), at(30), &cfg),
+            WatchDecision::RecordUpload { .. }
+        ));
         assert!(matches!(
             decide(&watched(Some((101, "e"))), at(0), &cfg),
-            WatchDecision::Fail { code: ErrorCode::UploadTooLarge, .. }
+            WatchDecision::Fail {
+                code: ErrorCode::UploadTooLarge,
+                ..
+            }
         ));
         assert_eq!(
             decide(&watched(None), at(-60), &cfg),
@@ -228,9 +283,18 @@ mod tests {
         );
         assert!(matches!(
             decide(&watched(None), at(60), &cfg),
-            WatchDecision::Fail { code: ErrorCode::UploadExpired, .. }
+            WatchDecision::Fail {
+                code: ErrorCode::UploadExpired,
+                ..
+            }
         ));
-        let polling = WatcherConfig { poll: Some(Duration::from_secs(2)), ..cfg };
-        assert_eq!(decide(&watched(None), at(-60), &polling), WatchDecision::CheckAgainIn(Duration::from_secs(2)));
+        let polling = WatcherConfig {
+            poll: Some(Duration::from_secs(2)),
+            ..cfg
+        };
+        assert_eq!(
+            decide(&watched(None), at(-60), &polling),
+            WatchDecision::CheckAgainIn(Duration::from_secs(2))
+        );
     }
 }

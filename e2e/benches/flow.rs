@@ -22,7 +22,12 @@ fn photos() -> Vec<(String, Vec<u8>)> {
             .flatten()
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("jpg")))
-            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
             .collect();
         out.sort();
         if !out.is_empty() {
@@ -36,7 +41,10 @@ fn photos() -> Vec<(String, Vec<u8>)> {
 async fn main() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let photos = photos();
-    let rounds = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let rounds = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
 
     // Latency: one photo at a time, from the start of the upload to the `processed` event.
     let mut ws = stack.ws("bench", None).await?;
@@ -76,10 +84,16 @@ async fn main() -> anyhow::Result<()> {
         stack.wait_state(id, "done").await?;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("burst: {burst} x {name} uploaded and done in {secs:.1} s = {:.2} photos/s", burst as f64 / secs);
+    println!(
+        "burst: {burst} x {name} uploaded and done in {secs:.1} s = {:.2} photos/s",
+        burst as f64 / secs
+    );
 
     // API: listing and link requests with 32 concurrent clients for 3 s each.
-    for (label, post) in [("GET /projects/{id}/images (50 records)", false), ("POST /images/", true)] {
+    for (label, post) in [
+        ("GET /projects/{id}/images (50 records)", false),
+        ("POST /images/", true),
+    ] {
         let deadline = Instant::now() + Duration::from_secs(3);
         let mut tasks = Vec::new();
         for _ in 0..32 {
@@ -96,7 +110,10 @@ async fn main() -> anyhow::Result<()> {
                             .await
                             .is_ok_and(|r| r.status() == 201)
                     } else {
-                        http.get(&list).send().await.is_ok_and(|r| r.status() == 200)
+                        http.get(&list)
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 200)
                     };
                     n += u64::from(ok);
                 }

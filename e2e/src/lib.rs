@@ -36,8 +36,16 @@ impl TestStack {
         config.nats_url = Some(nats.url());
         adjust(&mut config);
         let running = gallery::app::start(config.clone()).await?;
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        Ok(Self { http, running: Some(running), nats, data, config })
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            http,
+            running: Some(running),
+            nats,
+            data,
+            config,
+        })
     }
 
     pub fn base(&self) -> String {
@@ -80,8 +88,12 @@ impl TestStack {
 
     /// `POST /images/` and return the link response (asserting 201).
     pub async fn request_link(&self, project: &str, filename: &str) -> anyhow::Result<Value> {
-        let (status, body) =
-            self.post_json("/images/", &serde_json::json!({ "filename": filename, "project_id": project })).await?;
+        let (status, body) = self
+            .post_json(
+                "/images/",
+                &serde_json::json!({ "filename": filename, "project_id": project }),
+            )
+            .await?;
         if status != 201 {
             bail!("POST /images/ gave {status}: {body}");
         }
@@ -110,7 +122,10 @@ impl TestStack {
                 return Ok(rec);
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("image {image_id} stuck in {} waiting for {state}: {rec}", rec["state"]);
+                bail!(
+                    "image {image_id} stuck in {} waiting for {state}: {rec}",
+                    rec["state"]
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -122,7 +137,9 @@ impl TestStack {
             Some(s) => format!("{base}/projects/{project}/ws?since={s}"),
             None => format!("{base}/projects/{project}/ws"),
         };
-        let (stream, _) = tokio_tungstenite::connect_async(url).await.context("websocket connect")?;
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .context("websocket connect")?;
         Ok(WsClient { stream })
     }
 }
@@ -137,17 +154,27 @@ pub async fn upload_with_params(
     for (k, v) in params.as_object().context("params")? {
         form = form.text(k.clone(), v.as_str().unwrap_or_default().to_owned());
     }
-    let content_type = params["Content-Type"].as_str().unwrap_or("application/octet-stream");
-    let part = reqwest::multipart::Part::bytes(bytes).file_name("upload").mime_str(content_type)?;
+    let content_type = params["Content-Type"]
+        .as_str()
+        .unwrap_or("application/octet-stream");
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name("upload")
+        .mime_str(content_type)?;
     form = form.part("file", part);
     assert_eq!(link["method"], "POST");
-    let resp = http.post(link["upload_link"].as_str().context("upload_link")?).multipart(form).send().await?;
+    let resp = http
+        .post(link["upload_link"].as_str().context("upload_link")?)
+        .multipart(form)
+        .send()
+        .await?;
     let status = resp.status().as_u16();
     Ok((status, resp.json().await.unwrap_or(Value::Null)))
 }
 
 pub struct WsClient {
-    stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 impl WsClient {
@@ -172,7 +199,11 @@ impl WsClient {
     }
 
     /// Messages until one for `image_id` has `type` == `until` (inclusive).
-    pub async fn collect_until(&mut self, image_id: &str, until: &str) -> anyhow::Result<Vec<Value>> {
+    pub async fn collect_until(
+        &mut self,
+        image_id: &str,
+        until: &str,
+    ) -> anyhow::Result<Vec<Value>> {
         let mut out = Vec::new();
         loop {
             let msg = self.next_json().await?;

@@ -13,8 +13,18 @@ async fn corrupt_and_non_image_files_end_in_error_with_a_code() {
     let photo = jpeg_photo(640, 480);
     let cases: [(&str, Vec<u8>, &str); 3] = [
         ("truncated.jpg", photo[..300].to_vec(), "corrupt_image"),
-        ("notes.jpg", b"this is a text file, not a photo".to_vec(), "unsupported_format"),
-        ("random.jpg", (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect(), "unsupported_format"),
+        (
+            "notes.jpg",
+            b"this is a text file, not a photo".to_vec(),
+            "unsupported_format",
+        ),
+        (
+            "random.jpg",
+            (0..5000u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect(),
+            "unsupported_format",
+        ),
     ];
     for (name, bytes, code) in cases {
         let link = stack.request_link("bad", name).await.unwrap();
@@ -35,7 +45,10 @@ async fn corrupt_and_non_image_files_end_in_error_with_a_code() {
     // The processor keeps serving after the bad files.
     let link = stack.request_link("bad", "fine.jpg").await.unwrap();
     stack.upload(&link, photo).await.unwrap();
-    stack.wait_state(link["image_id"].as_str().unwrap(), "done").await.unwrap();
+    stack
+        .wait_state(link["image_id"].as_str().unwrap(), "done")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -43,24 +56,58 @@ async fn hostile_project_ids_get_400_everywhere() {
     let stack = TestStack::start().await.unwrap();
     let long = "a".repeat(65);
     let hostile: Vec<Value> = vec![
-        json!("*"), json!(">"), json!("a.b"), json!("a b"), json!(""), json!(long), json!("проект"),
-        json!(".."), json!("$SYS"), json!(1.5), json!(null), json!(["1"]), json!({"a": 1}),
+        json!("*"),
+        json!(">"),
+        json!("a.b"),
+        json!("a b"),
+        json!(""),
+        json!(long),
+        json!("проект"),
+        json!(".."),
+        json!("$SYS"),
+        json!(1.5),
+        json!(null),
+        json!(["1"]),
+        json!({"a": 1}),
     ];
     for id in &hostile {
-        let (status, body) = stack.post_json("/images/", &json!({"filename": "a.jpg", "project_id": id})).await.unwrap();
+        let (status, body) = stack
+            .post_json("/images/", &json!({"filename": "a.jpg", "project_id": id}))
+            .await
+            .unwrap();
         assert_eq!(status, 400, "{id}: {body}");
         assert_eq!(body["error"]["code"], "invalid_project_id", "{id}");
     }
-    for raw in ["%2A", "%3E", "a.b", "a%20b", "a..b", "%24SYS", "a%2Fb", long.as_str()] {
-        let (status, body) = stack.get_json(&format!("/projects/{raw}/images")).await.unwrap();
+    for raw in [
+        "%2A",
+        "%3E",
+        "a.b",
+        "a%20b",
+        "a..b",
+        "%24SYS",
+        "a%2Fb",
+        long.as_str(),
+    ] {
+        let (status, body) = stack
+            .get_json(&format!("/projects/{raw}/images"))
+            .await
+            .unwrap();
         assert_eq!(status, 400, "{raw}: {body}");
         assert_eq!(body["error"]["code"], "invalid_project_id");
-        let resp = stack.http.get(stack.url(&format!("/projects/{raw}/ws"))).send().await.unwrap();
+        let resp = stack
+            .http
+            .get(stack.url(&format!("/projects/{raw}/ws")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 400, "ws {raw}");
     }
     // Integers are fine and name the same project as their string.
     let link = stack.request_link("7", "a.jpg").await.unwrap();
-    let (status, _) = stack.post_json("/images/", &json!({"filename": "b.jpg", "project_id": 7})).await.unwrap();
+    let (status, _) = stack
+        .post_json("/images/", &json!({"filename": "b.jpg", "project_id": 7}))
+        .await
+        .unwrap();
     assert_eq!(status, 201);
     let (_, list) = stack.get_json("/projects/7/images").await.unwrap();
     assert_eq!(list["images"].as_array().unwrap().len(), 2);
@@ -70,22 +117,62 @@ async fn hostile_project_ids_get_400_everywhere() {
 #[tokio::test]
 async fn malformed_requests_get_json_4xx() {
     let stack = TestStack::start().await.unwrap();
-    let resp = stack.http.post(stack.url("/images/")).body("{not json").send().await.unwrap();
+    let resp = stack
+        .http
+        .post(stack.url("/images/"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_request");
-    let (status, body) = stack.post_json("/images/", &json!({"filename": "logo.svg", "project_id": 1})).await.unwrap();
-    assert_eq!((status, body["error"]["code"].as_str()), (415, Some("unsupported_format")));
-    let (status, body) =
-        stack.post_json("/images/", &json!({"filename": "a.jpg", "project_id": 1, "size": 60_000_000})).await.unwrap();
-    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("upload_too_large")));
-    let (status, body) = stack.get_json("/images/01a2032c-2616-71e1-85a2-cda671cdf92b").await.unwrap();
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, body) = stack
+        .post_json(
+            "/images/",
+            &json!({"filename": "logo.svg", "project_id": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (415, Some("unsupported_format"))
+    );
+    let (status, body) = stack
+        .post_json(
+            "/images/",
+            &json!({"filename": "a.jpg", "project_id": 1, "size": 60_000_000}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("upload_too_large"))
+    );
+    let (status, body) = stack
+        .get_json("/images/01a2032c-2616-71e1-85a2-cda671cdf92b")
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
     let (status, body) = stack.get_json("/images/not-an-id").await.unwrap();
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
-    let resp = stack.http.delete(stack.url("/images/")).send().await.unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let resp = stack
+        .http
+        .delete(stack.url("/images/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 405);
-    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "invalid_request");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_request"
+    );
 }
 
 #[tokio::test]
@@ -110,7 +197,10 @@ async fn tampered_oversize_and_repeated_uploads_are_refused_and_lose_nothing() {
         ("key", other["params"]["key"].clone()),
     ];
     for (field, value) in cases {
-        let (status, body) = upload_with_params(&stack.http, &link, tamper(field, value), photo.clone()).await.unwrap();
+        let (status, body) =
+            upload_with_params(&stack.http, &link, tamper(field, value), photo.clone())
+                .await
+                .unwrap();
         assert_eq!(status, 403, "{field}: {body}");
         assert_eq!(body["error"]["code"], "bad_signature", "{field}");
     }
@@ -122,19 +212,36 @@ async fn tampered_oversize_and_repeated_uploads_are_refused_and_lose_nothing() {
     assert_eq!(stack.image(id).await.unwrap()["state"], "init");
 
     // Over the declared size: refused while streaming, nothing stored, still uploadable.
-    let (status, body) =
-        stack.post_json("/images/", &json!({"filename": "s.jpg", "project_id": "links", "size": 100})).await.unwrap();
+    let (status, body) = stack
+        .post_json(
+            "/images/",
+            &json!({"filename": "s.jpg", "project_id": "links", "size": 100}),
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 201);
     let small = body;
     let (status, body) = stack.upload(&small, photo.clone()).await.unwrap();
-    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("upload_too_large")));
-    assert_eq!(stack.image(small["image_id"].as_str().unwrap()).await.unwrap()["state"], "init");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("upload_too_large"))
+    );
+    assert_eq!(
+        stack
+            .image(small["image_id"].as_str().unwrap())
+            .await
+            .unwrap()["state"],
+        "init"
+    );
 
     // The real upload works once; a second upload through the same link is refused.
     let (status, _) = stack.upload(&link, photo.clone()).await.unwrap();
     assert_eq!(status, 201);
     let (status, body) = stack.upload(&link, jpeg_photo(10, 10)).await.unwrap();
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("conflict"))
+    );
     let rec = stack.wait_state(id, "done").await.unwrap();
     assert_eq!(rec["meta"]["width"], 320);
 
@@ -159,7 +266,11 @@ async fn an_expired_upload_link_is_refused_and_the_unused_image_ends_in_upload_e
     let id = link["image_id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (status, body) = stack.upload(&link, jpeg_photo(64, 64)).await.unwrap();
-    assert_eq!((status, body["error"]["code"].as_str()), (410, Some("link_expired")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (410, Some("link_expired")),
+        "{body}"
+    );
     assert_eq!(stack.image(id).await.unwrap()["state"], "init");
 
     // After the grace period the watcher settles it; the WebSocket hears about it.
@@ -181,14 +292,24 @@ async fn complete_records_an_upload_that_is_stored_but_not_recorded() {
     let stack = TestStack::start().await.unwrap();
     let link = stack.request_link("fast", "a.jpg").await.unwrap();
     let id = link["image_id"].as_str().unwrap();
-    let (status, body) = stack.post_json(&format!("/images/{id}/complete"), &Value::Null).await.unwrap();
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "nothing uploaded yet");
+    let (status, body) = stack
+        .post_json(&format!("/images/{id}/complete"), &Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "nothing uploaded yet"
+    );
     // The bytes land in storage by another path (as with a direct S3 upload).
     let key = link["params"]["key"].as_str().unwrap();
     let path = stack.data_dir().join("storage").join(key);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, jpeg_photo(300, 200)).unwrap();
-    let (status, body) = stack.post_json(&format!("/images/{id}/complete"), &Value::Null).await.unwrap();
+    let (status, body) = stack
+        .post_json(&format!("/images/{id}/complete"), &Value::Null)
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "uploaded");
     stack.wait_state(id, "done").await.unwrap();

@@ -13,7 +13,12 @@ async fn link_upload_websocket_listing_and_versions() {
     let image_id = link["image_id"].as_str().unwrap().to_owned();
     assert_eq!(link["method"], "POST");
     assert_eq!(link["project_id"], "42");
-    assert!(link["upload_link"].as_str().unwrap().starts_with(&stack.base()));
+    assert!(
+        link["upload_link"]
+            .as_str()
+            .unwrap()
+            .starts_with(&stack.base())
+    );
     assert!(link["expires_at"].as_str().unwrap().ends_with('Z'));
 
     let photo = jpeg_photo(4000, 3000); // 12 MP
@@ -35,15 +40,33 @@ async fn link_upload_websocket_listing_and_versions() {
             "processed"
         ]
     );
-    let states: Vec<&str> = events.iter().map(|e| e["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> = events
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
     assert_eq!(
         states,
-        ["init", "uploaded", "processing", "processing", "processing", "processing", "processing", "done"]
+        [
+            "init",
+            "uploaded",
+            "processing",
+            "processing",
+            "processing",
+            "processing",
+            "processing",
+            "done"
+        ]
     );
-    let versions: Vec<&str> = events[3..7].iter().map(|e| e["version"].as_str().unwrap()).collect();
+    let versions: Vec<&str> = events[3..7]
+        .iter()
+        .map(|e| e["version"].as_str().unwrap())
+        .collect();
     assert_eq!(versions, ["d2500", "big_1920", "big_thumb", "thumb"]);
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq must increase: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq must increase: {seqs:?}"
+    );
     for e in &events {
         assert_eq!(e["image_id"], image_id.as_str());
         assert_eq!(e["project_id"], "42");
@@ -79,12 +102,25 @@ async fn link_upload_websocket_listing_and_versions() {
         assert_eq!(rec["meta"]["versions"][name]["bytes"], bytes.len());
     }
     // The original comes back byte for byte.
-    let original = stack.http.get(links["original"].as_str().unwrap()).send().await.unwrap();
+    let original = stack
+        .http
+        .get(links["original"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(original.bytes().await.unwrap().as_ref(), photo.as_slice());
 
     // The WebSocket's version URLs work too.
     let thumb_url = events[6]["url"].as_str().unwrap();
-    let thumb = stack.http.get(thumb_url).send().await.unwrap().bytes().await.unwrap();
+    let thumb = stack
+        .http
+        .get(thumb_url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(dimensions(&thumb).unwrap(), (150, 113));
 }
 
@@ -93,12 +129,23 @@ async fn listing_pages_filters_and_keeps_projects_apart() {
     let stack = TestStack::start().await.unwrap();
     let mut ids = Vec::new();
     for n in 0..3 {
-        let link = stack.request_link("pages", &format!("{n}.png")).await.unwrap();
+        let link = stack
+            .request_link("pages", &format!("{n}.png"))
+            .await
+            .unwrap();
         ids.push(link["image_id"].as_str().unwrap().to_owned());
     }
     stack.request_link("other", "x.jpg").await.unwrap();
-    let (_, first) = stack.get_json("/projects/pages/images?limit=2").await.unwrap();
-    let got: Vec<&str> = first["images"].as_array().unwrap().iter().map(|r| r["image_id"].as_str().unwrap()).collect();
+    let (_, first) = stack
+        .get_json("/projects/pages/images?limit=2")
+        .await
+        .unwrap();
+    let got: Vec<&str> = first["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["image_id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, [ids[2].as_str(), ids[1].as_str()], "newest first");
     for r in first["images"].as_array().unwrap() {
         assert_eq!(r["state"], "init");
@@ -106,15 +153,30 @@ async fn listing_pages_filters_and_keeps_projects_apart() {
         assert_eq!(r["versions"]["thumb"], Value::Null);
     }
     let cursor = first["next_cursor"].as_str().unwrap();
-    let (_, second) = stack.get_json(&format!("/projects/pages/images?limit=2&cursor={cursor}")).await.unwrap();
+    let (_, second) = stack
+        .get_json(&format!("/projects/pages/images?limit=2&cursor={cursor}"))
+        .await
+        .unwrap();
     assert_eq!(second["images"].as_array().unwrap().len(), 1);
     assert_eq!(second["images"][0]["image_id"], ids[0].as_str());
     assert_eq!(second["next_cursor"], Value::Null);
 
-    let (_, done) = stack.get_json("/projects/pages/images?state=done").await.unwrap();
+    let (_, done) = stack
+        .get_json("/projects/pages/images?state=done")
+        .await
+        .unwrap();
     assert!(done["images"].as_array().unwrap().is_empty());
-    for bad in ["?limit=0", "?limit=501", "?limit=x", "?state=nope", "?cursor=zzz"] {
-        let (status, body) = stack.get_json(&format!("/projects/pages/images{bad}")).await.unwrap();
+    for bad in [
+        "?limit=0",
+        "?limit=501",
+        "?limit=x",
+        "?state=nope",
+        "?cursor=zzz",
+    ] {
+        let (status, body) = stack
+            .get_json(&format!("/projects/pages/images{bad}"))
+            .await
+            .unwrap();
         assert_eq!(status, 400, "{bad}");
         assert_eq!(body["error"]["code"], "invalid_request", "{bad}");
     }

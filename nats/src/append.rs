@@ -75,6 +75,9 @@ impl EventLog {
                 PublishErrorKind::WrongLastSequence => AppendError::Conflict,
                 _ => AppendError::Nats(err),
             })?;
-        Ok(Appended { seq: ack.sequence, duplicate: ack.duplicate })
+        Ok(Appended {
+            seq: ack.sequence,
+            duplicate: ack.duplicate,
+        })
     }
 }

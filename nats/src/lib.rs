@@ -19,7 +19,10 @@ use std::time::Duration;
 
 /// Connects to NATS with retries, for up to `wait`: a freshly started server (or one that is
 /// restarting) is not refused as down.
-pub async fn connect(url: &str, wait: Duration) -> Result<async_nats::Client, async_nats::ConnectError> {
+pub async fn connect(
+    url: &str,
+    wait: Duration,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let attempt = async_nats::ConnectOptions::new()

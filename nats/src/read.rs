@@ -73,7 +73,9 @@ pub async fn read_until_now(
         }
         Ok(out)
     };
-    tokio::time::timeout(timeout, collect).await.map_err(|_| ReadError::Timeout)?
+    tokio::time::timeout(timeout, collect)
+        .await
+        .map_err(|_| ReadError::Timeout)?
 }
 
 /// Like [`read_until_now`], as a stream: ends after the last event that was in the stream when
@@ -84,26 +86,36 @@ pub async fn until_now(
     start_seq: u64,
 ) -> Result<impl Stream<Item = Result<StoredEvent, ReadError>> + Send + 'static, ReadError> {
     let stream = js.get_stream(STREAM).await?;
-    let consumer = stream.create_consumer(ordered_config(filter, start_seq)).await?;
+    let consumer = stream
+        .create_consumer(ordered_config(filter, start_seq))
+        .await?;
     let nothing = consumer.cached_info().num_pending == 0;
     let messages = if nothing {
         None
     } else {
-        Some(consumer.messages().await.map_err(|e| ReadError::Messages(e.to_string()))?)
+        Some(
+            consumer
+                .messages()
+                .await
+                .map_err(|e| ReadError::Messages(e.to_string()))?,
+        )
     };
     let state = (messages, false);
-    Ok(futures::stream::unfold(state, |(messages, done)| async move {
-        let mut messages = messages?;
-        if done {
-            return None;
-        }
-        let msg = match messages.next().await? {
-            Ok(msg) => msg,
-            Err(e) => return Some((Err(ReadError::Messages(e.to_string())), (None, true))),
-        };
-        let last = msg.info().map(|i| i.pending == 0).unwrap_or(true);
-        Some((to_stored(&msg), (Some(messages), last)))
-    }))
+    Ok(futures::stream::unfold(
+        state,
+        |(messages, done)| async move {
+            let mut messages = messages?;
+            if done {
+                return None;
+            }
+            let msg = match messages.next().await? {
+                Ok(msg) => msg,
+                Err(e) => return Some((Err(ReadError::Messages(e.to_string())), (None, true))),
+            };
+            let last = msg.info().map(|i| i.pending == 0).unwrap_or(true);
+            Some((to_stored(&msg), (Some(messages), last)))
+        },
+    ))
 }
 
 /// Events matching `filter` from `start_seq` on, following new appends for as long as the
@@ -114,8 +126,13 @@ pub async fn follow(
     start_seq: u64,
 ) -> Result<impl Stream<Item = Result<StoredEvent, ReadError>> + Send + 'static, ReadError> {
     let stream = js.get_stream(STREAM).await?;
-    let consumer = stream.create_consumer(ordered_config(filter, start_seq)).await?;
-    let messages = consumer.messages().await.map_err(|e| ReadError::Messages(e.to_string()))?;
+    let consumer = stream
+        .create_consumer(ordered_config(filter, start_seq))
+        .await?;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| ReadError::Messages(e.to_string()))?;
     Ok(messages
         .map_err(|e| ReadError::Messages(e.to_string()))
         .map(|msg| msg.and_then(|m| to_stored(&m))))

@@ -30,7 +30,11 @@ pub enum ServerError {
 pub fn find_nats_server() -> Result<PathBuf, ServerError> {
     if let Some(path) = std::env::var_os("GALLERY_NATS_SERVER") {
         let path = PathBuf::from(path);
-        return if path.is_file() { Ok(path) } else { Err(ServerError::NotFound) };
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(ServerError::NotFound)
+        };
     }
     if let Some(paths) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&paths) {
@@ -109,7 +113,12 @@ impl NatsServer {
             .stderr(log)
             .spawn()?;
         std::fs::write(dir.join("nats-server.pid"), child.id().to_string())?;
-        let mut server = Self { child: Some(child), port, log_path, _temp: None };
+        let mut server = Self {
+            child: Some(child),
+            port,
+            log_path,
+            _temp: None,
+        };
         server.wait_ready(Duration::from_secs(15)).await?;
         Ok(server)
     }
@@ -117,11 +126,17 @@ impl NatsServer {
     async fn wait_ready(&mut self, limit: Duration) -> Result<(), ServerError> {
         let start = Instant::now();
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 return Err(ServerError::Exited(status, self.log_tail()));
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok()
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
                 && self.log_tail().contains("Server is ready")
             {
                 return Ok(());
@@ -189,8 +204,12 @@ fn terminate(child: &mut Child, grace: Duration) {
 fn stop_stale(dir: &Path) {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    let Ok(pid) = std::fs::read_to_string(dir.join("nats-server.pid")) else { return };
-    let Ok(pid) = pid.trim().parse::<i32>() else { return };
+    let Ok(pid) = std::fs::read_to_string(dir.join("nats-server.pid")) else {
+        return;
+    };
+    let Ok(pid) = pid.trim().parse::<i32>() else {
+        return;
+    };
     let conf = dir.join("nats-server.conf");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let cmdline = String::from_utf8_lossy(&cmdline);

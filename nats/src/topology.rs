@@ -83,7 +83,9 @@ pub async fn ensure_processor_consumer(
 ) -> Result<consumer::Consumer<consumer::pull::Config>, TopologyError> {
     // create_consumer on an existing durable with the same name updates it when the config
     // differs (server 2.10+), so a config change in a new release is applied on start.
-    Ok(stream.create_consumer(processor_consumer_config(cfg)).await?)
+    Ok(stream
+        .create_consumer(processor_consumer_config(cfg))
+        .await?)
 }
 
 /// The upload watcher's durable consumer: every upload request, redelivered (by naks with a
@@ -105,5 +107,7 @@ pub fn upload_watcher_consumer_config() -> consumer::pull::Config {
 pub async fn ensure_upload_watcher_consumer(
     stream: &stream::Stream,
 ) -> Result<consumer::Consumer<consumer::pull::Config>, TopologyError> {
-    Ok(stream.create_consumer(upload_watcher_consumer_config()).await?)
+    Ok(stream
+        .create_consumer(upload_watcher_consumer_config())
+        .await?)
 }

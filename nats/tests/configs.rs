@@ -4,7 +4,8 @@ use std::process::Command;
 
 #[test]
 fn shipped_configs_pass_the_servers_own_check() {
-    let server = gallery_nats::find_nats_server().expect("nats-server (run scripts/ensure-nats-server.sh)");
+    let server =
+        gallery_nats::find_nats_server().expect("nats-server (run scripts/ensure-nats-server.sh)");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
     let store = tempfile::tempdir().unwrap();
     let mut checked = 0;
@@ -24,8 +25,13 @@ fn shipped_configs_pass_the_servers_own_check() {
             .env("NATS_ROUTE_3", "nats://n3:6222")
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains("is valid"), "{}: {text}", path.display());
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("is valid"),
+            "{}: {text}",
+            path.display()
+        );
         checked += 1;
     }
     assert_eq!(checked, 2);

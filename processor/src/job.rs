@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use gallery_nats::{AppendError, EventLog, Guard, read};
 use gallery_schema::event::Failure;
-use gallery_schema::{
-    ErrorCode, Event, EventBody, ImageId, ProjectId, VersionRendered, subjects,
-};
+use gallery_schema::{ErrorCode, Event, EventBody, ImageId, ProjectId, VersionRendered, subjects};
 use object_store::{GetOptions, ObjectStore, path::Path as ObjectPath};
 use tokio::sync::Semaphore;
 
@@ -42,7 +40,11 @@ impl Trigger {
             EventBody::ReprocessRequested { generation } => *generation,
             _ => return None,
         };
-        Some(Self { project: event.project_id.clone(), image: event.image_id, generation })
+        Some(Self {
+            project: event.project_id.clone(),
+            image: event.image_id,
+            generation,
+        })
     }
 }
 
@@ -52,26 +54,36 @@ pub fn version_key(
     generation: u32,
     rendered: &render::RenderedVersion,
 ) -> String {
-    format!("versions/{project}/{image}/{generation}/{}.{}", rendered.version, rendered.extension)
+    format!(
+        "versions/{project}/{image}/{generation}/{}.{}",
+        rendered.version, rendered.extension
+    )
 }
 
 async fn history(ctx: &JobContext, t: &Trigger) -> Result<ImageHistory, JobOutcome> {
     let filter = subjects::image_filter(&t.project, &t.image);
     let events = read::read_until_now(ctx.log.context(), filter, 1, Duration::from_secs(10))
         .await
-        .map_err(|e| JobOutcome::Transient { message: format!("reading history: {e}") })?;
+        .map_err(|e| JobOutcome::Transient {
+            message: format!("reading history: {e}"),
+        })?;
     Ok(ImageHistory::from_events(&events))
 }
 
 fn append_outcome(err: AppendError) -> JobOutcome {
     match err {
         AppendError::Conflict => JobOutcome::Conflict,
-        other => JobOutcome::Transient { message: other.to_string() },
+        other => JobOutcome::Transient {
+            message: other.to_string(),
+        },
     }
 }
 
 fn permanent(code: ErrorCode, message: impl Into<String>) -> JobOutcome {
-    JobOutcome::Permanent { code, message: message.into() }
+    JobOutcome::Permanent {
+        code,
+        message: message.into(),
+    }
 }
 
 /// Runs the job; `attempt` is the delivery count, recorded in `processing_started`.
@@ -81,18 +93,28 @@ pub async fn process(ctx: &JobContext, t: &Trigger, attempt: u32) -> JobOutcome 
     }
 }
 
-async fn process_inner(ctx: &JobContext, t: &Trigger, attempt: u32) -> Result<JobOutcome, JobOutcome> {
+async fn process_inner(
+    ctx: &JobContext,
+    t: &Trigger,
+    attempt: u32,
+) -> Result<JobOutcome, JobOutcome> {
     let h = history(ctx, t).await?;
     if h.settled(t.generation) {
         return Ok(JobOutcome::AlreadySettled);
     }
     let (Some(key), Some(etag)) = (h.original_key.clone(), h.etag.clone()) else {
-        return Err(permanent(ErrorCode::Internal, "no upload recorded for this image"));
+        return Err(permanent(
+            ErrorCode::Internal,
+            "no upload recorded for this image",
+        ));
     };
     let event = |body| Event::new(t.project.clone(), t.image, body);
     let mut last = h.last_seq;
     if !h.started(t.generation) {
-        let started = EventBody::ProcessingStarted { attempt, generation: t.generation };
+        let started = EventBody::ProcessingStarted {
+            attempt,
+            generation: t.generation,
+        };
         last = ctx
             .log
             .append(&event(started), Guard::LastImageSeq(last))
@@ -110,7 +132,9 @@ async fn process_inner(ctx: &JobContext, t: &Trigger, attempt: u32) -> Result<Jo
         ctx.store
             .put(&ObjectPath::from(vkey.as_str()), v.data.clone().into())
             .await
-            .map_err(|e| JobOutcome::Transient { message: format!("storing {vkey}: {e}") })?;
+            .map_err(|e| JobOutcome::Transient {
+                message: format!("storing {vkey}: {e}"),
+            })?;
         if h.rendered(t.generation, v.version) {
             continue;
         }
@@ -123,24 +147,42 @@ async fn process_inner(ctx: &JobContext, t: &Trigger, attempt: u32) -> Result<Jo
             content_type: v.content_type.to_owned(),
             generation: t.generation,
         });
-        last = ctx.log.append(&event(body), Guard::LastImageSeq(last)).await.map_err(append_outcome)?.seq;
+        last = ctx
+            .log
+            .append(&event(body), Guard::LastImageSeq(last))
+            .await
+            .map_err(append_outcome)?
+            .seq;
     }
     let done = EventBody::Processed {
         generation: t.generation,
         width: rendered.upright.width,
         height: rendered.upright.height,
     };
-    ctx.log.append(&event(done), Guard::LastImageSeq(last)).await.map_err(append_outcome)?;
+    ctx.log
+        .append(&event(done), Guard::LastImageSeq(last))
+        .await
+        .map_err(append_outcome)?;
     Ok(JobOutcome::Completed)
 }
 
-async fn fetch_original(ctx: &JobContext, key: &str, etag: &str) -> Result<bytes::Bytes, JobOutcome> {
+async fn fetch_original(
+    ctx: &JobContext,
+    key: &str,
+    etag: &str,
+) -> Result<bytes::Bytes, JobOutcome> {
     let path = ObjectPath::from(key);
-    let options = GetOptions { if_match: Some(etag.to_owned()), ..Default::default() };
+    let options = GetOptions {
+        if_match: Some(etag.to_owned()),
+        ..Default::default()
+    };
     let result = match ctx.store.get_opts(&path, options).await {
         Ok(result) => result,
         Err(object_store::Error::NotFound { .. }) => {
-            return Err(permanent(ErrorCode::Internal, "the original is missing from storage"));
+            return Err(permanent(
+                ErrorCode::Internal,
+                "the original is missing from storage",
+            ));
         }
         Err(object_store::Error::Precondition { .. }) => {
             return Err(permanent(
@@ -148,29 +190,45 @@ async fn fetch_original(ctx: &JobContext, key: &str, etag: &str) -> Result<bytes
                 "the original was replaced after its upload was recorded",
             ));
         }
-        Err(e) => return Err(JobOutcome::Transient { message: format!("reading original: {e}") }),
+        Err(e) => {
+            return Err(JobOutcome::Transient {
+                message: format!("reading original: {e}"),
+            });
+        }
     };
     if result.meta.size > ctx.max_upload_bytes {
         return Err(permanent(
             ErrorCode::UploadTooLarge,
-            format!("{} bytes is over the limit of {}", result.meta.size, ctx.max_upload_bytes),
+            format!(
+                "{} bytes is over the limit of {}",
+                result.meta.size, ctx.max_upload_bytes
+            ),
         ));
     }
-    result
-        .bytes()
-        .await
-        .map_err(|e| JobOutcome::Transient { message: format!("reading original: {e}") })
+    result.bytes().await.map_err(|e| JobOutcome::Transient {
+        message: format!("reading original: {e}"),
+    })
 }
 
 async fn render_blocking(ctx: &JobContext, bytes: bytes::Bytes) -> Result<Rendered, JobOutcome> {
-    let _cpu = ctx.cpu.clone().acquire_owned().await.expect("semaphore never closed");
+    let _cpu = ctx
+        .cpu
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("semaphore never closed");
     let limits = ctx.limits;
     let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(|| render::render(&bytes, limits))).await {
+    match tokio::task::spawn_blocking(move || span.in_scope(|| render::render(&bytes, limits)))
+        .await
+    {
         Ok(Ok(rendered)) => Ok(rendered),
         Ok(Err(e)) => Err(permanent(e.code, e.message)),
         // A decoder panic on a hostile file must cost that image, not the processor.
-        Err(join) => Err(permanent(ErrorCode::CorruptImage, format!("the decoder failed: {join}"))),
+        Err(join) => Err(permanent(
+            ErrorCode::CorruptImage,
+            format!("the decoder failed: {join}"),
+        )),
     }
 }
 
@@ -197,10 +255,18 @@ pub async fn record_failure(
                 generation: t.generation,
             }),
         );
-        match ctx.log.append(&failed, Guard::LastImageSeq(h.last_seq)).await {
+        match ctx
+            .log
+            .append(&failed, Guard::LastImageSeq(h.last_seq))
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(AppendError::Conflict) => continue,
-            Err(e) => return Err(JobOutcome::Transient { message: e.to_string() }),
+            Err(e) => {
+                return Err(JobOutcome::Transient {
+                    message: e.to_string(),
+                });
+            }
         }
     }
     Err(JobOutcome::Conflict)

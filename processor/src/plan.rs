@@ -94,7 +94,10 @@ pub enum AckDecision {
     /// Redeliver after the delay.
     Nak(Duration),
     /// Append `failed` with this code, then stop redelivery (`Term`).
-    FailAndTerm { code: ErrorCode, message: String },
+    FailAndTerm {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// The one place that decides a delivery's acknowledgement. `delivered` counts this delivery
@@ -103,9 +106,10 @@ pub fn decide(outcome: &JobOutcome, delivered: i64, max_deliver: i64) -> AckDeci
     let last_attempt = max_deliver > 0 && delivered >= max_deliver;
     match outcome {
         JobOutcome::Completed | JobOutcome::AlreadySettled => AckDecision::Ack,
-        JobOutcome::Permanent { code, message } => {
-            AckDecision::FailAndTerm { code: *code, message: message.clone() }
-        }
+        JobOutcome::Permanent { code, message } => AckDecision::FailAndTerm {
+            code: *code,
+            message: message.clone(),
+        },
         JobOutcome::Transient { .. } | JobOutcome::Conflict if last_attempt => {
             let reason = match outcome {
                 JobOutcome::Transient { message } => message.as_str(),
@@ -146,8 +150,21 @@ mod tests {
     #[test]
     fn history_tells_what_is_left() {
         let events = vec![
-            stored(3, EventBody::Uploaded(Uploaded { size: 9, etag: "e1".into(), generation: 1 })),
-            stored(7, EventBody::ProcessingStarted { attempt: 1, generation: 1 }),
+            stored(
+                3,
+                EventBody::Uploaded(Uploaded {
+                    size: 9,
+                    etag: "e1".into(),
+                    generation: 1,
+                }),
+            ),
+            stored(
+                7,
+                EventBody::ProcessingStarted {
+                    attempt: 1,
+                    generation: 1,
+                },
+            ),
             stored(
                 9,
                 EventBody::Failed(Failure {
@@ -168,21 +185,41 @@ mod tests {
 
     #[test]
     fn acks_follow_the_outcome() {
-        let transient = JobOutcome::Transient { message: "s3 down".into() };
+        let transient = JobOutcome::Transient {
+            message: "s3 down".into(),
+        };
         assert_eq!(decide(&JobOutcome::Completed, 1, 5), AckDecision::Ack);
         assert_eq!(decide(&JobOutcome::AlreadySettled, 3, 5), AckDecision::Ack);
-        assert_eq!(decide(&transient, 1, 5), AckDecision::Nak(Duration::from_secs(1)));
-        assert_eq!(decide(&transient, 3, 5), AckDecision::Nak(Duration::from_secs(4)));
+        assert_eq!(
+            decide(&transient, 1, 5),
+            AckDecision::Nak(Duration::from_secs(1))
+        );
+        assert_eq!(
+            decide(&transient, 3, 5),
+            AckDecision::Nak(Duration::from_secs(4))
+        );
         assert!(matches!(
             decide(&transient, 5, 5),
-            AckDecision::FailAndTerm { code: ErrorCode::RetriesExhausted, .. }
+            AckDecision::FailAndTerm {
+                code: ErrorCode::RetriesExhausted,
+                ..
+            }
         ));
-        assert_eq!(decide(&JobOutcome::Conflict, 1, 5), AckDecision::Nak(Duration::from_millis(100)));
-        let corrupt = JobOutcome::Permanent { code: ErrorCode::CorruptImage, message: "x".into() };
+        assert_eq!(
+            decide(&JobOutcome::Conflict, 1, 5),
+            AckDecision::Nak(Duration::from_millis(100))
+        );
+        let corrupt = JobOutcome::Permanent {
+            code: ErrorCode::CorruptImage,
+            message: "x".into(),
+        };
         // Permanent failures never retry, whatever the attempt.
         assert_eq!(
             decide(&corrupt, 1, 5),
-            AckDecision::FailAndTerm { code: ErrorCode::CorruptImage, message: "x".into() }
+            AckDecision::FailAndTerm {
+                code: ErrorCode::CorruptImage,
+                message: "x".into()
+            }
         );
         assert_eq!(backoff(100), Duration::from_secs(60));
     }

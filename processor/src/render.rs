@@ -22,7 +22,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_pixels: 100_000_000, max_side: 30_000 }
+        Self {
+            max_pixels: 100_000_000,
+            max_side: 30_000,
+        }
     }
 }
 
@@ -39,7 +42,10 @@ pub struct RenderError {
 
 impl RenderError {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -73,7 +79,10 @@ fn classify(err: ImageError) -> RenderError {
 /// Decodes `bytes`, upright, within `limits`.
 pub fn decode(bytes: &[u8], limits: Limits) -> Result<DynamicImage, RenderError> {
     if bytes.is_empty() {
-        return Err(RenderError::new(ErrorCode::CorruptImage, "the file is empty"));
+        return Err(RenderError::new(
+            ErrorCode::CorruptImage,
+            "the file is empty",
+        ));
     }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -103,7 +112,10 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<DynamicImage, RenderError>
 
 fn check_size(size: Size, limits: Limits) -> Result<(), RenderError> {
     if size.width == 0 || size.height == 0 {
-        return Err(RenderError::new(ErrorCode::CorruptImage, "the image has no pixels"));
+        return Err(RenderError::new(
+            ErrorCode::CorruptImage,
+            "the image has no pixels",
+        ));
     }
     if size.width > limits.max_side || size.height > limits.max_side {
         return Err(RenderError::new(
@@ -158,7 +170,13 @@ pub fn render_decoded(image: DynamicImage) -> Result<Rendered, RenderError> {
             current = next;
         }
         let (data, content_type, extension) = encode(&current, keep_alpha)?;
-        versions.push(RenderedVersion { version, size: target, data, content_type, extension });
+        versions.push(RenderedVersion {
+            version,
+            size: target,
+            data,
+            content_type,
+            extension,
+        });
     }
     Ok(Rendered { upright, versions })
 }
@@ -188,12 +206,22 @@ fn encode(
             image::codecs::png::CompressionType::Fast,
             image::codecs::png::FilterType::Adaptive,
         )
-        .write_image(image.buffer(), image.width(), image.height(), image::ExtendedColorType::Rgba8)
+        .write_image(
+            image.buffer(),
+            image.width(),
+            image.height(),
+            image::ExtendedColorType::Rgba8,
+        )
         .map_err(internal)?;
         Ok((out, "image/png", "png"))
     } else {
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
-            .encode(image.buffer(), image.width(), image.height(), image::ExtendedColorType::Rgb8)
+            .encode(
+                image.buffer(),
+                image.width(),
+                image.height(),
+                image::ExtendedColorType::Rgb8,
+            )
             .map_err(internal)?;
         Ok((out, "image/jpeg", "jpg"))
     }

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
-use tracing::Instrument;
 use gallery_nats::{EventLog, ProcessorConsumerConfig, topology};
 use gallery_schema::Event;
 use object_store::ObjectStore;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::job::{self, JobContext, Trigger};
 use crate::plan::{AckDecision, backoff, decide};
@@ -34,7 +34,9 @@ pub struct ProcessorConfig {
 
 impl Default for ProcessorConfig {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Self {
             cpu_concurrency: cores,
             job_concurrency: cores * 2,
@@ -69,7 +71,11 @@ pub async fn run(
     };
     let slots = Arc::new(Semaphore::new(config.job_concurrency.max(1)));
     let tracker = TaskTracker::new();
-    tracing::info!(renders = config.cpu_concurrency, jobs = config.job_concurrency, "processor started");
+    tracing::info!(
+        renders = config.cpu_concurrency,
+        jobs = config.job_concurrency,
+        "processor started"
+    );
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -90,7 +96,10 @@ pub async fn run(
         });
     }
     tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight jobs did not finish in time; they will be redelivered");
     }
     Ok(())
@@ -99,7 +108,12 @@ pub async fn run(
 async fn next_message(
     consumer: &consumer::Consumer<consumer::pull::Config>,
 ) -> Option<jetstream::Message> {
-    let batch = consumer.batch().max_messages(1).expires(Duration::from_secs(5)).messages().await;
+    let batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await;
     let mut batch = match batch {
         Ok(b) => b,
         Err(err) => {
@@ -121,7 +135,10 @@ async fn next_message(
 
 async fn handle(ctx: &JobContext, msg: jetstream::Message, ack_wait: Duration, max_deliver: i64) {
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-    let trigger = Event::decode(&msg.payload).ok().as_ref().and_then(Trigger::from_event);
+    let trigger = Event::decode(&msg.payload)
+        .ok()
+        .as_ref()
+        .and_then(Trigger::from_event);
     let Some(trigger) = trigger else {
         tracing::error!(subject = %msg.subject, "not a processing trigger; terminating it");
         let _ = msg.ack_with(AckKind::Term).await;

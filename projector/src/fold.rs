@@ -19,7 +19,11 @@ pub enum FoldError {
     #[error("{kind:?} is not allowed in state {state:?}")]
     IllegalTransition { state: ImageState, kind: EventKind },
     #[error("{kind:?} of generation {event} while the image is at generation {current}")]
-    StaleGeneration { kind: EventKind, event: u32, current: u32 },
+    StaleGeneration {
+        kind: EventKind,
+        event: u32,
+        current: u32,
+    },
 }
 
 /// Applies `event`, found at stream sequence `seq`, to the image's previous record.
@@ -60,12 +64,19 @@ pub fn apply(prev: Option<Record>, seq: u64, event: &Event) -> Result<Record, Fo
 
 fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
     let kind = body.kind();
-    let illegal = |rec: &Record| FoldError::IllegalTransition { state: rec.state, kind };
+    let illegal = |rec: &Record| FoldError::IllegalTransition {
+        state: rec.state,
+        kind,
+    };
     let same_generation = |rec: &Record, generation: u32| {
         if generation == rec.generation {
             Ok(())
         } else {
-            Err(FoldError::StaleGeneration { kind, event: generation, current: rec.generation })
+            Err(FoldError::StaleGeneration {
+                kind,
+                event: generation,
+                current: rec.generation,
+            })
         }
     };
     use ImageState::*;
@@ -80,7 +91,10 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
             rec.etag = Some(up.etag.clone());
             rec.generation = up.generation;
         }
-        EventBody::ProcessingStarted { attempt, generation } => {
+        EventBody::ProcessingStarted {
+            attempt,
+            generation,
+        } => {
             same_generation(&rec, *generation)?;
             if !matches!(rec.state, Uploaded | Processing) {
                 return Err(illegal(&rec));
@@ -104,7 +118,11 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
                 },
             );
         }
-        EventBody::Processed { generation, width, height } => {
+        EventBody::Processed {
+            generation,
+            width,
+            height,
+        } => {
             same_generation(&rec, *generation)?;
             if rec.state != Processing {
                 return Err(illegal(&rec));
@@ -123,7 +141,10 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
                 return Err(illegal(&rec));
             }
             rec.state = Error;
-            rec.error = Some(RecordError { code: f.code, message: f.message.clone() });
+            rec.error = Some(RecordError {
+                code: f.code,
+                message: f.message.clone(),
+            });
         }
         EventBody::ReprocessRequested { generation } => {
             if !rec.state.is_terminal() || rec.etag.is_none() {

@@ -56,7 +56,11 @@ impl Projector {
     pub fn new(store: Store) -> Result<Self, StoreError> {
         let (applied, _) = watch::channel(store.last_seq()?);
         let (events, _) = broadcast::channel(FANOUT_CAPACITY);
-        Ok(Self { store, applied, events })
+        Ok(Self {
+            store,
+            applied,
+            events,
+        })
     }
 
     pub fn handle(&self) -> ProjectorHandle {
@@ -210,6 +214,9 @@ pub async fn rebuild(js: &jetstream::Context, dir: &Path) -> Result<u64, Project
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     dir.with_file_name(format!("{name}.{suffix}"))
 }

@@ -51,7 +51,10 @@ fn index_key(project: &ProjectId, image: &ImageId) -> Vec<u8> {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(200))
+            .open()?;
         let store = Self {
             records: db.open_tree("records")?,
             by_project: db.open_tree("by_project")?,
@@ -61,7 +64,9 @@ impl Store {
         let version = match store.meta.get("version")? {
             Some(v) => u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])),
             None => {
-                store.meta.insert("version", &RECORD_VERSION.to_be_bytes())?;
+                store
+                    .meta
+                    .insert("version", &RECORD_VERSION.to_be_bytes())?;
                 RECORD_VERSION
             }
         };
@@ -133,7 +138,9 @@ impl Store {
             let (key, _) = entry?;
             let id: [u8; 16] = key[prefix.len()..].try_into().unwrap_or([0; 16]);
             let image = ImageId::from_bytes(id);
-            let Some(rec) = self.get(&image)? else { continue };
+            let Some(rec) = self.get(&image)? else {
+                continue;
+            };
             if state.is_some_and(|s| s != rec.state) {
                 continue;
             }
@@ -143,7 +150,10 @@ impl Store {
             }
             records.push(rec);
         }
-        Ok(Page { records, next_cursor })
+        Ok(Page {
+            records,
+            next_cursor,
+        })
     }
 
     pub async fn flush(&self) -> Result<(), StoreError> {
@@ -185,7 +195,10 @@ mod tests {
     fn pages_newest_first_per_project_and_keeps_the_sequence() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (a, b) = (ProjectId::parse("a").unwrap(), ProjectId::parse("a-b").unwrap());
+        let (a, b) = (
+            ProjectId::parse("a").unwrap(),
+            ProjectId::parse("a-b").unwrap(),
+        );
         let mut ids = Vec::new();
         for seq in 1..=5u64 {
             let project = if seq == 3 { &b } else { &a };
@@ -199,14 +212,30 @@ mod tests {
         assert_eq!(store.last_seq().unwrap(), 5);
         ids.reverse();
         let first = store.list(&a, None, 3, None).unwrap();
-        assert_eq!(first.records.iter().map(|r| r.image_id).collect::<Vec<_>>(), ids[..3]);
+        assert_eq!(
+            first.records.iter().map(|r| r.image_id).collect::<Vec<_>>(),
+            ids[..3]
+        );
         let cursor = first.next_cursor.expect("more pages");
         let second = store.list(&a, None, 3, Some(&cursor)).unwrap();
-        assert_eq!(second.records.iter().map(|r| r.image_id).collect::<Vec<_>>(), ids[3..]);
+        assert_eq!(
+            second
+                .records
+                .iter()
+                .map(|r| r.image_id)
+                .collect::<Vec<_>>(),
+            ids[3..]
+        );
         assert!(second.next_cursor.is_none());
         // "a-b" is a different project even though it starts with "a".
         assert_eq!(store.list(&b, None, 10, None).unwrap().records.len(), 1);
-        assert!(store.list(&a, Some(ImageState::Done), 10, None).unwrap().records.is_empty());
+        assert!(
+            store
+                .list(&a, Some(ImageState::Done), 10, None)
+                .unwrap()
+                .records
+                .is_empty()
+        );
 
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();

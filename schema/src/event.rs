@@ -20,11 +20,20 @@ pub struct Event {
 pub enum EventBody {
     UploadRequested(UploadRequested),
     Uploaded(Uploaded),
-    ProcessingStarted { attempt: u32, generation: u32 },
+    ProcessingStarted {
+        attempt: u32,
+        generation: u32,
+    },
     VersionRendered(VersionRendered),
-    Processed { generation: u32, width: u32, height: u32 },
+    Processed {
+        generation: u32,
+        width: u32,
+        height: u32,
+    },
     Failed(Failure),
-    ReprocessRequested { generation: u32 },
+    ReprocessRequested {
+        generation: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,7 +154,12 @@ impl EventBody {
 
 impl Event {
     pub fn new(project_id: ProjectId, image_id: ImageId, body: EventBody) -> Self {
-        Self { image_id, project_id, at: Utc::now(), body }
+        Self {
+            image_id,
+            project_id,
+            at: Utc::now(),
+            body,
+        }
     }
 
     pub fn kind(&self) -> EventKind {
@@ -181,7 +195,11 @@ mod tests {
 
     #[test]
     fn outcomes_of_one_generation_share_a_msg_id() {
-        let done = event(EventBody::Processed { generation: 2, width: 1, height: 1 });
+        let done = event(EventBody::Processed {
+            generation: 2,
+            width: 1,
+            height: 1,
+        });
         let mut failed = event(EventBody::Failed(Failure {
             code: ErrorCode::CorruptImage,
             message: "x".into(),
@@ -190,13 +208,21 @@ mod tests {
         }));
         failed.image_id = done.image_id;
         assert_eq!(done.msg_id(), failed.msg_id());
-        let next = Event { body: EventBody::Processed { generation: 3, width: 1, height: 1 }, ..done.clone() };
+        let next = Event {
+            body: EventBody::Processed {
+                generation: 3,
+                width: 1,
+                height: 1,
+            },
+            ..done.clone()
+        };
         assert_ne!(done.msg_id(), next.msg_id());
     }
 
     #[test]
     fn every_kind_has_a_distinct_name_that_round_trips() {
-        let names: std::collections::HashSet<_> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        let names: std::collections::HashSet<_> =
+            EventKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), EventKind::ALL.len());
         for k in EventKind::ALL {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));

@@ -139,8 +139,22 @@ mod tests {
     fn hostile_project_ids_are_refused() {
         let long = "a".repeat(65);
         for raw in [
-            "*", ">", "a.b", "a b", "", long.as_str(), "проект", "..", "$SYS", "a*", "a>b",
-            "a\tb", "a\nb", "a/b", "é", "a\0b",
+            "*",
+            ">",
+            "a.b",
+            "a b",
+            "",
+            long.as_str(),
+            "проект",
+            "..",
+            "$SYS",
+            "a*",
+            "a>b",
+            "a\tb",
+            "a\nb",
+            "a/b",
+            "é",
+            "a\0b",
         ] {
             assert_eq!(
                 ProjectId::parse(raw),

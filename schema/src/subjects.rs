@@ -40,12 +40,20 @@ pub fn kind_filter(kind: EventKind) -> String {
 /// Splits a subject back into its parts; `None` for anything that isn't ours.
 pub fn parse_subject(subject: &str) -> Option<(ProjectId, ImageId, EventKind)> {
     let mut parts = subject.split('.');
-    let (Some("images"), Some(p), Some(i), Some(k), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some("images"), Some(p), Some(i), Some(k), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return None;
     };
-    Some((ProjectId::parse(p).ok()?, ImageId::parse(i).ok()?, EventKind::parse(k)?))
+    Some((
+        ProjectId::parse(p).ok()?,
+        ImageId::parse(i).ok()?,
+        EventKind::parse(k)?,
+    ))
 }
 
 #[cfg(test)]
@@ -58,7 +66,10 @@ mod tests {
         let i = ImageId::new_v7();
         let s = event_subject(&p, &i, EventKind::VersionRendered);
         assert_eq!(s, format!("images.42.{i}.version_rendered"));
-        assert_eq!(parse_subject(&s), Some((p.clone(), i, EventKind::VersionRendered)));
+        assert_eq!(
+            parse_subject(&s),
+            Some((p.clone(), i, EventKind::VersionRendered))
+        );
         assert_eq!(image_filter(&p, &i), format!("images.42.{i}.*"));
         assert_eq!(project_filter(&p), "images.42.>");
         assert_eq!(parse_subject("images.42.x"), None);

@@ -55,7 +55,10 @@ mod tests {
 
     #[test]
     fn cascade_is_largest_first_and_names_round_trip() {
-        let areas: Vec<u64> = VersionName::CASCADE.iter().map(|v| v.bounds().pixels()).collect();
+        let areas: Vec<u64> = VersionName::CASCADE
+            .iter()
+            .map(|v| v.bounds().pixels())
+            .collect();
         assert!(areas.windows(2).all(|w| w[0] > w[1]));
         for v in VersionName::CASCADE {
             assert_eq!(VersionName::parse(v.as_str()), Some(v));

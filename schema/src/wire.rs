@@ -49,12 +49,13 @@ impl Event {
                 etag: u.etag.clone(),
                 generation: u.generation,
             }),
-            EventBody::ProcessingStarted { attempt, generation } => {
-                Kind::ProcessingStarted(pb::ProcessingStarted {
-                    attempt: *attempt,
-                    generation: *generation,
-                })
-            }
+            EventBody::ProcessingStarted {
+                attempt,
+                generation,
+            } => Kind::ProcessingStarted(pb::ProcessingStarted {
+                attempt: *attempt,
+                generation: *generation,
+            }),
             EventBody::VersionRendered(v) => Kind::VersionRendered(pb::VersionRendered {
                 version: v.version.as_str().to_owned(),
                 key: v.key.clone(),
@@ -64,7 +65,11 @@ impl Event {
                 content_type: v.content_type.clone(),
                 generation: v.generation,
             }),
-            EventBody::Processed { generation, width, height } => Kind::Processed(pb::Processed {
+            EventBody::Processed {
+                generation,
+                width,
+                height,
+            } => Kind::Processed(pb::Processed {
                 generation: *generation,
                 width: *width,
                 height: *height,
@@ -76,7 +81,9 @@ impl Event {
                 generation: f.generation,
             }),
             EventBody::ReprocessRequested { generation } => {
-                Kind::ReprocessRequested(pb::ReprocessRequested { generation: *generation })
+                Kind::ReprocessRequested(pb::ReprocessRequested {
+                    generation: *generation,
+                })
             }
         };
         pb::Envelope {
@@ -129,9 +136,9 @@ impl Event {
                 retryable: f.retryable,
                 generation: f.generation,
             }),
-            Kind::ReprocessRequested(r) => {
-                EventBody::ReprocessRequested { generation: r.generation }
-            }
+            Kind::ReprocessRequested(r) => EventBody::ReprocessRequested {
+                generation: r.generation,
+            },
         };
         Ok(Event {
             image_id: ImageId::parse(&env.image_id)?,
@@ -160,8 +167,15 @@ mod tests {
                 link_expires_at: at,
                 max_bytes: 50,
             }),
-            EventBody::Uploaded(Uploaded { size: 3, etag: "e".into(), generation: 1 }),
-            EventBody::ProcessingStarted { attempt: 2, generation: 1 },
+            EventBody::Uploaded(Uploaded {
+                size: 3,
+                etag: "e".into(),
+                generation: 1,
+            }),
+            EventBody::ProcessingStarted {
+                attempt: 2,
+                generation: 1,
+            },
             EventBody::VersionRendered(VersionRendered {
                 version: VersionName::Thumb,
                 key: "k".into(),
@@ -171,7 +185,11 @@ mod tests {
                 content_type: "image/jpeg".into(),
                 generation: 1,
             }),
-            EventBody::Processed { generation: 1, width: 10, height: 20 },
+            EventBody::Processed {
+                generation: 1,
+                width: 10,
+                height: 20,
+            },
             EventBody::Failed(Failure {
                 code: ErrorCode::CorruptImage,
                 message: "bad".into(),
@@ -181,7 +199,12 @@ mod tests {
             EventBody::ReprocessRequested { generation: 2 },
         ];
         for body in bodies {
-            let e = Event { image_id: i, project_id: p.clone(), at, body };
+            let e = Event {
+                image_id: i,
+                project_id: p.clone(),
+                at,
+                body,
+            };
             assert_eq!(Event::decode(&e.encode()).unwrap(), e);
         }
     }
@@ -195,6 +218,9 @@ mod tests {
             at_ms: 0,
             kind: Some(Kind::Processed(pb::Processed::default())),
         };
-        assert!(matches!(Event::decode(&env.encode_to_vec()), Err(DecodeError::Id(_))));
+        assert!(matches!(
+            Event::decode(&env.encode_to_vec()),
+            Err(DecodeError::Id(_))
+        ));
     }
 }

@@ -27,19 +27,32 @@ pub async fn download(
     Query(q): Query<Signed>,
 ) -> ApiResult<Response> {
     let (Some(expires), Some(signature)) = (q.expires, q.signature) else {
-        return Err(ApiError::new(ErrorCode::BadSignature, "the link is not signed"));
+        return Err(ApiError::new(
+            ErrorCode::BadSignature,
+            "the link is not signed",
+        ));
     };
-    state.signer.verify_download(&key, expires, &signature, now_secs()).map_err(|e| match e {
-        LinkError::BadSignature => ApiError::new(ErrorCode::BadSignature, e.to_string()),
-        LinkError::Expired => ApiError::new(ErrorCode::LinkExpired, "the link has expired; list the image again for a fresh one"),
-    })?;
+    state
+        .signer
+        .verify_download(&key, expires, &signature, now_secs())
+        .map_err(|e| match e {
+            LinkError::BadSignature => ApiError::new(ErrorCode::BadSignature, e.to_string()),
+            LinkError::Expired => ApiError::new(
+                ErrorCode::LinkExpired,
+                "the link has expired; list the image again for a fresh one",
+            ),
+        })?;
     let content_type = if key.starts_with("versions/") {
         content_type::for_version_key(&key).to_owned()
     } else {
         // originals/<project>/<image id>: the type the upload link pinned.
-        let image = key.rsplit('/').next().and_then(|id| ImageId::parse(id).ok());
+        let image = key
+            .rsplit('/')
+            .next()
+            .and_then(|id| ImageId::parse(id).ok());
         let rec = image.and_then(|id| state.projector.store.get(&id).ok().flatten());
-        rec.map(|r| r.content_type).unwrap_or_else(|| "application/octet-stream".into())
+        rec.map(|r| r.content_type)
+            .unwrap_or_else(|| "application/octet-stream".into())
     };
     let result = match state.store.get(&ObjectPath::from(key.as_str())).await {
         Ok(r) => r,
@@ -55,7 +68,10 @@ pub async fn download(
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
             // Keys are immutable (versions carry their generation), so the bytes behind a URL
             // never change.
-            (header::CACHE_CONTROL, "private, max-age=3600, immutable".to_owned()),
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=3600, immutable".to_owned(),
+            ),
         ],
         body,
     )

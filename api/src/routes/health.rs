@@ -20,8 +20,16 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         problems.push("nats: not connected".to_owned());
     }
     let stream_seq = match tokio::time::timeout(std::time::Duration::from_secs(2), async {
-        let mut stream = state.js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
-        stream.info().await.map(|i| i.state.last_sequence).map_err(|e| e.to_string())
+        let mut stream = state
+            .js
+            .get_stream(STREAM)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .info()
+            .await
+            .map(|i| i.state.last_sequence)
+            .map_err(|e| e.to_string())
     })
     .await
     {
@@ -46,7 +54,11 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             problems.push(format!("read model: {lag} events behind"));
         }
     }
-    let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if problems.is_empty() { "ready" } else { "not_ready" },
         "problems": problems,

@@ -8,7 +8,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{TimeDelta, Utc};
 use gallery_nats::{AppendError, Guard};
-use gallery_schema::{ErrorCode, Event, EventBody, ImageId, ImageState, ProjectId, UploadRequested};
+use gallery_schema::{
+    ErrorCode, Event, EventBody, ImageId, ImageState, ProjectId, UploadRequested,
+};
 use serde_json::{Value, json};
 
 use super::{links, load_record, parse_image_id, wait_applied};
@@ -33,7 +35,9 @@ pub struct CreateImage {
 pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("the body must be a JSON object: {e}")))?;
-    let obj = value.as_object().ok_or_else(|| ApiError::invalid("the body must be a JSON object"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("the body must be a JSON object"))?;
     let project_id = match obj.get("project_id") {
         Some(Value::String(s)) => ProjectId::parse(s)?,
         Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
@@ -67,14 +71,20 @@ pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
         Some(Value::String(s)) => content_type::accept(s).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::UnsupportedFormat,
-                format!("{s:?} is not accepted; use one of {}", content_type::ACCEPTED.join(", ")),
+                format!(
+                    "{s:?} is not accepted; use one of {}",
+                    content_type::ACCEPTED.join(", ")
+                ),
             )
         })?,
         Some(_) => return Err(ApiError::invalid("content_type must be a string")),
     };
     let size = match obj.get("size") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| ApiError::invalid("size must be a whole number of bytes"))?),
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| ApiError::invalid("size must be a whole number of bytes"))?,
+        ),
     };
     if let Some(size) = size {
         if size > max_bytes {
@@ -87,7 +97,12 @@ pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
             return Err(ApiError::invalid("size must be at least 1 byte"));
         }
     }
-    Ok(CreateImage { filename, project_id, content_type, size })
+    Ok(CreateImage {
+        filename,
+        project_id,
+        content_type,
+        size,
+    })
 }
 
 pub fn original_key(project: &ProjectId, image: &ImageId) -> String {
@@ -100,11 +115,8 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
     let key = original_key(&req.project_id, &image_id);
     let ttl = TimeDelta::from_std(state.config.upload_link_ttl).unwrap_or(TimeDelta::minutes(15));
     // Whole seconds: the link carries seconds, and the event must agree with it.
-    let expires_at = chrono::DateTime::from_timestamp(
-        (Utc::now() + ttl).timestamp(),
-        0,
-    )
-    .expect("in range");
+    let expires_at =
+        chrono::DateTime::from_timestamp((Utc::now() + ttl).timestamp(), 0).expect("in range");
     let max_bytes = req.size.unwrap_or(state.config.max_upload_bytes);
     let event = Event::new(
         req.project_id.clone(),
@@ -150,15 +162,26 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
         "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
     let location = format!("/images/{image}");
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
 }
 
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let rec = load_record(&state, &parse_image_id(&id)?)?;
     Ok(Json(record_json(&rec, &links(&state))))
 }
 
-pub async fn reprocess(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn reprocess(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let rec = load_record(&state, &parse_image_id(&id)?)?;
     if !rec.state.is_terminal() {
         return Err(ApiError::conflict(format!(
@@ -170,35 +193,57 @@ pub async fn reprocess(State(state): State<AppState>, Path(id): Path<String>) ->
         return Err(ApiError::conflict("the image was never uploaded"));
     }
     let generation = rec.generation + 1;
-    let event = Event::new(rec.project_id.clone(), rec.image_id, EventBody::ReprocessRequested { generation });
-    let appended = match state.log.append(&event, Guard::LastImageSeq(rec.last_seq)).await {
+    let event = Event::new(
+        rec.project_id.clone(),
+        rec.image_id,
+        EventBody::ReprocessRequested { generation },
+    );
+    let appended = match state
+        .log
+        .append(&event, Guard::LastImageSeq(rec.last_seq))
+        .await
+    {
         Ok(a) => a,
         Err(AppendError::Conflict) => {
-            return Err(ApiError::conflict("the image changed meanwhile; read it and retry"));
+            return Err(ApiError::conflict(
+                "the image changed meanwhile; read it and retry",
+            ));
         }
         Err(e) => return Err(ApiError::unavailable("recording the reprocess request", e)),
     };
     wait_applied(&state, appended.seq).await;
     let rec = load_record(&state, &rec.image_id)?;
-    Ok((StatusCode::ACCEPTED, Json(record_json(&rec, &links(&state)))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(record_json(&rec, &links(&state))),
+    )
+        .into_response())
 }
 
 /// The fast path after an upload: records it now if the object is in storage and the image is
 /// still `init` (in local mode the upload endpoint has normally done so already; this also
 /// recovers an upload whose bytes were stored while NATS was unreachable).
-pub async fn complete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn complete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let mut rec = load_record(&state, &parse_image_id(&id)?)?;
     if rec.state == ImageState::Init {
         let path = object_store::path::Path::from(rec.original_key.as_str());
         let meta = match state.store.head(&path).await {
             Ok(meta) => meta,
             Err(object_store::Error::NotFound { .. }) => {
-                return Err(ApiError::conflict("no upload has been received for this image"));
+                return Err(ApiError::conflict(
+                    "no upload has been received for this image",
+                ));
             }
             Err(e) => return Err(ApiError::unavailable("checking the upload", e)),
         };
         if meta.size > rec.max_bytes {
-            return Err(ApiError::new(ErrorCode::UploadTooLarge, "the stored upload is over the size limit"));
+            return Err(ApiError::new(
+                ErrorCode::UploadTooLarge,
+                "the stored upload is over the size limit",
+            ));
         }
         let etag = meta.e_tag.unwrap_or_default();
         super::uploads::record_upload(&state, &rec, meta.size, &etag).await?;
@@ -220,24 +265,42 @@ mod tests {
         let ok = parse_create(br#"{"filename":"a.JPG","project_id":42}"#, 1000).unwrap();
         assert_eq!(ok.project_id.as_str(), "42");
         assert_eq!(ok.content_type, "image/jpeg");
-        let s = parse_create(br#"{"filename":"x","project_id":"p_1","content_type":"image/png","size":10}"#, 1000).unwrap();
+        let s = parse_create(
+            br#"{"filename":"x","project_id":"p_1","content_type":"image/png","size":10}"#,
+            1000,
+        )
+        .unwrap();
         assert_eq!((s.content_type, s.size), ("image/png", Some(10)));
 
         assert_eq!(code("not json"), ErrorCode::InvalidRequest);
         assert_eq!(code("[]"), ErrorCode::InvalidRequest);
         assert_eq!(code(r#"{"filename":"a.jpg"}"#), ErrorCode::InvalidRequest);
         assert_eq!(code(r#"{"project_id":1}"#), ErrorCode::InvalidRequest);
-        assert_eq!(code(r#"{"filename":"","project_id":1}"#), ErrorCode::InvalidRequest);
-        for hostile in [r#""*""#, r#"">""#, r#""a.b""#, r#""""#, "1.5", "true", "[1]", r#""a b""#] {
+        assert_eq!(
+            code(r#"{"filename":"","project_id":1}"#),
+            ErrorCode::InvalidRequest
+        );
+        for hostile in [
+            r#""*""#, r#"">""#, r#""a.b""#, r#""""#, "1.5", "true", "[1]", r#""a b""#,
+        ] {
             let body = format!(r#"{{"filename":"a.jpg","project_id":{hostile}}}"#);
             assert_eq!(code(&body), ErrorCode::InvalidProjectId, "{hostile}");
         }
-        assert_eq!(code(r#"{"filename":"a.svg","project_id":1}"#), ErrorCode::UnsupportedFormat);
+        assert_eq!(
+            code(r#"{"filename":"a.svg","project_id":1}"#),
+            ErrorCode::UnsupportedFormat
+        );
         assert_eq!(
             code(r#"{"filename":"a.jpg","project_id":1,"content_type":"image/svg+xml"}"#),
             ErrorCode::UnsupportedFormat
         );
-        assert_eq!(code(r#"{"filename":"a.jpg","project_id":1,"size":1001}"#), ErrorCode::UploadTooLarge);
-        assert_eq!(code(r#"{"filename":"a.jpg","project_id":1,"size":-1}"#), ErrorCode::InvalidRequest);
+        assert_eq!(
+            code(r#"{"filename":"a.jpg","project_id":1,"size":1001}"#),
+            ErrorCode::UploadTooLarge
+        );
+        assert_eq!(
+            code(r#"{"filename":"a.jpg","project_id":1,"size":-1}"#),
+            ErrorCode::InvalidRequest
+        );
     }
 }

@@ -43,7 +43,9 @@ pub async fn list(
     };
     let cursor = match q.cursor.as_deref() {
         None | Some("") => None,
-        Some(raw) => Some(ImageId::parse(raw).map_err(|_| ApiError::invalid("cursor is not valid"))?),
+        Some(raw) => {
+            Some(ImageId::parse(raw).map_err(|_| ApiError::invalid("cursor is not valid"))?)
+        }
     };
     // The sequence is read before the page: replaying the WebSocket from it can repeat an event
     // the page already shows, but never miss one.
@@ -54,7 +56,11 @@ pub async fn list(
         .list(&project, filter, limit, cursor.as_ref())
         .map_err(|e| ApiError::internal("listing images", e))?;
     let links = links(&state);
-    let images: Vec<Value> = page.records.iter().map(|r| record_json(r, &links)).collect();
+    let images: Vec<Value> = page
+        .records
+        .iter()
+        .map(|r| record_json(r, &links))
+        .collect();
     Ok(Json(json!({
         "images": images,
         "next_cursor": page.next_cursor.map(|c| c.to_string()),

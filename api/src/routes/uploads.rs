@@ -29,12 +29,19 @@ struct Params {
 }
 
 fn required(v: Option<String>, name: &str) -> ApiResult<String> {
-    v.ok_or_else(|| ApiError::invalid(format!("form field {name:?} is missing; send every params field before the file")))
+    v.ok_or_else(|| {
+        ApiError::invalid(format!(
+            "form field {name:?} is missing; send every params field before the file"
+        ))
+    })
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(ErrorCode::UploadTooLarge, "the upload is over the size limit")
+        ApiError::new(
+            ErrorCode::UploadTooLarge,
+            "the upload is over the size limit",
+        )
     } else {
         ApiError::invalid(format!("malformed multipart body: {}", e.body_text()))
     }
@@ -47,7 +54,9 @@ pub async fn upload(
 ) -> ApiResult<Response> {
     let image = parse_image_id(&id)?;
     let mut form = form.map_err(|e| {
-        ApiError::invalid(format!("send multipart/form-data: the params fields, then the file ({e})"))
+        ApiError::invalid(format!(
+            "send multipart/form-data: the params fields, then the file ({e})"
+        ))
     })?;
     let mut params = Params::default();
     loop {
@@ -68,7 +77,9 @@ pub async fn upload(
         };
         let text = field.text().await.map_err(multipart_error)?;
         if text.len() > 1024 {
-            return Err(ApiError::invalid(format!("form field {name:?} is too long")));
+            return Err(ApiError::invalid(format!(
+                "form field {name:?} is too long"
+            )));
         }
         *slot = Some(text);
     }
@@ -90,15 +101,30 @@ async fn receive_file(
         .parse()
         .map_err(|_| ApiError::invalid("expires must be a number"))?;
     let signature = required(params.signature, "signature")?;
-    let grant = UploadGrant { image_id: &image_str, key: &key, content_type: &content_type, max_bytes, expires };
-    state.signer.verify_upload(&grant, &signature, now_secs()).map_err(|e| match e {
-        LinkError::BadSignature => ApiError::new(ErrorCode::BadSignature, e.to_string()),
-        LinkError::Expired => ApiError::new(ErrorCode::LinkExpired, "the upload link has expired; ask for a new one"),
-    })?;
+    let grant = UploadGrant {
+        image_id: &image_str,
+        key: &key,
+        content_type: &content_type,
+        max_bytes,
+        expires,
+    };
+    state
+        .signer
+        .verify_upload(&grant, &signature, now_secs())
+        .map_err(|e| match e {
+            LinkError::BadSignature => ApiError::new(ErrorCode::BadSignature, e.to_string()),
+            LinkError::Expired => ApiError::new(
+                ErrorCode::LinkExpired,
+                "the upload link has expired; ask for a new one",
+            ),
+        })?;
     let rec = load_record(state, &image)?;
     if rec.original_key != key {
         // A valid signature always names the record's own key; this is defence in depth.
-        return Err(ApiError::new(ErrorCode::BadSignature, "the link is not for this image"));
+        return Err(ApiError::new(
+            ErrorCode::BadSignature,
+            "the link is not for this image",
+        ));
     }
     if rec.state != ImageState::Init {
         return Err(ApiError::conflict("this image has been uploaded already"));
@@ -119,12 +145,18 @@ async fn receive_file(
                     format!("the upload is over the limit of {max_bytes} bytes"),
                 ));
             }
-            writer.put(chunk).await.map_err(|e| ApiError::internal("writing an upload", e))?;
+            writer
+                .put(chunk)
+                .await
+                .map_err(|e| ApiError::internal("writing an upload", e))?;
         }
         if size == 0 {
             return Err(ApiError::invalid("the file is empty"));
         }
-        writer.shutdown().await.map_err(|e| ApiError::internal("finishing an upload", e))?;
+        writer
+            .shutdown()
+            .await
+            .map_err(|e| ApiError::internal("finishing an upload", e))?;
         Ok(())
     }
     .await;
@@ -152,7 +184,10 @@ async fn receive_file(
     record_upload(state, &rec, size, &etag).await.map_err(|e| {
         if e.status == StatusCode::SERVICE_UNAVAILABLE {
             // The bytes are stored: POST /images/{id}/complete records them once NATS is back.
-            ApiError { message: format!("{} (then POST /images/{image_str}/complete)", e.message), ..e }
+            ApiError {
+                message: format!("{} (then POST /images/{image_str}/complete)", e.message),
+                ..e
+            }
         } else {
             e
         }
@@ -172,18 +207,31 @@ pub(crate) async fn record_upload(
     let event = Event::new(
         rec.project_id.clone(),
         rec.image_id,
-        EventBody::Uploaded(Uploaded { size, etag: etag.to_owned(), generation: 1 }),
+        EventBody::Uploaded(Uploaded {
+            size,
+            etag: etag.to_owned(),
+            generation: 1,
+        }),
     );
-    let appended = match state.log.append(&event, Guard::LastImageSeq(rec.last_seq)).await {
+    let appended = match state
+        .log
+        .append(&event, Guard::LastImageSeq(rec.last_seq))
+        .await
+    {
         Ok(a) => a,
         Err(AppendError::Conflict) => {
             // Someone wrote first. If it was the upload watcher recording these very bytes,
             // the upload succeeded; anything else is a real conflict.
             let latest = state.log.context().clone();
             let filter = gallery_schema::subjects::image_filter(&rec.project_id, &rec.image_id);
-            let history = gallery_nats::read::read_until_now(&latest, filter, 1, std::time::Duration::from_secs(5))
-                .await
-                .map_err(|e| ApiError::unavailable("re-reading the image", e))?;
+            let history = gallery_nats::read::read_until_now(
+                &latest,
+                filter,
+                1,
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .map_err(|e| ApiError::unavailable("re-reading the image", e))?;
             let recorded = history.iter().find_map(|s| match &s.event.body {
                 EventBody::Uploaded(u) => Some((s.seq, u.etag.clone())),
                 _ => None,

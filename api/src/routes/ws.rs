@@ -44,11 +44,15 @@ pub async fn subscribe(
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let project = ProjectId::parse(&project)?;
-    let upgrade = upgrade.map_err(|e| ApiError::invalid(format!("this endpoint speaks WebSocket only: {e}")))?;
-    let since = match q.since.as_deref() {
-        None | Some("") => None,
-        Some(raw) => Some(raw.parse::<u64>().map_err(|_| ApiError::invalid("since must be a stream sequence (a whole number)"))?),
-    };
+    let upgrade = upgrade
+        .map_err(|e| ApiError::invalid(format!("this endpoint speaks WebSocket only: {e}")))?;
+    let since =
+        match q.since.as_deref() {
+            None | Some("") => None,
+            Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
+                ApiError::invalid("since must be a stream sequence (a whole number)")
+            })?),
+        };
     // Subscribe first, then read the replay: whatever is committed in between is in one or both.
     let live = state.projector.subscribe();
     let replay = match since {
@@ -61,7 +65,8 @@ pub async fn subscribe(
         }
         None => None,
     };
-    Ok(upgrade.on_upgrade(move |socket| serve(state, socket, project, since.unwrap_or(0), replay, live)))
+    Ok(upgrade
+        .on_upgrade(move |socket| serve(state, socket, project, since.unwrap_or(0), replay, live)))
 }
 
 async fn serve(
@@ -105,7 +110,12 @@ pub async fn pump<Tx, Rx, E>(
                 Ok(_) | Err(ReadError::Decode { .. }) => {}
                 Err(err) => {
                     tracing::warn!(%err, "websocket replay failed");
-                    close(&mut tx, CLOSE_INTERNAL, "replay failed; reconnect with ?since").await;
+                    close(
+                        &mut tx,
+                        CLOSE_INTERNAL,
+                        "replay failed; reconnect with ?since",
+                    )
+                    .await;
                     return;
                 }
             }
@@ -149,6 +159,9 @@ pub async fn pump<Tx, Rx, E>(
 }
 
 async fn close<Tx: Sink<Message> + Unpin>(tx: &mut Tx, code: u16, reason: &str) {
-    let frame = CloseFrame { code, reason: reason.to_owned().into() };
+    let frame = CloseFrame {
+        code,
+        reason: reason.to_owned().into(),
+    };
     let _ = tx.send(Message::Close(Some(frame))).await;
 }

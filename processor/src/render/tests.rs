@@ -9,7 +9,11 @@ use super::*;
 fn jpeg(w: u32, h: u32) -> Vec<u8> {
     // A gradient with a bright top-left quadrant, so orientation is visible in the pixels.
     let img = RgbImage::from_fn(w, h, |x, y| {
-        if x < w / 2 && y < h / 2 { Rgb([250, 250, 250]) } else { Rgb([(x % 256) as u8, (y % 256) as u8, 40]) }
+        if x < w / 2 && y < h / 2 {
+            Rgb([250, 250, 250])
+        } else {
+            Rgb([(x % 256) as u8, (y % 256) as u8, 40])
+        }
     });
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, ImageFormat::Jpeg).unwrap();
@@ -41,7 +45,10 @@ pub(crate) fn with_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
 }
 
 fn sizes(r: &Rendered) -> Vec<(VersionName, u32, u32)> {
-    r.versions.iter().map(|v| (v.version, v.size.width, v.size.height)).collect()
+    r.versions
+        .iter()
+        .map(|v| (v.version, v.size.width, v.size.height))
+        .collect()
 }
 
 #[test]
@@ -60,7 +67,10 @@ fn a_photo_gets_four_fitted_jpeg_versions() {
     for v in &r.versions {
         assert_eq!(v.content_type, "image/jpeg");
         let decoded = image::load_from_memory_with_format(&v.data, ImageFormat::Jpeg).unwrap();
-        assert_eq!((decoded.width(), decoded.height()), (v.size.width, v.size.height));
+        assert_eq!(
+            (decoded.width(), decoded.height()),
+            (v.size.width, v.size.height)
+        );
     }
 }
 
@@ -72,17 +82,29 @@ fn exif_orientation_is_applied_before_fitting() {
     let thumb = r.versions.last().unwrap();
     assert_eq!((thumb.size.width, thumb.size.height), (60, 120));
     // The bright quadrant was top-left when stored; after a 90° clockwise turn it is top-right.
-    let img = image::load_from_memory(&r.versions[0].data).unwrap().into_rgb8();
+    let img = image::load_from_memory(&r.versions[0].data)
+        .unwrap()
+        .into_rgb8();
     let (w, h) = img.dimensions();
-    assert!(img.get_pixel(w * 3 / 4, h / 4).0[0] > 200, "top-right should be bright");
-    assert!(img.get_pixel(w / 4, h / 4).0[2] < 100, "top-left should be the gradient");
+    assert!(
+        img.get_pixel(w * 3 / 4, h / 4).0[0] > 200,
+        "top-right should be bright"
+    );
+    assert!(
+        img.get_pixel(w / 4, h / 4).0[2] < 100,
+        "top-left should be the gradient"
+    );
 }
 
 #[test]
 fn versions_carry_no_metadata() {
     let r = render(&with_orientation(&jpeg(800, 600), 1), Limits::default()).unwrap();
     for v in &r.versions {
-        assert!(!v.data.windows(4).any(|w| w == b"Exif"), "{} has EXIF", v.version);
+        assert!(
+            !v.data.windows(4).any(|w| w == b"Exif"),
+            "{} has EXIF",
+            v.version
+        );
     }
 }
 
@@ -95,13 +117,22 @@ fn tiny_images_are_never_upscaled() {
 #[test]
 fn transparency_is_kept_as_png_and_opaque_alpha_becomes_jpeg() {
     let r = render(&png_rgba(300, 200, 128), Limits::default()).unwrap();
-    assert!(r.versions.iter().all(|v| v.content_type == "image/png" && v.extension == "png"));
+    assert!(
+        r.versions
+            .iter()
+            .all(|v| v.content_type == "image/png" && v.extension == "png")
+    );
     let thumb = image::load_from_memory(&r.versions[3].data).unwrap();
     assert!(thumb.color().has_alpha());
     assert_eq!((thumb.width(), thumb.height()), (150, 100));
 
     let opaque = render(&png_rgba(300, 200, 255), Limits::default()).unwrap();
-    assert!(opaque.versions.iter().all(|v| v.content_type == "image/jpeg"));
+    assert!(
+        opaque
+            .versions
+            .iter()
+            .all(|v| v.content_type == "image/jpeg")
+    );
 }
 
 fn crc32(data: &[u8]) -> u32 {
@@ -109,7 +140,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -130,15 +165,33 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
 fn refusals_have_stable_codes() {
     let code = |bytes: &[u8]| render(bytes, Limits::default()).unwrap_err().code;
     assert_eq!(code(b""), ErrorCode::CorruptImage);
-    assert_eq!(code(b"hello, I am a text file"), ErrorCode::UnsupportedFormat);
-    assert_eq!(code(b"<svg xmlns='http://www.w3.org/2000/svg'/>"), ErrorCode::UnsupportedFormat);
+    assert_eq!(
+        code(b"hello, I am a text file"),
+        ErrorCode::UnsupportedFormat
+    );
+    assert_eq!(
+        code(b"<svg xmlns='http://www.w3.org/2000/svg'/>"),
+        ErrorCode::UnsupportedFormat
+    );
     let photo = jpeg(640, 480);
     assert_eq!(code(&photo[..200]), ErrorCode::CorruptImage);
     // A decompression bomb is refused from its header, without allocating.
     let started = std::time::Instant::now();
-    assert_eq!(code(&png_claiming(100_000, 100_000)), ErrorCode::ImageTooLarge);
-    assert_eq!(code(&png_claiming(20_000, 20_000)), ErrorCode::ImageTooLarge);
+    assert_eq!(
+        code(&png_claiming(100_000, 100_000)),
+        ErrorCode::ImageTooLarge
+    );
+    assert_eq!(
+        code(&png_claiming(20_000, 20_000)),
+        ErrorCode::ImageTooLarge
+    );
     assert!(started.elapsed() < std::time::Duration::from_millis(50));
-    let small = Limits { max_pixels: 1000, max_side: 30_000 };
-    assert_eq!(render(&photo, small).unwrap_err().code, ErrorCode::ImageTooLarge);
+    let small = Limits {
+        max_pixels: 1000,
+        max_side: 30_000,
+    };
+    assert_eq!(
+        render(&photo, small).unwrap_err().code,
+        ErrorCode::ImageTooLarge
+    );
 }

@@ -55,11 +55,18 @@ fn requested() -> EventBody {
 }
 
 fn uploaded(generation: u32) -> EventBody {
-    EventBody::Uploaded(Uploaded { size: 1234, etag: "\"abc\"".into(), generation })
+    EventBody::Uploaded(Uploaded {
+        size: 1234,
+        etag: "\"abc\"".into(),
+        generation,
+    })
 }
 
 fn started(generation: u32) -> EventBody {
-    EventBody::ProcessingStarted { attempt: 1, generation }
+    EventBody::ProcessingStarted {
+        attempt: 1,
+        generation,
+    }
 }
 
 fn rendered(version: VersionName, generation: u32) -> EventBody {
@@ -76,11 +83,20 @@ fn rendered(version: VersionName, generation: u32) -> EventBody {
 }
 
 fn processed(generation: u32) -> EventBody {
-    EventBody::Processed { generation, width: 4000, height: 2000 }
+    EventBody::Processed {
+        generation,
+        width: 4000,
+        height: 2000,
+    }
 }
 
 fn failed(code: ErrorCode, generation: u32) -> EventBody {
-    EventBody::Failed(Failure { code, message: "m".into(), retryable: false, generation })
+    EventBody::Failed(Failure {
+        code,
+        message: "m".into(),
+        retryable: false,
+        generation,
+    })
 }
 
 fn happy_path() -> Vec<EventBody> {
@@ -132,22 +148,39 @@ fn each_step_sets_the_state_clients_see() {
 
 #[test]
 fn a_corrupt_image_ends_in_error_with_its_code() {
-    let rec = given(vec![requested(), uploaded(1), started(1), failed(ErrorCode::CorruptImage, 1)])
-        .fold()
-        .unwrap();
+    let rec = given(vec![
+        requested(),
+        uploaded(1),
+        started(1),
+        failed(ErrorCode::CorruptImage, 1),
+    ])
+    .fold()
+    .unwrap();
     assert_eq!(rec.state, ImageState::Error);
     assert_eq!(rec.error.unwrap().code, ErrorCode::CorruptImage);
 }
 
 #[test]
 fn an_unused_link_can_expire() {
-    let rec = given(vec![requested(), failed(ErrorCode::UploadExpired, 0)]).fold().unwrap();
+    let rec = given(vec![requested(), failed(ErrorCode::UploadExpired, 0)])
+        .fold()
+        .unwrap();
     assert_eq!(rec.state, ImageState::Error);
     // ...and an expired, never uploaded image can't be reprocessed: there is nothing to render.
-    let err = given(vec![requested(), failed(ErrorCode::UploadExpired, 0), reprocess(1)])
-        .fold()
-        .unwrap_err();
-    assert_eq!(err, FoldError::IllegalTransition { state: ImageState::Error, kind: EventKind::ReprocessRequested });
+    let err = given(vec![
+        requested(),
+        failed(ErrorCode::UploadExpired, 0),
+        reprocess(1),
+    ])
+    .fold()
+    .unwrap_err();
+    assert_eq!(
+        err,
+        FoldError::IllegalTransition {
+            state: ImageState::Error,
+            kind: EventKind::ReprocessRequested
+        }
+    );
 }
 
 fn reprocess(generation: u32) -> EventBody {
@@ -165,42 +198,74 @@ fn reprocess_starts_a_clean_generation_and_ignores_the_old_one() {
     events.push(rendered(VersionName::Thumb, 1));
     assert_eq!(
         given(events).fold().unwrap_err(),
-        FoldError::StaleGeneration { kind: EventKind::VersionRendered, event: 1, current: 2 }
+        FoldError::StaleGeneration {
+            kind: EventKind::VersionRendered,
+            event: 1,
+            current: 2
+        }
     );
 }
 
 #[test]
 fn illegal_transitions_are_errors_not_panics() {
     let cases: Vec<(Vec<EventBody>, FoldError)> = vec![
-        (vec![uploaded(1)], FoldError::UnknownImage { kind: EventKind::Uploaded }),
+        (
+            vec![uploaded(1)],
+            FoldError::UnknownImage {
+                kind: EventKind::Uploaded,
+            },
+        ),
         (vec![requested(), requested()], FoldError::AlreadyExists),
         (
             vec![requested(), started(0)],
-            FoldError::IllegalTransition { state: ImageState::Init, kind: EventKind::ProcessingStarted },
+            FoldError::IllegalTransition {
+                state: ImageState::Init,
+                kind: EventKind::ProcessingStarted,
+            },
         ),
         (
             vec![requested(), uploaded(1), uploaded(1)],
-            FoldError::IllegalTransition { state: ImageState::Uploaded, kind: EventKind::Uploaded },
+            FoldError::IllegalTransition {
+                state: ImageState::Uploaded,
+                kind: EventKind::Uploaded,
+            },
         ),
         (
             vec![requested(), uploaded(1), processed(1)],
-            FoldError::IllegalTransition { state: ImageState::Uploaded, kind: EventKind::Processed },
+            FoldError::IllegalTransition {
+                state: ImageState::Uploaded,
+                kind: EventKind::Processed,
+            },
         ),
         (
             // One generation never gets two outcomes.
             [happy_path(), vec![failed(ErrorCode::CorruptImage, 1)]].concat(),
-            FoldError::IllegalTransition { state: ImageState::Done, kind: EventKind::Failed },
+            FoldError::IllegalTransition {
+                state: ImageState::Done,
+                kind: EventKind::Failed,
+            },
         ),
         (
             vec![requested(), uploaded(1), reprocess(2)],
-            FoldError::IllegalTransition { state: ImageState::Uploaded, kind: EventKind::ReprocessRequested },
+            FoldError::IllegalTransition {
+                state: ImageState::Uploaded,
+                kind: EventKind::ReprocessRequested,
+            },
         ),
         (
             [happy_path(), vec![reprocess(5)]].concat(),
-            FoldError::StaleGeneration { kind: EventKind::ReprocessRequested, event: 5, current: 1 },
+            FoldError::StaleGeneration {
+                kind: EventKind::ReprocessRequested,
+                event: 5,
+                current: 1,
+            },
         ),
     ];
     for (events, want) in cases {
-        assert_eq!(given(events.clone()).fold().unwrap_err(), want, "{events:?}");
+        assert_eq!(
+            given(events.clone()).fold().unwrap_err(),
+            want,
+            "{events:?}"
+        );
     }
 }
