@@ -13,7 +13,10 @@ use gallery_api::{ApiConfig, AppState};
 use gallery_nats::{NatsServer, topology};
 use gallery_processor::{Limits, ProcessorConfig};
 use gallery_projector::{Projector, Store};
+use gallery_api::sigv4::Credentials;
+use gallery_api::state::{LinkMode, S3Links};
 use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +53,32 @@ pub struct AppConfig {
     /// `upload_expired`.
     pub upload_grace: Duration,
     pub concurrency: Option<usize>,
+    /// `None`: local storage under the data dir.
+    pub s3: Option<S3Config>,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    /// `None`: AWS itself.
+    pub endpoint: Option<String>,
+    /// What clients use in links; `None`: the endpoint.
+    pub public_endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub allow_http: bool,
+}
+
+impl S3Config {
+    fn public_endpoint(&self) -> String {
+        self.public_endpoint
+            .clone()
+            .or_else(|| self.endpoint.clone())
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", self.region))
+            .trim_end_matches('/')
+            .to_owned()
+    }
 }
 
 impl AppConfig {
@@ -69,6 +98,7 @@ impl AppConfig {
             download_link_ttl: Duration::from_secs(3600),
             upload_grace: Duration::from_secs(600),
             concurrency: None,
+            s3: None,
         }
     }
 }
@@ -135,11 +165,39 @@ async fn ensure_topology(js: &async_nats::jetstream::Context) -> anyhow::Result<
     Err(last.expect("attempted")).context("declaring the JetStream stream")
 }
 
-fn open_storage(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    let dir = data_dir.join("storage");
-    std::fs::create_dir_all(&dir)?;
-    Ok(Arc::new(LocalFileSystem::new_with_prefix(&dir)?))
+async fn open_storage(cfg: &AppConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let Some(s3) = &cfg.s3 else {
+        let dir = cfg.data_dir.join("storage");
+        std::fs::create_dir_all(&dir)?;
+        return Ok(Arc::new(LocalFileSystem::new_with_prefix(&dir)?));
+    };
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&s3.bucket)
+        .with_region(&s3.region)
+        .with_access_key_id(&s3.access_key_id)
+        .with_secret_access_key(&s3.secret_access_key)
+        .with_allow_http(s3.allow_http)
+        .with_virtual_hosted_style_request(false);
+    if let Some(endpoint) = &s3.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(builder.build().context("configuring S3")?);
+    // The bucket must exist and take writes: find out now, not on the first upload.
+    store
+        .put(&object_store::path::Path::from(READY_PROBE), "ok".into())
+        .await
+        .with_context(|| {
+            format!(
+                "S3 bucket {:?} at {} is not usable (does it exist, and may these credentials write to it?)",
+                s3.bucket,
+                s3.endpoint.as_deref().unwrap_or("AWS")
+            )
+        })?;
+    Ok(store)
 }
+
+/// A small object the api's /ready looks at.
+const READY_PROBE: &str = "ready-probe";
 
 fn processor_config(cfg: &AppConfig) -> ProcessorConfig {
     let mut p = ProcessorConfig::default();
@@ -152,6 +210,7 @@ fn processor_config(cfg: &AppConfig) -> ProcessorConfig {
         max_side: cfg.max_side,
     };
     p.max_upload_bytes = cfg.max_upload_bytes;
+    p.typed_puts = cfg.s3.is_some();
     p
 }
 
@@ -162,7 +221,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
     let (nats_url, nats, client) = connect_nats(&cfg.data_dir, cfg.nats_url.as_deref()).await?;
     let js = async_nats::jetstream::new(client.clone());
     ensure_topology(&js).await?;
-    let store = open_storage(&cfg.data_dir)?;
+    let store = open_storage(&cfg).await?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let listener = TcpListener::bind(cfg.listen)
@@ -199,11 +258,21 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         api.upload_link_ttl = cfg.upload_link_ttl;
         api.download_link_ttl = cfg.download_link_ttl;
         api.max_upload_bytes = cfg.max_upload_bytes;
+        if let Some(s3) = &cfg.s3 {
+            api.links = LinkMode::S3(S3Links {
+                bucket: s3.bucket.clone(),
+                public_endpoint: s3.public_endpoint(),
+                credentials: Credentials {
+                    access_key_id: s3.access_key_id.clone(),
+                    secret_access_key: s3.secret_access_key.clone(),
+                    region: s3.region.clone(),
+                },
+            });
+        }
         let state = AppState::new(client.clone(), store.clone(), handle, &secret, api);
-        let watcher = gallery_api::watcher::WatcherConfig {
-            grace: cfg.upload_grace,
-            poll: None,
-        };
+        // Local mode records uploads at the upload endpoint; with S3 nobody tells us, so look.
+        let poll = cfg.s3.as_ref().map(|_| Duration::from_secs(1));
+        let watcher = gallery_api::watcher::WatcherConfig { grace: cfg.upload_grace, poll };
         let (wjs, wstore, wtoken) = (js.clone(), store.clone(), shutdown.clone());
         tasks.spawn(async move {
             if let Err(err) = gallery_api::watcher::run(wjs, wstore, watcher, wtoken).await {
@@ -307,6 +376,7 @@ pub async fn run_processor_until_signal(args: ProcessorArgs) -> anyhow::Result<(
     cfg.max_pixels = args.common.max_pixels;
     cfg.max_side = args.common.max_side;
     cfg.concurrency = args.concurrency;
+    cfg.s3 = args.common.s3.into_config()?;
     run_until_signal(cfg).await
 }
 

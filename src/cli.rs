@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::{AppConfig, Roles};
+use crate::app::{AppConfig, Roles, S3Config};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,6 +50,50 @@ pub struct Common {
     /// Largest accepted side in pixels.
     #[arg(long, env = "GALLERY_MAX_SIDE", default_value_t = 30_000)]
     pub max_side: u32,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// S3 mode: on when a bucket is named. Endpoint, credentials and region use the standard AWS
+/// variables; path-style addressing works with MinIO, Garage and SeaweedFS.
+#[derive(Args, Debug, Clone)]
+pub struct S3Args {
+    /// The bucket for originals and versions (it must exist). Turns S3 mode on.
+    #[arg(long, env = "GALLERY_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// The endpoint the services use, e.g. http://minio:9000 (default: AWS).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// The endpoint clients use in links, e.g. http://localhost:9000 (default: the endpoint).
+    #[arg(long, env = "GALLERY_S3_PUBLIC_ENDPOINT")]
+    pub s3_public_endpoint: Option<String>,
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Allow a plain-HTTP endpoint.
+    #[arg(long, env = "AWS_ALLOW_HTTP")]
+    pub s3_allow_http: bool,
+}
+
+impl S3Args {
+    pub fn into_config(self) -> anyhow::Result<Option<S3Config>> {
+        let Some(bucket) = self.s3_bucket else { return Ok(None) };
+        let (Some(access_key_id), Some(secret_access_key)) = (self.s3_access_key_id, self.s3_secret_access_key) else {
+            anyhow::bail!("S3 mode needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (upload policies are signed with them)");
+        };
+        Ok(Some(S3Config {
+            bucket,
+            endpoint: self.s3_endpoint,
+            public_endpoint: self.s3_public_endpoint,
+            region: self.s3_region,
+            access_key_id,
+            secret_access_key,
+            allow_http: self.s3_allow_http,
+        }))
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -159,6 +203,7 @@ fn base_config(
         download_link_ttl: Duration::from_secs(http.download_link_ttl),
         upload_grace: Duration::from_secs(http.upload_grace),
         concurrency: None,
+        s3: common.s3.clone().into_config()?,
     })
 }
 

@@ -3,6 +3,8 @@ use gallery::cli::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // One TLS crypto backend for every client (NATS, S3), chosen before any connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     gallery::telemetry::init();
     let cli = Cli::parse();
     match cli.command {

@@ -6,6 +6,7 @@
 pub mod content_type;
 pub mod error;
 pub mod routes;
+pub mod sigv4;
 pub mod signing;
 pub mod state;
 pub mod view;

@@ -9,6 +9,25 @@ use gallery_projector::ProjectorHandle;
 use object_store::ObjectStore;
 
 use crate::signing::Signer;
+use crate::sigv4::Credentials;
+
+/// Where clients send bytes and fetch versions.
+#[derive(Debug, Clone)]
+pub enum LinkMode {
+    /// The api serves uploads and downloads itself, with HMAC-signed links.
+    Local,
+    /// Clients go straight to S3: presigned POST policies and presigned GETs.
+    S3(S3Links),
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Links {
+    pub bucket: String,
+    /// Scheme and authority clients use (`http://localhost:9000`), which may differ from the
+    /// endpoint the services use.
+    pub public_endpoint: String,
+    pub credentials: Credentials,
+}
 
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -19,6 +38,7 @@ pub struct ApiConfig {
     pub max_upload_bytes: u64,
     /// How far the read model may trail the stream for `/ready` to say yes.
     pub ready_max_lag: u64,
+    pub links: LinkMode,
 }
 
 impl ApiConfig {
@@ -29,6 +49,7 @@ impl ApiConfig {
             download_link_ttl: Duration::from_secs(60 * 60),
             max_upload_bytes: 50_000_000,
             ready_max_lag: 10_000,
+            links: LinkMode::Local,
         }
     }
 }

@@ -9,23 +9,33 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::signing::{Signer, download_expiry};
+use crate::state::S3Links;
 
-/// Mints download URLs: `{base}/files/{key}?expires=..&signature=..`.
+/// Mints download URLs: `{base}/files/{key}?expires=..&signature=..` in local mode, presigned
+/// GETs on the public S3 endpoint in S3 mode. Both stay the same for an hour-aligned window, so
+/// browsers can cache versions.
 pub struct Links<'a> {
     pub base: &'a str,
     pub signer: &'a Signer,
     pub ttl_secs: i64,
     pub now: i64,
+    pub s3: Option<&'a S3Links>,
 }
 
 impl Links<'_> {
     pub fn download(&self, key: &str) -> String {
+        if let Some(s3) = self.s3 {
+            // Signed at the start of the hour, valid for the ttl plus that hour: the URL is
+            // stable within the hour and always valid for at least the ttl.
+            let window_start = self.now - self.now.rem_euclid(3600);
+            let signed_at = DateTime::from_timestamp(window_start, 0).unwrap_or_else(Utc::now);
+            let expires = (self.ttl_secs + 3600).clamp(1, 7 * 24 * 3600) as u64;
+            let path = format!("/{}/{key}", s3.bucket);
+            return crate::sigv4::presign_get(&s3.public_endpoint, &path, &s3.credentials, signed_at, expires);
+        }
         let expires = download_expiry(self.now, self.ttl_secs);
         let signature = self.signer.sign_download(key, expires);
-        format!(
-            "{}/files/{key}?expires={expires}&signature={signature}",
-            self.base
-        )
+        format!("{}/files/{key}?expires={expires}&signature={signature}", self.base)
     }
 }
 

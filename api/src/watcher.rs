@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use gallery_nats::{AppendError, EventLog, Guard, read, topology};
 use gallery_schema::event::Failure;
+use gallery_schema::sniff::{SNIFF_LEN, sniff_image};
 use gallery_schema::{ErrorCode, Event, EventBody, Uploaded, subjects};
 use object_store::{ObjectStore, path::Path as ObjectPath};
 use tokio_util::sync::CancellationToken;
@@ -36,15 +37,42 @@ impl Default for WatcherConfig {
     }
 }
 
-/// What the watcher knows about one upload request.
+/// What storage holds at an upload's key.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Watched {
-    /// `uploaded` or `failed` already in the log.
-    pub settled: bool,
-    /// The object in storage: (size, etag).
-    pub object: Option<(u64, String)>,
-    pub max_bytes: u64,
-    pub expires_at: DateTime<Utc>,
+pub enum Inspection {
+    Missing,
+    /// An acceptable object: record it.
+    Ready { size: u64, etag: String },
+    /// An object that must not be processed.
+    Reject { code: ErrorCode, message: String },
+}
+
+/// Looks at the object behind an upload link: its size against the link's limit and its first
+/// bytes against the accepted formats (one small ranged read).
+pub async fn inspect_upload(store: &dyn ObjectStore, key: &str, max_bytes: u64) -> Result<Inspection, object_store::Error> {
+    let path = ObjectPath::from(key);
+    let meta = match store.head(&path).await {
+        Ok(meta) => meta,
+        Err(object_store::Error::NotFound { .. }) => return Ok(Inspection::Missing),
+        Err(e) => return Err(e),
+    };
+    if meta.size > max_bytes {
+        return Ok(Inspection::Reject {
+            code: ErrorCode::UploadTooLarge,
+            message: format!("{} bytes is over the limit of {max_bytes}", meta.size),
+        });
+    }
+    if meta.size == 0 {
+        return Ok(Inspection::Reject { code: ErrorCode::CorruptImage, message: "the file is empty".into() });
+    }
+    let head = store.get_range(&path, 0..meta.size.min(SNIFF_LEN)).await?;
+    if sniff_image(&head).is_none() {
+        return Ok(Inspection::Reject {
+            code: ErrorCode::UnsupportedFormat,
+            message: "not a JPEG, PNG, WebP, GIF, TIFF or BMP image".into(),
+        });
+    }
+    Ok(Inspection::Ready { size: meta.size, etag: meta.e_tag.unwrap_or_default() })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,44 +83,47 @@ pub enum WatchDecision {
     CheckAgainIn(Duration),
 }
 
-/// The pure decision for one delivery.
-pub fn decide(w: &Watched, now: DateTime<Utc>, cfg: &WatcherConfig) -> WatchDecision {
-    if w.settled {
+/// The pure decision for one delivery: `settled` says the log has `uploaded` or `failed`
+/// already; `delivered` counts deliveries (the poll interval doubles with it, up to 30 s).
+pub fn decide(
+    settled: bool,
+    found: &Inspection,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    delivered: i64,
+    cfg: &WatcherConfig,
+) -> WatchDecision {
+    if settled {
         return WatchDecision::Done;
     }
-    if let Some((size, etag)) = &w.object {
-        if *size > w.max_bytes {
-            return WatchDecision::Fail {
-                code: ErrorCode::UploadTooLarge,
-                message: format!("{size} bytes is over the limit of {}", w.max_bytes),
-            };
+    match found {
+        Inspection::Ready { size, etag } => {
+            return WatchDecision::RecordUpload { size: *size, etag: etag.clone() };
         }
-        return WatchDecision::RecordUpload {
-            size: *size,
-            etag: etag.clone(),
-        };
+        Inspection::Reject { code, message } => {
+            return WatchDecision::Fail { code: *code, message: message.clone() };
+        }
+        Inspection::Missing => {}
     }
-    match until_deadline(w.expires_at, now, cfg) {
+    match until_deadline(expires_at, now, cfg) {
         None => WatchDecision::Fail {
             code: ErrorCode::UploadExpired,
             message: "the upload link expired without an upload".into(),
         },
         Some(wait) => WatchDecision::CheckAgainIn(match cfg.poll {
-            Some(poll) => poll.min(wait),
+            Some(poll) => {
+                let backoff = poll * (1u32 << delivered.clamp(1, 6).saturating_sub(1) as u32);
+                backoff.min(Duration::from_secs(30)).min(wait)
+            }
             None => wait,
         }),
     }
 }
 
 /// Time left until the link's expiry plus grace (`None`: it has passed).
-pub fn until_deadline(
-    expires_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-    cfg: &WatcherConfig,
-) -> Option<Duration> {
+pub fn until_deadline(expires_at: DateTime<Utc>, now: DateTime<Utc>, cfg: &WatcherConfig) -> Option<Duration> {
     let deadline = expires_at + chrono::TimeDelta::from_std(cfg.grace).unwrap_or_default();
-    (now < deadline)
-        .then(|| (deadline - now).to_std().unwrap_or_default() + Duration::from_millis(50))
+    (now < deadline).then(|| (deadline - now).to_std().unwrap_or_default() + Duration::from_millis(50))
 }
 
 pub async fn run(
@@ -182,22 +213,13 @@ async fn check(
     let settled = history
         .iter()
         .any(|s| matches!(s.event.body, EventBody::Uploaded(_) | EventBody::Failed(_)));
-    let object = if settled {
-        None
+    let found = if settled {
+        Inspection::Missing
     } else {
-        match store.head(&ObjectPath::from(req.object_key.as_str())).await {
-            Ok(meta) => Some((meta.size, meta.e_tag.unwrap_or_default())),
-            Err(object_store::Error::NotFound { .. }) => None,
-            Err(e) => return Err(e.to_string()),
-        }
+        inspect_upload(store, &req.object_key, req.max_bytes).await.map_err(|e| e.to_string())?
     };
-    let watched = Watched {
-        settled,
-        object,
-        max_bytes: req.max_bytes,
-        expires_at: req.link_expires_at,
-    };
-    let body = match decide(&watched, Utc::now(), cfg) {
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+    let body = match decide(settled, &found, req.link_expires_at, Utc::now(), delivered, cfg) {
         WatchDecision::Done => return Ok(None),
         WatchDecision::CheckAgainIn(d) => return Ok(Some(d)),
         WatchDecision::RecordUpload { size, etag } => EventBody::Uploaded(Uploaded {
@@ -232,69 +254,35 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
     }
 
-    fn watched(object: Option<(u64, &str)>) -> Watched {
-        Watched {
-            settled: false,
-            object: object.map(|(s, e)| (s, e.to_owned())),
-            max_bytes: 100,
-            expires_at: at(0),
-        }
-    }
-
     #[test]
     fn decisions() {
-        let cfg = WatcherConfig {
-            grace: Duration::from_secs(60),
-            poll: None,
-        };
-        assert_eq!(
-            decide(
-                &Watched {
-                    settled: true,
-                    ..watched(None)
-                },
-                at(999),
-                &cfg
-            ),
-            WatchDecision::Done
-        );
-        assert_eq!(
-            decide(&watched(Some((10, "e"))), at(-5), &cfg),
-            WatchDecision::RecordUpload {
-                size: 10,
-                etag: "e".into()
-            }
-        );
+        let cfg = WatcherConfig { grace: Duration::from_secs(60), poll: None };
+        let ready = Inspection::Ready { size: 10, etag: "e".into() };
+        let missing = Inspection::Missing;
+        assert_eq!(decide(true, &missing, at(0), at(999), 1, &cfg), WatchDecision::Done);
+        assert_eq!(decide(false, &ready, at(0), at(-5), 1, &cfg), WatchDecision::RecordUpload { size: 10, etag: "e".into() });
         // An upload that arrived within the grace period still counts.
+        assert!(matches!(decide(false, &ready, at(0), at(30), 1, &cfg), WatchDecision::RecordUpload { .. }));
+        let too_big = Inspection::Reject { code: ErrorCode::UploadTooLarge, message: "m".into() };
         assert!(matches!(
-            decide(&watched(Some((10, "e"))), at(30), &cfg),
-            WatchDecision::RecordUpload { .. }
+            decide(false, &too_big, at(0), at(0), 1, &cfg),
+            WatchDecision::Fail { code: ErrorCode::UploadTooLarge, .. }
         ));
+        assert_eq!(decide(false, &missing, at(0), at(-60), 1, &cfg), WatchDecision::CheckAgainIn(Duration::from_millis(120_050)));
         assert!(matches!(
-            decide(&watched(Some((101, "e"))), at(0), &cfg),
-            WatchDecision::Fail {
-                code: ErrorCode::UploadTooLarge,
-                ..
-            }
+            decide(false, &missing, at(0), at(60), 1, &cfg),
+            WatchDecision::Fail { code: ErrorCode::UploadExpired, .. }
         ));
-        assert_eq!(
-            decide(&watched(None), at(-60), &cfg),
-            WatchDecision::CheckAgainIn(Duration::from_millis(120_050))
-        );
-        assert!(matches!(
-            decide(&watched(None), at(60), &cfg),
-            WatchDecision::Fail {
-                code: ErrorCode::UploadExpired,
-                ..
-            }
-        ));
-        let polling = WatcherConfig {
-            poll: Some(Duration::from_secs(2)),
-            ..cfg
+        // Polling (S3 mode) backs off with each delivery, up to 30 s and never past the deadline.
+        let polling = WatcherConfig { poll: Some(Duration::from_secs(1)), ..cfg };
+        let waits: Vec<_> = [1, 2, 3, 7, 50]
+            .map(|n| decide(false, &missing, at(600), at(0), n, &polling))
+            .to_vec();
+        let secs = |d: &WatchDecision| match d {
+            WatchDecision::CheckAgainIn(d) => d.as_secs(),
+            other => panic!("{other:?}"),
         };
-        assert_eq!(
-            decide(&watched(None), at(-60), &polling),
-            WatchDecision::CheckAgainIn(Duration::from_secs(2))
-        );
+        assert_eq!(waits.iter().map(secs).collect::<Vec<_>>(), [1, 2, 4, 30, 30]);
+        assert_eq!(decide(false, &missing, at(0), at(55), 9, &polling), WatchDecision::CheckAgainIn(Duration::from_millis(5_050)));
     }
 }

@@ -12,6 +12,8 @@ use gallery_nats::NatsServer;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod garage;
+
 pub const WAIT: Duration = Duration::from_secs(60);
 
 pub struct TestStack {
@@ -20,6 +22,8 @@ pub struct TestStack {
     pub nats: NatsServer,
     pub data: tempfile::TempDir,
     pub config: AppConfig,
+    /// The S3 server in S3 mode (dropped after the stack).
+    pub s3: Option<garage::S3Server>,
 }
 
 impl TestStack {
@@ -45,7 +49,26 @@ impl TestStack {
             nats,
             data,
             config,
+            s3: None,
         })
+    }
+
+    /// A stack in S3 mode against a real S3-compatible server (Garage, unless the environment
+    /// names another endpoint).
+    pub async fn start_s3() -> anyhow::Result<Self> {
+        Self::start_s3_with(|_| {}).await
+    }
+
+    pub async fn start_s3_with(adjust: impl FnOnce(&mut AppConfig)) -> anyhow::Result<Self> {
+        let s3 = garage::S3Server::start().await?;
+        let s3_config = s3.config.clone();
+        let mut stack = Self::start_with(move |c| {
+            c.s3 = Some(s3_config);
+            adjust(c);
+        })
+        .await?;
+        stack.s3 = Some(s3);
+        Ok(stack)
     }
 
     pub fn base(&self) -> String {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use gallery_nats::{AppendError, EventLog, Guard, read};
 use gallery_schema::event::Failure;
 use gallery_schema::{ErrorCode, Event, EventBody, ImageId, ProjectId, VersionRendered, subjects};
-use object_store::{GetOptions, ObjectStore, path::Path as ObjectPath};
+use object_store::{Attribute, Attributes, GetOptions, ObjectStore, PutOptions, path::Path as ObjectPath};
 use tokio::sync::Semaphore;
 
 use crate::plan::{ImageHistory, JobOutcome};
@@ -23,6 +23,9 @@ pub struct JobContext {
     pub max_upload_bytes: u64,
     /// Bounds CPU-heavy renders to the number of cores, independently of I/O concurrency.
     pub cpu: Arc<Semaphore>,
+    /// Store each version's content type with it (S3 serves it on presigned GETs; the local
+    /// filesystem store can't keep attributes).
+    pub typed_puts: bool,
 }
 
 /// The image and generation a delivery asks us to process.
@@ -129,8 +132,12 @@ async fn process_inner(
     for v in &rendered.versions {
         let vkey = version_key(&t.project, &t.image, t.generation, v);
         // Deterministic keys: a retry overwrites with the same content.
+        let mut options = PutOptions::default();
+        if ctx.typed_puts {
+            options.attributes = Attributes::from_iter([(Attribute::ContentType, v.content_type)]);
+        }
         ctx.store
-            .put(&ObjectPath::from(vkey.as_str()), v.data.clone().into())
+            .put_opts(&ObjectPath::from(vkey.as_str()), v.data.clone().into(), options)
             .await
             .map_err(|e| JobOutcome::Transient {
                 message: format!("storing {vkey}: {e}"),

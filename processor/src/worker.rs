@@ -30,6 +30,8 @@ pub struct ProcessorConfig {
     pub max_upload_bytes: u64,
     /// How long in-flight jobs may run after shutdown is requested.
     pub shutdown_grace: Duration,
+    /// Store content types with versions (S3).
+    pub typed_puts: bool,
 }
 
 impl Default for ProcessorConfig {
@@ -44,6 +46,7 @@ impl Default for ProcessorConfig {
             limits: Limits::default(),
             max_upload_bytes: 50_000_000,
             shutdown_grace: Duration::from_secs(20),
+            typed_puts: false,
         }
     }
 }
@@ -68,6 +71,7 @@ pub async fn run(
         limits: config.limits,
         max_upload_bytes: config.max_upload_bytes,
         cpu: Arc::new(Semaphore::new(config.cpu_concurrency.max(1))),
+        typed_puts: config.typed_puts,
     };
     let slots = Arc::new(Semaphore::new(config.job_concurrency.max(1)));
     let tracker = TaskTracker::new();

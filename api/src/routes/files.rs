@@ -9,7 +9,7 @@ use gallery_schema::{ErrorCode, ImageId};
 use object_store::path::Path as ObjectPath;
 use serde::Deserialize;
 
-use super::now_secs;
+use super::{local_mode_only, now_secs};
 use crate::content_type;
 use crate::error::{ApiError, ApiResult};
 use crate::signing::LinkError;
@@ -26,6 +26,7 @@ pub async fn download(
     Path(key): Path<String>,
     Query(q): Query<Signed>,
 ) -> ApiResult<Response> {
+    local_mode_only(&state)?;
     let (Some(expires), Some(signature)) = (q.expires, q.signature) else {
         return Err(ApiError::new(
             ErrorCode::BadSignature,

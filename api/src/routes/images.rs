@@ -17,7 +17,9 @@ use super::{links, load_record, parse_image_id, wait_applied};
 use crate::content_type;
 use crate::error::{ApiError, ApiResult};
 use crate::signing::UploadGrant;
-use crate::state::AppState;
+use crate::sigv4::{PostPolicy, post_form};
+use crate::state::{AppState, LinkMode};
+use crate::watcher::{Inspection, inspect_upload};
 use crate::view::record_json;
 
 /// The longest file name we keep (display only; never part of a key).
@@ -139,26 +141,38 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
     wait_applied(&state, appended.seq).await;
 
     let image = image_id.to_string();
-    let grant = UploadGrant {
-        image_id: &image,
-        key: &key,
-        content_type: req.content_type,
-        max_bytes,
-        expires: expires_at.timestamp(),
+    let (upload_link, params) = match &state.config.links {
+        LinkMode::Local => {
+            let grant = UploadGrant {
+                image_id: &image,
+                key: &key,
+                content_type: req.content_type,
+                max_bytes,
+                expires: expires_at.timestamp(),
+            };
+            let params = json!({
+                "key": key,
+                "Content-Type": req.content_type,
+                "max_bytes": max_bytes.to_string(),
+                "expires": grant.expires.to_string(),
+                "signature": state.signer.sign_upload(&grant),
+            });
+            (format!("{}/uploads/{image}", state.config.public_url), params)
+        }
+        LinkMode::S3(s3) => {
+            let policy = PostPolicy { key: &key, content_type: req.content_type, max_bytes, expires_at };
+            let fields = post_form(&policy, &s3.credentials, Utc::now());
+            let params: serde_json::Map<String, Value> =
+                fields.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            (format!("{}/{}", s3.public_endpoint.trim_end_matches('/'), s3.bucket), Value::Object(params))
+        }
     };
-    let signature = state.signer.sign_upload(&grant);
     let body = json!({
         "image_id": image,
         "project_id": req.project_id.as_str(),
-        "upload_link": format!("{}/uploads/{image}", state.config.public_url),
+        "upload_link": upload_link,
         "method": "POST",
-        "params": {
-            "key": key,
-            "Content-Type": req.content_type,
-            "max_bytes": max_bytes.to_string(),
-            "expires": grant.expires.to_string(),
-            "signature": signature,
-        },
+        "params": params,
         "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
     let location = format!("/images/{image}");
@@ -221,32 +235,34 @@ pub async fn reprocess(
 }
 
 /// The fast path after an upload: records it now if the object is in storage and the image is
-/// still `init` (in local mode the upload endpoint has normally done so already; this also
-/// recovers an upload whose bytes were stored while NATS was unreachable).
-pub async fn complete(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+/// still `init`, without waiting for the watcher's next look (which does the same later). An
+/// object that is too large or not an image ends the image in `error` instead.
+pub async fn complete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let mut rec = load_record(&state, &parse_image_id(&id)?)?;
     if rec.state == ImageState::Init {
-        let path = object_store::path::Path::from(rec.original_key.as_str());
-        let meta = match state.store.head(&path).await {
-            Ok(meta) => meta,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(ApiError::conflict(
-                    "no upload has been received for this image",
-                ));
+        let found = inspect_upload(state.store.as_ref(), &rec.original_key, rec.max_bytes)
+            .await
+            .map_err(|e| ApiError::unavailable("checking the upload", e))?;
+        match found {
+            Inspection::Missing => {
+                return Err(ApiError::conflict("no upload has been received for this image"));
             }
-            Err(e) => return Err(ApiError::unavailable("checking the upload", e)),
-        };
-        if meta.size > rec.max_bytes {
-            return Err(ApiError::new(
-                ErrorCode::UploadTooLarge,
-                "the stored upload is over the size limit",
-            ));
+            Inspection::Ready { size, etag } => {
+                super::uploads::record_upload(&state, &rec, size, &etag).await?;
+            }
+            Inspection::Reject { code, message } => {
+                let failed = Event::new(
+                    rec.project_id.clone(),
+                    rec.image_id,
+                    EventBody::Failed(gallery_schema::Failure { code, message, retryable: false, generation: 0 }),
+                );
+                match state.log.append(&failed, Guard::LastImageSeq(rec.last_seq)).await {
+                    Ok(appended) => wait_applied(&state, appended.seq).await,
+                    Err(AppendError::Conflict) => {}
+                    Err(e) => return Err(ApiError::unavailable("recording the refusal", e)),
+                }
+            }
         }
-        let etag = meta.e_tag.unwrap_or_default();
-        super::uploads::record_upload(&state, &rec, meta.size, &etag).await?;
         rec = load_record(&state, &rec.image_id)?;
     }
     Ok(Json(record_json(&rec, &links(&state))))

@@ -27,6 +27,10 @@ pub(crate) fn links(state: &AppState) -> Links<'_> {
         signer: &state.signer,
         ttl_secs: state.config.download_link_ttl.as_secs() as i64,
         now: now_secs(),
+        s3: match &state.config.links {
+            crate::state::LinkMode::S3(s3) => Some(s3),
+            crate::state::LinkMode::Local => None,
+        },
     }
 }
 
@@ -48,4 +52,15 @@ pub(crate) async fn wait_applied(state: &AppState, seq: u64) {
 
 pub(crate) fn parse_image_id(raw: &str) -> ApiResult<ImageId> {
     ImageId::parse(raw).map_err(|_| ApiError::not_found("image"))
+}
+
+/// 404 for the api's own upload and download endpoints when clients talk to S3 directly.
+pub(crate) fn local_mode_only(state: &AppState) -> ApiResult<()> {
+    match state.config.links {
+        crate::state::LinkMode::Local => Ok(()),
+        crate::state::LinkMode::S3(_) => Err(ApiError::new(
+            gallery_schema::ErrorCode::NotFound,
+            "this deployment stores files in S3: upload with the link's form and download with the listed URLs",
+        )),
+    }
 }

@@ -52,6 +52,7 @@ pub async fn upload(
     Path(id): Path<String>,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<Response> {
+    super::local_mode_only(&state)?;
     let image = parse_image_id(&id)?;
     let mut form = form.map_err(|e| {
         ApiError::invalid(format!(
