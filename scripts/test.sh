@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (unit, integration against a real nats-server, end-to-end).
-# Installs what is missing first: a nats-server >= 2.11 (into .tools/) and cargo-nextest.
+# Installs what is missing first: a nats-server >= 2.11 (into .tools/), Garage (the S3 server
+# of the S3-mode tests; built once from crates.io, ~8 minutes) and cargo-nextest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -9,6 +10,11 @@ command -v cargo >/dev/null || { echo "needs a Rust toolchain (https://rustup.rs
 command -v cc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential; }
 GALLERY_NATS_SERVER="$("$ROOT/scripts/ensure-nats-server.sh")"
 export GALLERY_NATS_SERVER
+# The S3-mode tests run a real Garage unless they are pointed at another endpoint.
+if [ -z "${GALLERY_TEST_S3_ENDPOINT:-}" ]; then
+    GALLERY_GARAGE="$("$ROOT/scripts/ensure-garage.sh")"
+    export GALLERY_GARAGE
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
