@@ -3,13 +3,13 @@
 //! the versions on a blocking thread, stores them, and appends `processing_started`,
 //! `version_rendered` x4 and `processed`, or `failed` with a stable code.
 //!
-//! Pure parts: [`render`] (CPU only), [`plan`] (what an image's history says is left to do, and
+//! Pure parts: [`render`] (the pixel pipeline, its own optimised crate), [`plan`] (what an image's history says is left to do, and
 //! how to acknowledge an outcome). I/O lives in [`job`] and [`worker`].
 
 pub mod job;
 pub mod plan;
-pub mod render;
 pub mod worker;
 
-pub use render::{Limits, render};
+pub use gallery_render as render;
+pub use gallery_render::{Limits, render};
 pub use worker::{ProcessorConfig, run};

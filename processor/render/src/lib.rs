@@ -1,4 +1,4 @@
-//! Turning an original's bytes into the four versions. CPU only, no I/O: callers run it on a
+//! The pixel pipeline: turning an original's bytes into the four versions. CPU only, no I/O: callers run it on a
 //! blocking thread. Limits are checked from the header, before any pixel buffer is allocated.
 //!
 //! Pipeline: sniff the format from the bytes (never the name or the declared type), read the
