@@ -7,6 +7,8 @@
 //! opaque images, PNG when any pixel is not fully opaque. Encoders write no metadata, so no
 //! EXIF/GPS/XMP/IPTC reaches a version.
 
+pub mod jpeg;
+
 use std::io::Cursor;
 
 use fast_image_resize::{self as fr, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image};
@@ -92,6 +94,23 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<DynamicImage, RenderError>
             ErrorCode::UnsupportedFormat,
             "not a supported image format (JPEG, PNG, GIF, WebP, TIFF, BMP)",
         ));
+    }
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        match jpeg::check(bytes) {
+            Ok(()) => {}
+            Err(jpeg::JpegProblem::Truncated) => {
+                return Err(RenderError::new(ErrorCode::CorruptImage, "the JPEG is truncated (no end-of-image marker)"));
+            }
+            Err(jpeg::JpegProblem::UnsupportedCoding(m)) => {
+                return Err(RenderError::new(
+                    ErrorCode::UnsupportedFormat,
+                    format!("lossless or arithmetic-coded JPEG (SOF marker 0x{m:02X}) is not supported"),
+                ));
+            }
+            Err(jpeg::JpegProblem::Malformed) => {
+                return Err(RenderError::new(ErrorCode::CorruptImage, "the JPEG's marker structure is broken"));
+            }
+        }
     }
     let mut reader = reader;
     let mut decoder_limits = image::Limits::default();
