@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use gallery_api::sigv4::Credentials;
+use gallery_api::state::{LinkMode, S3Links};
 use gallery_api::{ApiConfig, AppState};
 use gallery_nats::{NatsServer, topology};
 use gallery_processor::{Limits, ProcessorConfig};
 use gallery_projector::{Projector, Store};
-use gallery_api::sigv4::Credentials;
-use gallery_api::state::{LinkMode, S3Links};
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -272,7 +272,10 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         let state = AppState::new(client.clone(), store.clone(), handle, &secret, api);
         // Local mode records uploads at the upload endpoint; with S3 nobody tells us, so look.
         let poll = cfg.s3.as_ref().map(|_| Duration::from_secs(1));
-        let watcher = gallery_api::watcher::WatcherConfig { grace: cfg.upload_grace, poll };
+        let watcher = gallery_api::watcher::WatcherConfig {
+            grace: cfg.upload_grace,
+            poll,
+        };
         let (wjs, wstore, wtoken) = (js.clone(), store.clone(), shutdown.clone());
         tasks.spawn(async move {
             if let Err(err) = gallery_api::watcher::run(wjs, wstore, watcher, wtoken).await {

@@ -80,9 +80,15 @@ pub struct S3Args {
 
 impl S3Args {
     pub fn into_config(self) -> anyhow::Result<Option<S3Config>> {
-        let Some(bucket) = self.s3_bucket else { return Ok(None) };
-        let (Some(access_key_id), Some(secret_access_key)) = (self.s3_access_key_id, self.s3_secret_access_key) else {
-            anyhow::bail!("S3 mode needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (upload policies are signed with them)");
+        let Some(bucket) = self.s3_bucket else {
+            return Ok(None);
+        };
+        let (Some(access_key_id), Some(secret_access_key)) =
+            (self.s3_access_key_id, self.s3_secret_access_key)
+        else {
+            anyhow::bail!(
+                "S3 mode needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (upload policies are signed with them)"
+            );
         };
         Ok(Some(S3Config {
             bucket,

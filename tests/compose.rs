@@ -9,7 +9,8 @@ use gallery::cli::Cli;
 use serde_yaml::Value;
 
 fn compose() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))
+        .unwrap();
     serde_yaml::from_str(&text).unwrap()
 }
 
@@ -40,14 +41,19 @@ fn scalar(v: &Value) -> String {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_sequence().map(|s| s.iter().map(scalar).collect()).unwrap_or_default()
+    v.as_sequence()
+        .map(|s| s.iter().map(scalar).collect())
+        .unwrap_or_default()
 }
 
 /// Turns a service's command and environment into the argv the binary would see (variables
 /// become their flags, so parsing checks names and values).
 fn argv(service: &Value) -> Vec<String> {
     let command = strings(&service["command"]);
-    let sub = Cli::command().find_subcommand(&command[0]).unwrap_or_else(|| panic!("no subcommand {}", command[0])).clone();
+    let sub = Cli::command()
+        .find_subcommand(&command[0])
+        .unwrap_or_else(|| panic!("no subcommand {}", command[0]))
+        .clone();
     let mut args = vec!["gallery".to_owned()];
     args.extend(command);
     let known: BTreeMap<String, clap::Arg> = sub
@@ -58,7 +64,9 @@ fn argv(service: &Value) -> Vec<String> {
         if name == "RUST_LOG" {
             continue;
         }
-        let arg = known.get(&name).unwrap_or_else(|| panic!("{name} is not a variable of `gallery {}`", sub.get_name()));
+        let arg = known
+            .get(&name)
+            .unwrap_or_else(|| panic!("{name} is not a variable of `gallery {}`", sub.get_name()));
         let long = format!("--{}", arg.get_long().unwrap());
         if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
             if value == "true" {
@@ -73,7 +81,15 @@ fn argv(service: &Value) -> Vec<String> {
 }
 
 fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':').next().unwrap().trim_matches('/').split('/').next().unwrap().parse().unwrap()
+    addr.rsplit(':')
+        .next()
+        .unwrap()
+        .trim_matches('/')
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -98,14 +114,22 @@ fn every_gallery_flag_and_variable_exists_and_parses() {
 fn services_ports_and_health_checks_line_up() {
     let doc = compose();
     let s = &doc["services"];
-    let names: BTreeSet<String> = s.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_owned()).collect();
+    let names: BTreeSet<String> = s
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
     for needed in ["nats", "minio", "minio-init", "api", "processor"] {
         assert!(names.contains(needed), "{needed}");
     }
     // Pinned images, never `latest`.
     for (name, service) in s.as_mapping().unwrap() {
         if let Some(image) = service["image"].as_str() {
-            assert!(image.contains(':') && !image.ends_with(":latest"), "{name:?} image {image} is not pinned");
+            assert!(
+                image.contains(':') && !image.ends_with(":latest"),
+                "{name:?} image {image} is not pinned"
+            );
         }
     }
     let api = env_of(&s["api"]);
@@ -118,40 +142,81 @@ fn services_ports_and_health_checks_line_up() {
     }
     // The bucket the init job creates is the one the services use, with the same credentials.
     let init = strings(&s["minio-init"]["entrypoint"]).join(" ");
-    assert!(init.contains(&format!("local/{}", api["GALLERY_S3_BUCKET"])), "{init}");
+    assert!(
+        init.contains(&format!("local/{}", api["GALLERY_S3_BUCKET"])),
+        "{init}"
+    );
     let minio = env_of(&s["minio"]);
     assert_eq!(minio["MINIO_ROOT_USER"], api["AWS_ACCESS_KEY_ID"]);
     assert_eq!(minio["MINIO_ROOT_PASSWORD"], api["AWS_SECRET_ACCESS_KEY"]);
     assert!(init.contains(&minio["MINIO_ROOT_PASSWORD"]));
-    assert!(!minio["MINIO_API_CORS_ALLOW_ORIGIN"].is_empty(), "browsers upload to MinIO directly");
+    assert!(
+        !minio["MINIO_API_CORS_ALLOW_ORIGIN"].is_empty(),
+        "browsers upload to MinIO directly"
+    );
     // Browsers reach MinIO on a published port.
     let minio_ports = strings(&s["minio"]["ports"]);
     let public = port_of(&api["GALLERY_S3_PUBLIC_ENDPOINT"]);
-    assert!(minio_ports.iter().any(|p| p.starts_with(&format!("{public}:9000"))), "{minio_ports:?}");
+    assert!(
+        minio_ports
+            .iter()
+            .any(|p| p.starts_with(&format!("{public}:9000"))),
+        "{minio_ports:?}"
+    );
     // The api listens where its port mapping and health check point.
     let listen = port_of(&api["GALLERY_LISTEN"]);
-    assert!(strings(&s["api"]["ports"]).iter().all(|p| p.ends_with(&format!(":{listen}"))));
-    assert!(strings(&s["api"]["healthcheck"]["test"]).join(" ").contains(&format!(":{listen}/ready")));
+    assert!(
+        strings(&s["api"]["ports"])
+            .iter()
+            .all(|p| p.ends_with(&format!(":{listen}")))
+    );
+    assert!(
+        strings(&s["api"]["healthcheck"]["test"])
+            .join(" ")
+            .contains(&format!(":{listen}/ready"))
+    );
     // The processor's health check hits its --health-listen port.
     let cmd = strings(&s["processor"]["command"]);
     let at = cmd.iter().position(|a| a == "--health-listen").unwrap();
     let health = port_of(&cmd[at + 1]);
-    assert!(strings(&s["processor"]["healthcheck"]["test"]).join(" ").contains(&format!(":{health}/ready")));
+    assert!(
+        strings(&s["processor"]["healthcheck"]["test"])
+            .join(" ")
+            .contains(&format!(":{health}/ready"))
+    );
     // Two replicas each; api replicas share the link-signing secret.
     assert_eq!(s["api"]["deploy"]["replicas"].as_u64(), Some(2));
     assert_eq!(s["processor"]["deploy"]["replicas"].as_u64(), Some(2));
     assert!(api.contains_key("GALLERY_SECRET"));
     // NATS gets the shipped config, with JetStream on a volume.
     let volumes = strings(&s["nats"]["volumes"]);
-    assert!(volumes.iter().any(|v| v.starts_with("./nats/conf/single.conf:")));
-    assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/nats/conf/single.conf")).is_file());
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.starts_with("./nats/conf/single.conf:"))
+    );
+    assert!(
+        std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/nats/conf/single.conf"
+        ))
+        .is_file()
+    );
 }
 
 #[test]
 fn the_image_runs_as_a_non_root_user() {
-    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
-    let stages = dockerfile.lines().filter(|l| l.starts_with("FROM ")).count();
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let stages = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .count();
     assert!(stages >= 2, "multi-stage");
-    let user = dockerfile.lines().rev().find(|l| l.starts_with("USER ")).expect("a USER line");
+    let user = dockerfile
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("USER "))
+        .expect("a USER line");
     assert!(!user.contains("root") && !user.ends_with(" 0"), "{user}");
 }

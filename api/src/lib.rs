@@ -6,8 +6,8 @@
 pub mod content_type;
 pub mod error;
 pub mod routes;
-pub mod sigv4;
 pub mod signing;
+pub mod sigv4;
 pub mod state;
 pub mod view;
 pub mod watcher;

@@ -53,7 +53,10 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec
 
 /// hex(HMAC(signing key, base64 policy)): the signature of a POST policy.
 pub fn sign_policy(policy_b64: &str, creds: &Credentials, date: &str) -> String {
-    hex::encode(hmac(&signing_key(&creds.secret_access_key, date, &creds.region, "s3"), policy_b64.as_bytes()))
+    hex::encode(hmac(
+        &signing_key(&creds.secret_access_key, date, &creds.region, "s3"),
+        policy_b64.as_bytes(),
+    ))
 }
 
 /// What an upload policy pins.
@@ -70,10 +73,17 @@ pub struct PostPolicy<'a> {
 /// Every field has a condition and every condition a field: Garage checks both ways (AWS and
 /// MinIO one way). There is deliberately no `bucket` condition: Garage would want it sent as a
 /// field, which AWS doesn't expect; the URL names the bucket and the key is pinned anyway.
-pub fn post_form(policy: &PostPolicy<'_>, creds: &Credentials, now: DateTime<Utc>) -> Vec<(String, String)> {
+pub fn post_form(
+    policy: &PostPolicy<'_>,
+    creds: &Credentials,
+    now: DateTime<Utc>,
+) -> Vec<(String, String)> {
     let date = now.format("%Y%m%d").to_string();
     let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
-    let credential = format!("{}/{date}/{}/s3/aws4_request", creds.access_key_id, creds.region);
+    let credential = format!(
+        "{}/{date}/{}/s3/aws4_request",
+        creds.access_key_id, creds.region
+    );
     let document: Value = json!({
         "expiration": policy.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "conditions": [
@@ -106,7 +116,9 @@ pub fn uri_encode(raw: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(raw.len());
     for b in raw.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b'/' if keep_slash => out.push('/'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -116,11 +128,23 @@ pub fn uri_encode(raw: &str, keep_slash: bool) -> String {
 
 /// A presigned GET URL. `base` is scheme and authority (`http://localhost:9000`) and `path` the
 /// absolute path (`/bucket/key` for path-style addressing).
-pub fn presign_get(base: &str, path: &str, creds: &Credentials, now: DateTime<Utc>, expires_secs: u64) -> String {
-    let host = base.split_once("://").map_or(base, |(_, rest)| rest).trim_end_matches('/');
+pub fn presign_get(
+    base: &str,
+    path: &str,
+    creds: &Credentials,
+    now: DateTime<Utc>,
+    expires_secs: u64,
+) -> String {
+    let host = base
+        .split_once("://")
+        .map_or(base, |(_, rest)| rest)
+        .trim_end_matches('/');
     let date = now.format("%Y%m%d").to_string();
     let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
-    let credential = format!("{}/{date}/{}/s3/aws4_request", creds.access_key_id, creds.region);
+    let credential = format!(
+        "{}/{date}/{}/s3/aws4_request",
+        creds.access_key_id, creds.region
+    );
     let path = uri_encode(path, true);
     // Already in sorted order.
     let query = format!(
@@ -133,8 +157,14 @@ pub fn presign_get(base: &str, path: &str, creds: &Credentials, now: DateTime<Ut
         creds.region,
         hex::encode(Sha256::digest(canonical.as_bytes()))
     );
-    let signature = hex::encode(hmac(&signing_key(&creds.secret_access_key, &date, &creds.region, "s3"), to_sign.as_bytes()));
-    format!("{}{path}?{query}&X-Amz-Signature={signature}", base.trim_end_matches('/'))
+    let signature = hex::encode(hmac(
+        &signing_key(&creds.secret_access_key, &date, &creds.region, "s3"),
+        to_sign.as_bytes(),
+    ));
+    format!(
+        "{}{path}?{query}&X-Amz-Signature={signature}",
+        base.trim_end_matches('/')
+    )
 }
 
 #[cfg(test)]
@@ -164,8 +194,16 @@ mod tests {
     /// Signature Version 4)", Amazon S3 API Reference (sigv4-query-string-auth).
     #[test]
     fn presigned_get_matches_the_aws_worked_example() {
-        let now = DateTime::parse_from_rfc3339("2013-05-24T00:00:00Z").unwrap().with_timezone(&Utc);
-        let url = presign_get("https://examplebucket.s3.amazonaws.com", "/test.txt", &example_creds(), now, 86400);
+        let now = DateTime::parse_from_rfc3339("2013-05-24T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let url = presign_get(
+            "https://examplebucket.s3.amazonaws.com",
+            "/test.txt",
+            &example_creds(),
+            now,
+            86400,
+        );
         assert_eq!(
             url,
             "https://examplebucket.s3.amazonaws.com/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256\
@@ -177,7 +215,9 @@ mod tests {
 
     #[test]
     fn post_form_pins_key_type_and_size_and_has_a_condition_for_every_field() {
-        let now = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let policy = PostPolicy {
             key: "originals/42/x",
             content_type: "image/jpeg",
@@ -185,9 +225,17 @@ mod tests {
             expires_at: now + chrono::TimeDelta::minutes(15),
         };
         let fields = post_form(&policy, &example_creds(), now);
-        let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
         let doc: Value = serde_json::from_slice(
-            &base64::engine::general_purpose::STANDARD.decode(get("policy")).unwrap(),
+            &base64::engine::general_purpose::STANDARD
+                .decode(get("policy"))
+                .unwrap(),
         )
         .unwrap();
         assert_eq!(doc["expiration"], "2026-01-02T03:19:05.000Z");
@@ -197,10 +245,19 @@ mod tests {
             if name == "policy" || name == "x-amz-signature" {
                 continue;
             }
-            assert!(conditions.contains(&json!({ name.as_str(): value })), "{name} has no condition");
+            assert!(
+                conditions.contains(&json!({ name.as_str(): value })),
+                "{name} has no condition"
+            );
         }
-        assert_eq!(get("x-amz-credential"), "AKIAIOSFODNN7EXAMPLE/20260102/us-east-1/s3/aws4_request");
-        assert_eq!(get("x-amz-signature"), sign_policy(&get("policy"), &example_creds(), "20260102"));
+        assert_eq!(
+            get("x-amz-credential"),
+            "AKIAIOSFODNN7EXAMPLE/20260102/us-east-1/s3/aws4_request"
+        );
+        assert_eq!(
+            get("x-amz-signature"),
+            sign_policy(&get("policy"), &example_creds(), "20260102")
+        );
         assert_eq!(fields.last().unwrap().0, "x-amz-signature");
     }
 }

@@ -31,11 +31,20 @@ impl Links<'_> {
             let signed_at = DateTime::from_timestamp(window_start, 0).unwrap_or_else(Utc::now);
             let expires = (self.ttl_secs + 3600).clamp(1, 7 * 24 * 3600) as u64;
             let path = format!("/{}/{key}", s3.bucket);
-            return crate::sigv4::presign_get(&s3.public_endpoint, &path, &s3.credentials, signed_at, expires);
+            return crate::sigv4::presign_get(
+                &s3.public_endpoint,
+                &path,
+                &s3.credentials,
+                signed_at,
+                expires,
+            );
         }
         let expires = download_expiry(self.now, self.ttl_secs);
         let signature = self.signer.sign_download(key, expires);
-        format!("{}/files/{key}?expires={expires}&signature={signature}", self.base)
+        format!(
+            "{}/files/{key}?expires={expires}&signature={signature}",
+            self.base
+        )
     }
 }
 

@@ -42,14 +42,24 @@ impl Default for WatcherConfig {
 pub enum Inspection {
     Missing,
     /// An acceptable object: record it.
-    Ready { size: u64, etag: String },
+    Ready {
+        size: u64,
+        etag: String,
+    },
     /// An object that must not be processed.
-    Reject { code: ErrorCode, message: String },
+    Reject {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// Looks at the object behind an upload link: its size against the link's limit and its first
 /// bytes against the accepted formats (one small ranged read).
-pub async fn inspect_upload(store: &dyn ObjectStore, key: &str, max_bytes: u64) -> Result<Inspection, object_store::Error> {
+pub async fn inspect_upload(
+    store: &dyn ObjectStore,
+    key: &str,
+    max_bytes: u64,
+) -> Result<Inspection, object_store::Error> {
     let path = ObjectPath::from(key);
     let meta = match store.head(&path).await {
         Ok(meta) => meta,
@@ -63,7 +73,10 @@ pub async fn inspect_upload(store: &dyn ObjectStore, key: &str, max_bytes: u64) 
         });
     }
     if meta.size == 0 {
-        return Ok(Inspection::Reject { code: ErrorCode::CorruptImage, message: "the file is empty".into() });
+        return Ok(Inspection::Reject {
+            code: ErrorCode::CorruptImage,
+            message: "the file is empty".into(),
+        });
     }
     let head = store.get_range(&path, 0..meta.size.min(SNIFF_LEN)).await?;
     if sniff_image(&head).is_none() {
@@ -72,7 +85,10 @@ pub async fn inspect_upload(store: &dyn ObjectStore, key: &str, max_bytes: u64) 
             message: "not a JPEG, PNG, WebP, GIF, TIFF or BMP image".into(),
         });
     }
-    Ok(Inspection::Ready { size: meta.size, etag: meta.e_tag.unwrap_or_default() })
+    Ok(Inspection::Ready {
+        size: meta.size,
+        etag: meta.e_tag.unwrap_or_default(),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,10 +114,16 @@ pub fn decide(
     }
     match found {
         Inspection::Ready { size, etag } => {
-            return WatchDecision::RecordUpload { size: *size, etag: etag.clone() };
+            return WatchDecision::RecordUpload {
+                size: *size,
+                etag: etag.clone(),
+            };
         }
         Inspection::Reject { code, message } => {
-            return WatchDecision::Fail { code: *code, message: message.clone() };
+            return WatchDecision::Fail {
+                code: *code,
+                message: message.clone(),
+            };
         }
         Inspection::Missing => {}
     }
@@ -121,9 +143,14 @@ pub fn decide(
 }
 
 /// Time left until the link's expiry plus grace (`None`: it has passed).
-pub fn until_deadline(expires_at: DateTime<Utc>, now: DateTime<Utc>, cfg: &WatcherConfig) -> Option<Duration> {
+pub fn until_deadline(
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    cfg: &WatcherConfig,
+) -> Option<Duration> {
     let deadline = expires_at + chrono::TimeDelta::from_std(cfg.grace).unwrap_or_default();
-    (now < deadline).then(|| (deadline - now).to_std().unwrap_or_default() + Duration::from_millis(50))
+    (now < deadline)
+        .then(|| (deadline - now).to_std().unwrap_or_default() + Duration::from_millis(50))
 }
 
 pub async fn run(
@@ -216,10 +243,19 @@ async fn check(
     let found = if settled {
         Inspection::Missing
     } else {
-        inspect_upload(store, &req.object_key, req.max_bytes).await.map_err(|e| e.to_string())?
+        inspect_upload(store, &req.object_key, req.max_bytes)
+            .await
+            .map_err(|e| e.to_string())?
     };
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-    let body = match decide(settled, &found, req.link_expires_at, Utc::now(), delivered, cfg) {
+    let body = match decide(
+        settled,
+        &found,
+        req.link_expires_at,
+        Utc::now(),
+        delivered,
+        cfg,
+    ) {
         WatchDecision::Done => return Ok(None),
         WatchDecision::CheckAgainIn(d) => return Ok(Some(d)),
         WatchDecision::RecordUpload { size, etag } => EventBody::Uploaded(Uploaded {
@@ -256,25 +292,58 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let cfg = WatcherConfig { grace: Duration::from_secs(60), poll: None };
-        let ready = Inspection::Ready { size: 10, etag: "e".into() };
+        let cfg = WatcherConfig {
+            grace: Duration::from_secs(60),
+            poll: None,
+        };
+        let ready = Inspection::Ready {
+            size: 10,
+            etag: "e".into(),
+        };
         let missing = Inspection::Missing;
-        assert_eq!(decide(true, &missing, at(0), at(999), 1, &cfg), WatchDecision::Done);
-        assert_eq!(decide(false, &ready, at(0), at(-5), 1, &cfg), WatchDecision::RecordUpload { size: 10, etag: "e".into() });
+        assert_eq!(
+            decide(true, &missing, at(0), at(999), 1, &cfg),
+            WatchDecision::Done
+        );
+        assert_eq!(
+            decide(false, &ready, at(0), at(-5), 1, &cfg),
+            WatchDecision::RecordUpload {
+                size: 10,
+                etag: "e".into()
+            }
+        );
         // An upload that arrived within the grace period still counts.
-        assert!(matches!(decide(false, &ready, at(0), at(30), 1, &cfg), WatchDecision::RecordUpload { .. }));
-        let too_big = Inspection::Reject { code: ErrorCode::UploadTooLarge, message: "m".into() };
+        assert!(matches!(
+            decide(false, &ready, at(0), at(30), 1, &cfg),
+            WatchDecision::RecordUpload { .. }
+        ));
+        let too_big = Inspection::Reject {
+            code: ErrorCode::UploadTooLarge,
+            message: "m".into(),
+        };
         assert!(matches!(
             decide(false, &too_big, at(0), at(0), 1, &cfg),
-            WatchDecision::Fail { code: ErrorCode::UploadTooLarge, .. }
+            WatchDecision::Fail {
+                code: ErrorCode::UploadTooLarge,
+                ..
+            }
         ));
-        assert_eq!(decide(false, &missing, at(0), at(-60), 1, &cfg), WatchDecision::CheckAgainIn(Duration::from_millis(120_050)));
+        assert_eq!(
+            decide(false, &missing, at(0), at(-60), 1, &cfg),
+            WatchDecision::CheckAgainIn(Duration::from_millis(120_050))
+        );
         assert!(matches!(
             decide(false, &missing, at(0), at(60), 1, &cfg),
-            WatchDecision::Fail { code: ErrorCode::UploadExpired, .. }
+            WatchDecision::Fail {
+                code: ErrorCode::UploadExpired,
+                ..
+            }
         ));
         // Polling (S3 mode) backs off with each delivery, up to 30 s and never past the deadline.
-        let polling = WatcherConfig { poll: Some(Duration::from_secs(1)), ..cfg };
+        let polling = WatcherConfig {
+            poll: Some(Duration::from_secs(1)),
+            ..cfg
+        };
         let waits: Vec<_> = [1, 2, 3, 7, 50]
             .map(|n| decide(false, &missing, at(600), at(0), n, &polling))
             .to_vec();
@@ -282,7 +351,13 @@ mod tests {
             WatchDecision::CheckAgainIn(d) => d.as_secs(),
             other => panic!("{other:?}"),
         };
-        assert_eq!(waits.iter().map(secs).collect::<Vec<_>>(), [1, 2, 4, 30, 30]);
-        assert_eq!(decide(false, &missing, at(0), at(55), 9, &polling), WatchDecision::CheckAgainIn(Duration::from_millis(5_050)));
+        assert_eq!(
+            waits.iter().map(secs).collect::<Vec<_>>(),
+            [1, 2, 4, 30, 30]
+        );
+        assert_eq!(
+            decide(false, &missing, at(0), at(55), 9, &polling),
+            WatchDecision::CheckAgainIn(Duration::from_millis(5_050))
+        );
     }
 }

@@ -31,9 +31,15 @@ pub fn find_garage() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|d| d.join("garage")).collect())
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("garage"))
+                .collect()
+        })
         .unwrap_or_default();
-    if let Some(home) = std::env::var_os("CARGO_HOME").or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo").into())) {
+    if let Some(home) = std::env::var_os("CARGO_HOME")
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo").into()))
+    {
         candidates.push(Path::new(&home).join("bin/garage"));
     }
     candidates
@@ -46,13 +52,17 @@ impl S3Server {
     /// An external S3 endpoint from the environment, or a fresh Garage.
     pub async fn start() -> anyhow::Result<Self> {
         if let Ok(endpoint) = std::env::var("GALLERY_TEST_S3_ENDPOINT") {
-            let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is needed with GALLERY_TEST_S3_ENDPOINT"));
+            let env = |k: &str| {
+                std::env::var(k)
+                    .with_context(|| format!("{k} is needed with GALLERY_TEST_S3_ENDPOINT"))
+            };
             return Ok(Self {
                 config: S3Config {
                     bucket: env("GALLERY_TEST_S3_BUCKET")?,
                     endpoint: Some(endpoint.clone()),
                     public_endpoint: Some(endpoint.clone()),
-                    region: std::env::var("GALLERY_TEST_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
+                    region: std::env::var("GALLERY_TEST_S3_REGION")
+                        .unwrap_or_else(|_| "us-east-1".into()),
                     access_key_id: env("AWS_ACCESS_KEY_ID")?,
                     secret_access_key: env("AWS_SECRET_ACCESS_KEY")?,
                     allow_http: endpoint.starts_with("http://"),
@@ -66,7 +76,9 @@ impl S3Server {
 
     fn start_garage() -> anyhow::Result<Self> {
         let binary = find_garage()?;
-        let dir = tempfile::Builder::new().prefix("gallery-garage-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("gallery-garage-")
+            .tempdir()?;
         let (rpc, s3) = (free_port()?, free_port()?);
         let conf = dir.path().join("garage.toml");
         let secret: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
@@ -106,7 +118,11 @@ impl S3Server {
             _dir: None,
         };
         let cli = |args: &[&str]| -> anyhow::Result<String> {
-            let out = Command::new(&binary).arg("-c").arg(&conf).args(args).output()?;
+            let out = Command::new(&binary)
+                .arg("-c")
+                .arg(&conf)
+                .args(args)
+                .output()?;
             if !out.status.success() {
                 bail!("garage {args:?}: {}", String::from_utf8_lossy(&out.stderr));
             }
@@ -115,7 +131,8 @@ impl S3Server {
         let started = Instant::now();
         while cli(&["status"]).is_err() {
             if started.elapsed() > Duration::from_secs(20) {
-                let log = std::fs::read_to_string(dir.path().join("garage.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(dir.path().join("garage.log")).unwrap_or_default();
                 bail!("garage did not start: {log}");
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -133,7 +150,16 @@ impl S3Server {
         server.config.access_key_id = field("Key ID:")?;
         server.config.secret_access_key = field("Secret key:")?;
         cli(&["bucket", "create", "gallery"])?;
-        cli(&["bucket", "allow", "--read", "--write", "--owner", "gallery", "--key", "gallery-test"])?;
+        cli(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            "gallery",
+            "--key",
+            "gallery-test",
+        ])?;
         server._dir = Some(dir);
         Ok(server)
     }

@@ -257,14 +257,16 @@ async fn tampered_oversize_and_repeated_uploads_are_refused_and_lose_nothing() {
 async fn an_expired_upload_link_is_refused_and_the_unused_image_ends_in_upload_expired() {
     let stack = TestStack::start_with(|c| {
         c.upload_link_ttl = Duration::from_secs(1);
-        c.upload_grace = Duration::from_secs(2);
+        // Long enough that the watcher can't settle the image before the checks below.
+        c.upload_grace = Duration::from_secs(4);
     })
     .await
     .unwrap();
     let mut ws = stack.ws("exp", None).await.unwrap();
     let link = stack.request_link("exp", "a.jpg").await.unwrap();
     let id = link["image_id"].as_str().unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Links expire on whole seconds, up to 1 s after the ttl, and are refused after that second.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     let (status, body) = stack.upload(&link, jpeg_photo(64, 64)).await.unwrap();
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -283,7 +285,9 @@ async fn an_expired_upload_link_is_refused_and_the_unused_image_ends_in_upload_e
     stack.upload(&used, jpeg_photo(64, 64)).await.unwrap();
     let used_id = used["image_id"].as_str().unwrap();
     stack.wait_state(used_id, "done").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Past that link's deadline (at most 2 s + 4 s grace): the watcher has looked and left it
+    // alone.
+    tokio::time::sleep(Duration::from_millis(7000)).await;
     assert_eq!(stack.image(used_id).await.unwrap()["state"], "done");
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 use gallery_nats::{AppendError, EventLog, Guard, read};
 use gallery_schema::event::Failure;
 use gallery_schema::{ErrorCode, Event, EventBody, ImageId, ProjectId, VersionRendered, subjects};
-use object_store::{Attribute, Attributes, GetOptions, ObjectStore, PutOptions, path::Path as ObjectPath};
+use object_store::{
+    Attribute, Attributes, GetOptions, ObjectStore, PutOptions, path::Path as ObjectPath,
+};
 use tokio::sync::Semaphore;
 
 use crate::plan::{ImageHistory, JobOutcome};
@@ -137,7 +139,11 @@ async fn process_inner(
             options.attributes = Attributes::from_iter([(Attribute::ContentType, v.content_type)]);
         }
         ctx.store
-            .put_opts(&ObjectPath::from(vkey.as_str()), v.data.clone().into(), options)
+            .put_opts(
+                &ObjectPath::from(vkey.as_str()),
+                v.data.clone().into(),
+                options,
+            )
             .await
             .map_err(|e| JobOutcome::Transient {
                 message: format!("storing {vkey}: {e}"),

@@ -19,8 +19,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::signing::UploadGrant;
 use crate::sigv4::{PostPolicy, post_form};
 use crate::state::{AppState, LinkMode};
-use crate::watcher::{Inspection, inspect_upload};
 use crate::view::record_json;
+use crate::watcher::{Inspection, inspect_upload};
 
 /// The longest file name we keep (display only; never part of a key).
 const MAX_FILENAME: usize = 255;
@@ -116,9 +116,11 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
     let image_id = ImageId::new_v7();
     let key = original_key(&req.project_id, &image_id);
     let ttl = TimeDelta::from_std(state.config.upload_link_ttl).unwrap_or(TimeDelta::minutes(15));
-    // Whole seconds: the link carries seconds, and the event must agree with it.
-    let expires_at =
-        chrono::DateTime::from_timestamp((Utc::now() + ttl).timestamp(), 0).expect("in range");
+    // Whole seconds (the link carries seconds and the event must agree), rounded up so a link
+    // never lives shorter than the configured time.
+    let end = Utc::now() + ttl;
+    let secs = end.timestamp() + i64::from(end.timestamp_subsec_nanos() > 0);
+    let expires_at = chrono::DateTime::from_timestamp(secs, 0).expect("in range");
     let max_bytes = req.size.unwrap_or(state.config.max_upload_bytes);
     let event = Event::new(
         req.project_id.clone(),
@@ -157,14 +159,27 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
                 "expires": grant.expires.to_string(),
                 "signature": state.signer.sign_upload(&grant),
             });
-            (format!("{}/uploads/{image}", state.config.public_url), params)
+            (
+                format!("{}/uploads/{image}", state.config.public_url),
+                params,
+            )
         }
         LinkMode::S3(s3) => {
-            let policy = PostPolicy { key: &key, content_type: req.content_type, max_bytes, expires_at };
+            let policy = PostPolicy {
+                key: &key,
+                content_type: req.content_type,
+                max_bytes,
+                expires_at,
+            };
             let fields = post_form(&policy, &s3.credentials, Utc::now());
-            let params: serde_json::Map<String, Value> =
-                fields.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-            (format!("{}/{}", s3.public_endpoint.trim_end_matches('/'), s3.bucket), Value::Object(params))
+            let params: serde_json::Map<String, Value> = fields
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            (
+                format!("{}/{}", s3.public_endpoint.trim_end_matches('/'), s3.bucket),
+                Value::Object(params),
+            )
         }
     };
     let body = json!({
@@ -237,7 +252,10 @@ pub async fn reprocess(
 /// The fast path after an upload: records it now if the object is in storage and the image is
 /// still `init`, without waiting for the watcher's next look (which does the same later). An
 /// object that is too large or not an image ends the image in `error` instead.
-pub async fn complete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn complete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let mut rec = load_record(&state, &parse_image_id(&id)?)?;
     if rec.state == ImageState::Init {
         let found = inspect_upload(state.store.as_ref(), &rec.original_key, rec.max_bytes)
@@ -245,7 +263,9 @@ pub async fn complete(State(state): State<AppState>, Path(id): Path<String>) -> 
             .map_err(|e| ApiError::unavailable("checking the upload", e))?;
         match found {
             Inspection::Missing => {
-                return Err(ApiError::conflict("no upload has been received for this image"));
+                return Err(ApiError::conflict(
+                    "no upload has been received for this image",
+                ));
             }
             Inspection::Ready { size, etag } => {
                 super::uploads::record_upload(&state, &rec, size, &etag).await?;
@@ -254,9 +274,18 @@ pub async fn complete(State(state): State<AppState>, Path(id): Path<String>) -> 
                 let failed = Event::new(
                     rec.project_id.clone(),
                     rec.image_id,
-                    EventBody::Failed(gallery_schema::Failure { code, message, retryable: false, generation: 0 }),
+                    EventBody::Failed(gallery_schema::Failure {
+                        code,
+                        message,
+                        retryable: false,
+                        generation: 0,
+                    }),
                 );
-                match state.log.append(&failed, Guard::LastImageSeq(rec.last_seq)).await {
+                match state
+                    .log
+                    .append(&failed, Guard::LastImageSeq(rec.last_seq))
+                    .await
+                {
                     Ok(appended) => wait_applied(&state, appended.seq).await,
                     Err(AppendError::Conflict) => {}
                     Err(e) => return Err(ApiError::unavailable("recording the refusal", e)),

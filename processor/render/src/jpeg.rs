@@ -28,19 +28,34 @@ pub fn check(bytes: &[u8]) -> Result<(), JpegProblem> {
             return Err(JpegProblem::Truncated);
         }
         if bytes[i] != 0xFF {
-            return Err(if seen_scan { JpegProblem::Truncated } else { JpegProblem::Malformed });
+            return Err(if seen_scan {
+                JpegProblem::Truncated
+            } else {
+                JpegProblem::Malformed
+            });
         }
         while i < bytes.len() && bytes[i] == 0xFF {
             i += 1;
         }
-        let Some(&marker) = bytes.get(i) else { return Err(JpegProblem::Truncated) };
+        let Some(&marker) = bytes.get(i) else {
+            return Err(JpegProblem::Truncated);
+        };
         i += 1;
         match marker {
-            0xD9 => return if seen_scan { Ok(()) } else { Err(JpegProblem::Truncated) },
+            0xD9 => {
+                return if seen_scan {
+                    Ok(())
+                } else {
+                    Err(JpegProblem::Truncated)
+                };
+            }
             0xD0..=0xD7 | 0x01 => continue, // no length
             _ => {}
         }
-        let Some(len) = bytes.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+        let Some(len) = bytes
+            .get(i..i + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
             return Err(JpegProblem::Truncated);
         };
         if len < 2 {
@@ -84,7 +99,11 @@ mod tests {
 
     fn jpeg(w: u32, h: u32, progressive_like_noise: bool) -> Vec<u8> {
         let img = image::RgbImage::from_fn(w, h, |x, y| {
-            let n = if progressive_like_noise { (x * 7919 + y * 104_729) % 251 } else { 0 } as u8;
+            let n = if progressive_like_noise {
+                (x * 7919 + y * 104_729) % 251
+            } else {
+                0
+            } as u8;
             image::Rgb([(x % 256) as u8 ^ n, (y % 256) as u8, n])
         });
         let mut out = std::io::Cursor::new(Vec::new());
@@ -97,7 +116,11 @@ mod tests {
         let whole = jpeg(300, 200, true);
         assert_eq!(check(&whole), Ok(()));
         for cut in [whole.len() - 2, whole.len() * 2 / 3, 700, 200, 3] {
-            assert_eq!(check(&whole[..cut]), Err(JpegProblem::Truncated), "cut at {cut}");
+            assert_eq!(
+                check(&whole[..cut]),
+                Err(JpegProblem::Truncated),
+                "cut at {cut}"
+            );
         }
         // Data after the end-of-image marker (camera padding, MPO) is fine.
         let mut padded = whole.clone();

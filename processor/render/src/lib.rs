@@ -7,6 +7,7 @@
 //! opaque images, PNG when any pixel is not fully opaque. Encoders write no metadata, so no
 //! EXIF/GPS/XMP/IPTC reaches a version.
 
+pub mod color;
 pub mod jpeg;
 
 use std::io::Cursor;
@@ -78,8 +79,14 @@ fn classify(err: ImageError) -> RenderError {
     }
 }
 
+/// A decoded image, upright, with the colour profile its pixels still need converting from.
+pub struct Decoded {
+    pub image: DynamicImage,
+    pub profile: Option<moxcms::ColorProfile>,
+}
+
 /// Decodes `bytes`, upright, within `limits`.
-pub fn decode(bytes: &[u8], limits: Limits) -> Result<DynamicImage, RenderError> {
+pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     if bytes.is_empty() {
         return Err(RenderError::new(
             ErrorCode::CorruptImage,
@@ -99,19 +106,28 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<DynamicImage, RenderError>
         match jpeg::check(bytes) {
             Ok(()) => {}
             Err(jpeg::JpegProblem::Truncated) => {
-                return Err(RenderError::new(ErrorCode::CorruptImage, "the JPEG is truncated (no end-of-image marker)"));
+                return Err(RenderError::new(
+                    ErrorCode::CorruptImage,
+                    "the JPEG is truncated (no end-of-image marker)",
+                ));
             }
             Err(jpeg::JpegProblem::UnsupportedCoding(m)) => {
                 return Err(RenderError::new(
                     ErrorCode::UnsupportedFormat,
-                    format!("lossless or arithmetic-coded JPEG (SOF marker 0x{m:02X}) is not supported"),
+                    format!(
+                        "lossless or arithmetic-coded JPEG (SOF marker 0x{m:02X}) is not supported"
+                    ),
                 ));
             }
             Err(jpeg::JpegProblem::Malformed) => {
-                return Err(RenderError::new(ErrorCode::CorruptImage, "the JPEG's marker structure is broken"));
+                return Err(RenderError::new(
+                    ErrorCode::CorruptImage,
+                    "the JPEG's marker structure is broken",
+                ));
             }
         }
     }
+    let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
     let mut reader = reader;
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(limits.max_side);
@@ -122,11 +138,76 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<DynamicImage, RenderError>
     let mut decoder = reader.into_decoder().map_err(classify)?;
     let (w, h) = decoder.dimensions();
     check_size(Size::new(w, h), limits)?;
-    // A broken EXIF block must not cost the photo: fall back to "no transform".
+    // A broken EXIF block (or ICC profile) must not cost the photo: fall back to defaults.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder).map_err(classify)?;
+    let icc = decoder.icc_profile().ok().flatten();
+    let cmyk = icc.as_deref().and_then(color::cmyk_profile);
+    let mut image = match cmyk {
+        Some(profile) if is_jpeg => {
+            drop(decoder);
+            decode_cmyk_jpeg(bytes, &profile, limits)?
+        }
+        _ => DynamicImage::from_decoder(decoder).map_err(classify)?,
+    };
     image.apply_orientation(orientation);
-    Ok(image)
+    let profile = icc
+        .as_deref()
+        .and_then(color::rgb_profile_needing_conversion);
+    Ok(Decoded { image, profile })
+}
+
+/// A CMYK JPEG with a CMYK profile: decode the raw CMYK samples and convert them through the
+/// profile (the generic decoder would use the naive formula and ignore the profile).
+fn decode_cmyk_jpeg(
+    bytes: &[u8],
+    profile: &moxcms::ColorProfile,
+    limits: Limits,
+) -> Result<DynamicImage, RenderError> {
+    use zune_core::colorspace::ColorSpace;
+    let corrupt = |e: zune_jpeg::errors::DecodeErrors| {
+        RenderError::new(ErrorCode::CorruptImage, e.to_string())
+    };
+    let options = zune_core::options::DecoderOptions::default()
+        .set_max_width(limits.max_side as usize)
+        .set_max_height(limits.max_side as usize);
+    let mut probe = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options,
+    );
+    probe.decode_headers().map_err(corrupt)?;
+    // YCCK (Adobe transform 2) is CMY stored as YCbCr plus K: decode it as it is stored and
+    // undo the YCbCr step ourselves; plain CMYK comes out as is.
+    let stored = probe.input_colorspace().unwrap_or(ColorSpace::CMYK);
+    let out = if stored == ColorSpace::YCCK {
+        ColorSpace::YCCK
+    } else {
+        ColorSpace::CMYK
+    };
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options.jpeg_set_out_colorspace(out),
+    );
+    let mut cmyk = decoder.decode().map_err(corrupt)?;
+    if out == ColorSpace::YCCK {
+        color::ycck_to_cmyk_in_place(&mut cmyk);
+    }
+    let info = decoder
+        .info()
+        .ok_or_else(|| RenderError::new(ErrorCode::CorruptImage, "no JPEG header"))?;
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    if cmyk.len() != w as usize * h as usize * 4 {
+        return Err(RenderError::new(
+            ErrorCode::CorruptImage,
+            "unexpected CMYK sample count",
+        ));
+    }
+    // Photoshop (the usual source of CMYK JPEGs) stores plain CMYK inverted; undoing YCCK's
+    // YCbCr step yields true C, M, Y with an inverted K.
+    let rgb = color::cmyk_to_srgb(profile, &mut cmyk, out == ColorSpace::CMYK)
+        .map_err(|e| RenderError::new(ErrorCode::CorruptImage, e))?;
+    let buffer = image::RgbImage::from_raw(w, h, rgb)
+        .ok_or_else(|| RenderError::new(ErrorCode::Internal, "CMYK conversion size"))?;
+    Ok(DynamicImage::ImageRgb8(buffer))
 }
 
 fn check_size(size: Size, limits: Limits) -> Result<(), RenderError> {
@@ -162,11 +243,11 @@ fn check_size(size: Size, limits: Limits) -> Result<(), RenderError> {
 
 /// Renders all versions of the image in `bytes`.
 pub fn render(bytes: &[u8], limits: Limits) -> Result<Rendered, RenderError> {
-    let image = decode(bytes, limits)?;
-    render_decoded(image)
+    render_decoded(decode(bytes, limits)?)
 }
 
-pub fn render_decoded(image: DynamicImage) -> Result<Rendered, RenderError> {
+pub fn render_decoded(decoded: Decoded) -> Result<Rendered, RenderError> {
+    let Decoded { image, profile } = decoded;
     let upright = Size::new(image.width(), image.height());
     let keep_alpha = has_transparency(&image);
     let (pixel_type, buffer) = if keep_alpha {
@@ -187,6 +268,14 @@ pub fn render_decoded(image: DynamicImage) -> Result<Rendered, RenderError> {
                 .resize(&current, &mut next, &options)
                 .map_err(|e| RenderError::new(ErrorCode::Internal, e.to_string()))?;
             current = next;
+        }
+        // Once, on the largest version: every smaller one is derived from it.
+        if let Some(profile) = &profile
+            && version == VersionName::CASCADE[0]
+        {
+            let channels = if keep_alpha { 4 } else { 3 };
+            color::convert_rgb_in_place(profile, current.buffer_mut(), channels)
+                .map_err(|e| RenderError::new(ErrorCode::Internal, e))?;
         }
         let (data, content_type, extension) = encode(&current, keep_alpha)?;
         versions.push(RenderedVersion {
