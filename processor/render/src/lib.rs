@@ -9,6 +9,7 @@
 
 pub mod color;
 pub mod jpeg;
+pub mod turbo;
 
 use std::io::Cursor;
 
@@ -81,7 +82,11 @@ fn classify(err: ImageError) -> RenderError {
 
 /// A decoded image, upright, with the colour profile its pixels still need converting from.
 pub struct Decoded {
+    /// Upright pixels; possibly decoded at a reduced scale (JPEG DCT scaling), never smaller
+    /// than the largest version needs.
     pub image: DynamicImage,
+    /// The original's upright size: the versions are fitted from it.
+    pub original: Size,
     pub profile: Option<moxcms::ColorProfile>,
 }
 
@@ -142,10 +147,40 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let icc = decoder.icc_profile().ok().flatten();
     let cmyk = icc.as_deref().and_then(color::cmyk_profile);
+    let swaps = matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    );
+    let original = if swaps {
+        Size::new(h, w)
+    } else {
+        Size::new(w, h)
+    };
     let mut image = match cmyk {
         Some(profile) if is_jpeg => {
             drop(decoder);
             decode_cmyk_jpeg(bytes, &profile, limits)?
+        }
+        None if is_jpeg => {
+            drop(decoder);
+            // Decode only as many pixels as the largest version needs (stored orientation).
+            let largest = fit_inside(original, VersionName::CASCADE[0].bounds());
+            let (need_w, need_h) = if swaps {
+                (largest.height, largest.width)
+            } else {
+                (largest.width, largest.height)
+            };
+            match turbo::decode_rgb(bytes, turbo::dct_scale(w, h, need_w, need_h)) {
+                Ok((sw, sh, rgb)) => DynamicImage::ImageRgb8(
+                    image::RgbImage::from_raw(sw, sh, rgb)
+                        .ok_or_else(|| RenderError::new(ErrorCode::Internal, "decoded size"))?,
+                ),
+                // Layouts libjpeg-turbo won't turn into RGB (CMYK without a profile...).
+                Err(_) => decode_generic(bytes, limits)?,
+            }
         }
         _ => DynamicImage::from_decoder(decoder).map_err(classify)?,
     };
@@ -153,7 +188,22 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     let profile = icc
         .as_deref()
         .and_then(color::rgb_profile_needing_conversion);
-    Ok(Decoded { image, profile })
+    Ok(Decoded {
+        image,
+        original,
+        profile,
+    })
+}
+
+/// The `image` crate's JPEG decoder, for the files libjpeg-turbo declines.
+fn decode_generic(bytes: &[u8], limits: Limits) -> Result<DynamicImage, RenderError> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), image::ImageFormat::Jpeg);
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_side);
+    decoder_limits.max_image_height = Some(limits.max_side);
+    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(decoder_limits);
+    reader.decode().map_err(classify)
 }
 
 /// A CMYK JPEG with a CMYK profile: decode the raw CMYK samples and convert them through the
@@ -247,15 +297,21 @@ pub fn render(bytes: &[u8], limits: Limits) -> Result<Rendered, RenderError> {
 }
 
 pub fn render_decoded(decoded: Decoded) -> Result<Rendered, RenderError> {
-    let Decoded { image, profile } = decoded;
-    let upright = Size::new(image.width(), image.height());
+    let Decoded {
+        image,
+        original: upright,
+        profile,
+    } = decoded;
     let keep_alpha = has_transparency(&image);
+    // The pixels may be fewer than the original's (DCT-scaled decode); targets come from the
+    // original's size, the first resize from whatever was decoded.
+    let (decoded_w, decoded_h) = (image.width(), image.height());
     let (pixel_type, buffer) = if keep_alpha {
         (PixelType::U8x4, image.into_rgba8().into_raw())
     } else {
         (PixelType::U8x3, image.into_rgb8().into_raw())
     };
-    let mut current = Image::from_vec_u8(upright.width, upright.height, buffer, pixel_type)
+    let mut current = Image::from_vec_u8(decoded_w, decoded_h, buffer, pixel_type)
         .map_err(|e| RenderError::new(ErrorCode::Internal, e.to_string()))?;
     let mut resizer = Resizer::new();
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fr::FilterType::Lanczos3));
@@ -323,14 +379,17 @@ fn encode(
         .map_err(internal)?;
         Ok((out, "image/png", "png"))
     } else {
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
-            .encode(
-                image.buffer(),
-                image.width(),
-                image.height(),
-                image::ExtendedColorType::Rgb8,
-            )
-            .map_err(internal)?;
+        match turbo::encode_rgb(image.buffer(), image.width(), image.height(), JPEG_QUALITY) {
+            Ok(data) => out = data,
+            Err(_) => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
+                .encode(
+                    image.buffer(),
+                    image.width(),
+                    image.height(),
+                    image::ExtendedColorType::Rgb8,
+                )
+                .map_err(internal)?,
+        }
         Ok((out, "image/jpeg", "jpg"))
     }
 }
