@@ -13,9 +13,12 @@ fn main() {
         let t = Instant::now();
         for v in &r.versions {
             let img = image::load_from_memory(&v.data).unwrap().into_rgb8();
-            let _ = gallery_render::turbo::encode_rgb(img.as_raw(), img.width(), img.height(), 85).unwrap();
+            let _ = gallery_render::turbo::encode_rgb(img.as_raw(), img.width(), img.height(), 85)
+                .unwrap();
         }
         let enc = t.elapsed();
-        println!("decode {decode:?}  resize+colour+encode {rest:?}  (re-encode of the outputs alone {enc:?})");
+        println!(
+            "decode {decode:?}  resize+colour+encode {rest:?}  (re-encode of the outputs alone {enc:?})"
+        );
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod color;
 pub mod jpeg;
+pub mod png_exif;
 pub mod turbo;
 
 use std::io::Cursor;
@@ -133,6 +134,7 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
         }
     }
     let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
+    let is_png = reader.format() == Some(image::ImageFormat::Png);
     let mut reader = reader;
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(limits.max_side);
@@ -144,7 +146,10 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     let (w, h) = decoder.dimensions();
     check_size(Size::new(w, h), limits)?;
     // A broken EXIF block (or ICC profile) must not cost the photo: fall back to defaults.
-    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    if is_png && orientation == Orientation::NoTransforms {
+        orientation = png_exif::raw_profile_orientation(bytes).unwrap_or(orientation);
+    }
     let icc = decoder.icc_profile().ok().flatten();
     let cmyk = icc.as_deref().and_then(color::cmyk_profile);
     let swaps = matches!(

@@ -239,3 +239,34 @@ fn embedded_profiles_are_converted_to_srgb() {
         );
     }
 }
+
+/// Orientation in the other containers: PNG (EXIF in an ImageMagick raw-profile text chunk),
+/// WebP, and a real camera JPEG. Reference: the raw pixels turned by the tag the MANIFEST
+/// documents, resized independently.
+#[test]
+fn orientation_in_png_webp_and_camera_files_is_applied_by_pixels() {
+    let Some(dir) = testdata() else { return };
+    for (file, tag) in [
+        ("orientation/png_exif_orientation3.png", 3),
+        ("orientation/Landscape_orientation6.webp", 6),
+        ("orientation/canon_sx60_orientation6.jpg", 6),
+    ] {
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let r = render(&bytes, Limits::default()).unwrap();
+        let ours = decode_rgb(&r.versions[2].data);
+        let mut raw = image::load_from_memory(&bytes).unwrap();
+        raw.apply_orientation(image::metadata::Orientation::from_exif(tag).unwrap());
+        let reference = raw
+            .resize_exact(
+                ours.width(),
+                ours.height(),
+                image::imageops::FilterType::Lanczos3,
+            )
+            .into_rgb8();
+        let diff = mean_abs_diff(&ours, &reference);
+        assert!(
+            diff < 4.0,
+            "{file}: mean difference {diff:.2} from the raw pixels turned by tag {tag}"
+        );
+    }
+}
