@@ -10,6 +10,7 @@
 pub mod color;
 pub mod jpeg;
 pub mod png_exif;
+pub mod tiff_extra;
 pub mod turbo;
 
 use std::io::Cursor;
@@ -142,7 +143,14 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     // Room for the decoded buffer at 16 bits per channel plus the decoder's own working set.
     decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
     reader.limits(decoder_limits);
-    let mut decoder = reader.into_decoder().map_err(classify)?;
+    let is_tiff = reader.format() == Some(image::ImageFormat::Tiff);
+    let mut decoder = match reader.into_decoder() {
+        Ok(decoder) => decoder,
+        Err(ImageError::Unsupported(e)) if is_tiff => {
+            return decode_tiff_extra(bytes, limits, e.to_string());
+        }
+        Err(e) => return Err(classify(e)),
+    };
     let (w, h) = decoder.dimensions();
     check_size(Size::new(w, h), limits)?;
     // A broken EXIF block (or ICC profile) must not cost the photo: fall back to defaults.
@@ -187,7 +195,13 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
                 Err(_) => decode_generic(bytes, limits)?,
             }
         }
-        _ => DynamicImage::from_decoder(decoder).map_err(classify)?,
+        _ => match DynamicImage::from_decoder(decoder) {
+            Ok(image) => image,
+            Err(ImageError::Unsupported(e)) if is_tiff => {
+                return decode_tiff_extra(bytes, limits, e.to_string());
+            }
+            Err(e) => return Err(classify(e)),
+        },
     };
     image.apply_orientation(orientation);
     let profile = icc
@@ -198,6 +212,27 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
         original,
         profile,
     })
+}
+
+/// G3 fax and 1-bit palette TIFFs, which the `image` crate refuses; others keep its error.
+fn decode_tiff_extra(
+    bytes: &[u8],
+    limits: Limits,
+    unsupported: String,
+) -> Result<Decoded, RenderError> {
+    match tiff_extra::decode(bytes, limits) {
+        None => Err(RenderError::new(ErrorCode::UnsupportedFormat, unsupported)),
+        Some(Err(message)) => Err(RenderError::new(ErrorCode::CorruptImage, message)),
+        Some(Ok(image)) => {
+            check_size(Size::new(image.width(), image.height()), limits)?;
+            let original = Size::new(image.width(), image.height());
+            Ok(Decoded {
+                image,
+                original,
+                profile: None,
+            })
+        }
+    }
 }
 
 /// The `image` crate's JPEG decoder, for the files libjpeg-turbo declines.

@@ -38,11 +38,6 @@ fn manifest(dir: &Path) -> Vec<Row> {
         .collect()
 }
 
-/// Files the manifest expects to decode that this pipeline can't yet (the `image` crate's TIFF
-/// decoder lacks CCITT Group 3 and 1-bit palette images). They must be refused cleanly with
-/// `unsupported_format`; when support lands, this list must shrink (the test fails otherwise).
-const KNOWN_GAPS: [&str; 2] = ["tiff/fax_g3_bilevel.tif", "tiff/multipage_3.tiff"];
-
 /// The code each `reject` file must get.
 fn reject_code(file: &str) -> ErrorCode {
     match file {
@@ -66,11 +61,6 @@ fn every_manifest_file_gets_its_expected_outcome() {
         let elapsed = started.elapsed();
         match (row.expected.as_str(), &result) {
             ("ok", Ok(r)) => {
-                assert!(
-                    !KNOWN_GAPS.contains(&row.file.as_str()),
-                    "{} now decodes: drop it from KNOWN_GAPS",
-                    row.file
-                );
                 for v in &r.versions {
                     let want = fit_inside(r.upright, v.version.bounds());
                     assert_eq!(v.size, want, "{} {}", row.file, v.version);
@@ -106,9 +96,6 @@ fn every_manifest_file_gets_its_expected_outcome() {
                         row.file
                     );
                 }
-            }
-            ("ok", Err(e)) if KNOWN_GAPS.contains(&row.file.as_str()) => {
-                assert_eq!(e.code, ErrorCode::UnsupportedFormat, "{}: {e}", row.file);
             }
             ("reject", Err(e)) => {
                 assert_eq!(e.code, reject_code(&row.file), "{}: {e}", row.file);
