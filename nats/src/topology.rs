@@ -43,6 +43,8 @@ pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, To
 pub struct ProcessorConsumerConfig {
     /// How long a delivery may go unacknowledged; renders send progress acks well within it.
     pub ack_wait: Duration,
+    /// Attempts before the processor records `retries_exhausted` (enforced by the processor,
+    /// not the server).
     pub max_deliver: i64,
     /// Redelivery delays after missed acks (a crashed replica); explicit naks carry their own.
     pub backoff: Vec<Duration>,
@@ -70,7 +72,10 @@ pub fn processor_consumer_config(cfg: &ProcessorConsumerConfig) -> consumer::pul
         ],
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: cfg.ack_wait,
-        max_deliver: cfg.max_deliver,
+        // Unlimited on the server: the processor gives up after `cfg.max_deliver` attempts by
+        // recording `failed` itself, and if even that can't be written (NATS hiccup on the last
+        // attempt) the delivery must come back, or the image would stay `processing` forever.
+        max_deliver: -1,
         backoff: cfg.backoff.clone(),
         max_ack_pending: cfg.max_ack_pending,
         ..Default::default()

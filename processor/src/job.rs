@@ -185,8 +185,10 @@ async fn fetch_original(
     etag: &str,
 ) -> Result<bytes::Bytes, JobOutcome> {
     let path = ObjectPath::from(key);
+    // A store that gave no ETag at upload can't be asked for one now.
+    let if_match = (!etag.is_empty()).then(|| etag.to_owned());
     let options = GetOptions {
-        if_match: Some(etag.to_owned()),
+        if_match,
         ..Default::default()
     };
     let result = match ctx.store.get_opts(&path, options).await {

@@ -58,7 +58,10 @@ pub async fn subscribe(
     let replay = match since {
         Some(since) => {
             let filter = subjects::project_filter(&project);
-            let events = read::until_now(&state.js, filter, since + 1)
+            let from = since
+                .checked_add(1)
+                .ok_or_else(|| ApiError::invalid("since is out of range"))?;
+            let events = read::until_now(&state.js, filter, from)
                 .await
                 .map_err(|e| ApiError::unavailable("replaying the project", e))?;
             Some(events.boxed())

@@ -13,7 +13,12 @@ pub enum JpegProblem {
     UnsupportedCoding(u8),
     /// Not a JPEG marker structure at all.
     Malformed,
+    /// More scans than any encoder writes: a known way to make progressive decoding crawl.
+    TooManyScans,
 }
+
+/// Progressive encoders write about 10 scans; libjpeg-turbo's own tools refuse above 500.
+pub const MAX_SCANS: usize = 500;
 
 /// Walks the markers of a JPEG from SOI to EOI.
 pub fn check(bytes: &[u8]) -> Result<(), JpegProblem> {
@@ -22,6 +27,7 @@ pub fn check(bytes: &[u8]) -> Result<(), JpegProblem> {
     }
     let mut i = 2;
     let mut seen_scan = false;
+    let mut scans = 0usize;
     loop {
         // Find the next marker, allowing fill bytes (FF FF ...).
         if i >= bytes.len() {
@@ -72,6 +78,10 @@ pub fn check(bytes: &[u8]) -> Result<(), JpegProblem> {
         }
         if marker == 0xDA {
             seen_scan = true;
+            scans += 1;
+            if scans > MAX_SCANS {
+                return Err(JpegProblem::TooManyScans);
+            }
             // Entropy-coded data runs to the next marker that is not a stuffed byte or RSTn.
             loop {
                 let Some(pos) = bytes[i..].iter().position(|&b| b == 0xFF) else {

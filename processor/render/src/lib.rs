@@ -126,6 +126,12 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
                     ),
                 ));
             }
+            Err(jpeg::JpegProblem::TooManyScans) => {
+                return Err(RenderError::new(
+                    ErrorCode::CorruptImage,
+                    format!("the JPEG has more than {} scans", jpeg::MAX_SCANS),
+                ));
+            }
             Err(jpeg::JpegProblem::Malformed) => {
                 return Err(RenderError::new(
                     ErrorCode::CorruptImage,
@@ -222,7 +228,7 @@ fn decode_tiff_extra(
 ) -> Result<Decoded, RenderError> {
     match tiff_extra::decode(bytes, limits) {
         None => Err(RenderError::new(ErrorCode::UnsupportedFormat, unsupported)),
-        Some(Err(message)) => Err(RenderError::new(ErrorCode::CorruptImage, message)),
+        Some(Err(e)) => Err(e),
         Some(Ok(image)) => {
             check_size(Size::new(image.width(), image.height()), limits)?;
             let original = Size::new(image.width(), image.height());

@@ -13,23 +13,31 @@ const KEYWORD: &str = "Raw profile type exif";
 pub fn raw_profile_orientation(png_bytes: &[u8]) -> Option<Orientation> {
     let reader = png::Decoder::new(Cursor::new(png_bytes)).read_info().ok()?;
     let info = reader.info();
-    let text = info
+    // Decompress with a cap: a small PNG can carry a text chunk that inflates to gigabytes.
+    const MAX_TEXT: usize = 256 << 10;
+    let text = if let Some(chunk) = info
         .compressed_latin1_text
         .iter()
-        .filter(|c| c.keyword == KEYWORD)
-        .find_map(|c| c.get_text().ok())
-        .or_else(|| {
-            info.uncompressed_latin1_text
-                .iter()
-                .find(|c| c.keyword == KEYWORD)
-                .map(|c| c.text.clone())
-        })
-        .or_else(|| {
-            info.utf8_text
-                .iter()
-                .filter(|c| c.keyword == KEYWORD)
-                .find_map(|c| c.get_text().ok())
-        })?;
+        .find(|c| c.keyword == KEYWORD)
+    {
+        let mut chunk = chunk.clone();
+        chunk.decompress_text_with_limit(MAX_TEXT).ok()?;
+        chunk.get_text().ok()?
+    } else if let Some(chunk) = info
+        .uncompressed_latin1_text
+        .iter()
+        .find(|c| c.keyword == KEYWORD)
+    {
+        chunk.text.clone()
+    } else {
+        let mut chunk = info
+            .utf8_text
+            .iter()
+            .find(|c| c.keyword == KEYWORD)?
+            .clone();
+        chunk.decompress_text_with_limit(MAX_TEXT).ok()?;
+        chunk.get_text().ok()?
+    };
     let exif = decode_raw_profile(&text)?;
     let tiff = exif.strip_prefix(b"Exif\0\0").unwrap_or(&exif);
     Orientation::from_exif_chunk(tiff)
