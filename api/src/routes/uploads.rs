@@ -237,10 +237,25 @@ pub(crate) async fn record_upload(
                 EventBody::Uploaded(u) => Some((s.seq, u.etag.clone())),
                 _ => None,
             });
+            let settled = history
+                .iter()
+                .any(|s| matches!(s.event.body, EventBody::Failed(_)));
             match recorded {
                 Some((seq, recorded_etag)) if recorded_etag == etag => {
                     wait_applied(state, seq).await;
                     return Ok(());
+                }
+                // Our read model was only behind: the image is still waiting for its upload,
+                // so append once more against what the log says now.
+                None if !settled => {
+                    let last = history.iter().map(|s| s.seq).max().unwrap_or(0);
+                    match state.log.append(&event, Guard::LastImageSeq(last)).await {
+                        Ok(a) => a,
+                        Err(AppendError::Conflict) => {
+                            return Err(ApiError::conflict("the image changed during the upload"));
+                        }
+                        Err(e) => return Err(ApiError::unavailable("recording the upload", e)),
+                    }
                 }
                 _ => return Err(ApiError::conflict("the image changed during the upload")),
             }
