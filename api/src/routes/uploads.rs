@@ -76,12 +76,19 @@ pub async fn upload(
             "signature" => &mut params.signature,
             _ => continue, // S3 ignores unknown fields too (x-amz-meta-*, success_action_status)
         };
-        let text = field.text().await.map_err(multipart_error)?;
-        if text.len() > 1024 {
-            return Err(ApiError::invalid(format!(
-                "form field {name:?} is too long"
-            )));
+        // Read in chunks and stop early: a form field is a few dozen bytes, never megabytes.
+        let mut field = field;
+        let mut raw = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            raw.extend_from_slice(&chunk);
+            if raw.len() > 1024 {
+                return Err(ApiError::invalid(format!(
+                    "form field {name:?} is too long"
+                )));
+            }
         }
+        let text = String::from_utf8(raw)
+            .map_err(|_| ApiError::invalid(format!("form field {name:?} is not UTF-8")))?;
         *slot = Some(text);
     }
 }

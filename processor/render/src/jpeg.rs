@@ -34,11 +34,12 @@ pub fn check(bytes: &[u8]) -> Result<(), JpegProblem> {
             return Err(JpegProblem::Truncated);
         }
         if bytes[i] != 0xFF {
-            return Err(if seen_scan {
-                JpegProblem::Truncated
-            } else {
-                JpegProblem::Malformed
-            });
+            // Junk between segments: decoders skip it with a warning, so do we.
+            match bytes[i..].iter().position(|&b| b == 0xFF) {
+                Some(p) => i += p,
+                None if seen_scan => return Err(JpegProblem::Truncated),
+                None => return Err(JpegProblem::Malformed),
+            }
         }
         while i < bytes.len() && bytes[i] == 0xFF {
             i += 1;
@@ -132,6 +133,12 @@ mod tests {
                 "cut at {cut}"
             );
         }
+        // Junk between two segments is skipped, as decoders do.
+        let sos = whole.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let mut junk = whole[..sos].to_vec();
+        junk.extend_from_slice(b"junk");
+        junk.extend_from_slice(&whole[sos..]);
+        assert_eq!(check(&junk), Ok(()));
         // Data after the end-of-image marker (camera padding, MPO) is fine.
         let mut padded = whole.clone();
         padded.extend_from_slice(&[0u8; 100]);
