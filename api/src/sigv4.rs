@@ -126,6 +126,18 @@ pub fn uri_encode(raw: &str, keep_slash: bool) -> String {
     out
 }
 
+/// The `Host` a client will send for `base`: browsers and HTTP clients omit a scheme's default
+/// port, and the signature must match what they send.
+pub fn signed_host(base: &str) -> &str {
+    let (scheme, rest) = base.split_once("://").unwrap_or(("https", base));
+    let host = rest.split('/').next().unwrap_or(rest);
+    match scheme {
+        "https" => host.strip_suffix(":443").unwrap_or(host),
+        "http" => host.strip_suffix(":80").unwrap_or(host),
+        _ => host,
+    }
+}
+
 /// A presigned GET URL. `base` is scheme and authority (`http://localhost:9000`) and `path` the
 /// absolute path (`/bucket/key` for path-style addressing).
 pub fn presign_get(
@@ -135,10 +147,7 @@ pub fn presign_get(
     now: DateTime<Utc>,
     expires_secs: u64,
 ) -> String {
-    let host = base
-        .split_once("://")
-        .map_or(base, |(_, rest)| rest)
-        .trim_end_matches('/');
+    let host = signed_host(base);
     let date = now.format("%Y%m%d").to_string();
     let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
     let credential = format!(
@@ -211,6 +220,14 @@ mod tests {
              &X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host\
              &X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
         );
+    }
+
+    #[test]
+    fn the_signed_host_is_what_clients_send() {
+        assert_eq!(signed_host("https://s3.example:443"), "s3.example");
+        assert_eq!(signed_host("http://localhost:80/"), "localhost");
+        assert_eq!(signed_host("http://localhost:9000"), "localhost:9000");
+        assert_eq!(signed_host("https://s3.example/prefix"), "s3.example");
     }
 
     #[test]
