@@ -6,15 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-command -v cargo >/dev/null || { echo "needs a Rust toolchain (https://rustup.rs)" >&2; exit 1; }
-# A C toolchain, and cmake + nasm for the bundled libjpeg-turbo (the turbojpeg crate).
-missing=""
-command -v cc >/dev/null || missing="$missing build-essential"
-command -v cmake >/dev/null || missing="$missing cmake"
-command -v nasm >/dev/null || missing="$missing nasm"
-if [ -n "$missing" ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
-fi
+"$ROOT/scripts/ensure-build-deps.sh"
 GALLERY_NATS_SERVER="$("$ROOT/scripts/ensure-nats-server.sh")"
 export GALLERY_NATS_SERVER
 # The S3-mode tests run a real Garage unless they are pointed at another endpoint.

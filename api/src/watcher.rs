@@ -13,10 +13,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use gallery_nats::{AppendError, EventLog, Guard, read, topology};
+use gallery_nats::{AppendError, EventLog, Guard, topology};
 use gallery_schema::event::Failure;
 use gallery_schema::sniff::{SNIFF_LEN, sniff_image};
-use gallery_schema::{ErrorCode, Event, EventBody, Uploaded, subjects};
+use gallery_schema::{ErrorCode, Event, EventBody, Uploaded};
 use object_store::{ObjectStore, path::Path as ObjectPath};
 use tokio_util::sync::CancellationToken;
 
@@ -232,8 +232,8 @@ async fn check(
     {
         return Ok(Some(wait));
     }
-    let filter = subjects::image_filter(&event.project_id, &event.image_id);
-    let history = read::read_until_now(log.context(), filter, 1, Duration::from_secs(10))
+    let history = log
+        .image_history(&event.project_id, &event.image_id)
         .await
         .map_err(|e| e.to_string())?;
     let last_seq = history.iter().map(|s| s.seq).max().unwrap_or(0);

@@ -4,11 +4,11 @@
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind};
-use gallery_schema::Event;
 use gallery_schema::subjects::{
     HEADER_EXPECTED_LAST_SUBJECT_SEQ, HEADER_EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, HEADER_MSG_ID,
     image_filter,
 };
+use gallery_schema::{Event, ImageId, ProjectId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guard {
@@ -54,6 +54,17 @@ impl EventLog {
 
     pub fn context(&self) -> &jetstream::Context {
         &self.js
+    }
+
+    /// Every event of one image, in order, as the log holds them now (a handful of events: the
+    /// source of truth for the ordering guard's next sequence).
+    pub async fn image_history(
+        &self,
+        project: &ProjectId,
+        image: &ImageId,
+    ) -> Result<Vec<crate::StoredEvent>, crate::ReadError> {
+        let filter = image_filter(project, image);
+        crate::read::read_until_now(&self.js, filter, 1, std::time::Duration::from_secs(10)).await
     }
 
     pub async fn append(&self, event: &Event, guard: Guard) -> Result<Appended, AppendError> {

@@ -78,6 +78,25 @@ pub async fn read_until_now(
         .map_err(|_| ReadError::Timeout)?
 }
 
+/// An ephemeral ordered consumer's messages from `start_seq`, and how many were pending when
+/// it was created.
+async fn ordered_messages(
+    js: &jetstream::Context,
+    filter: String,
+    start_seq: u64,
+) -> Result<(u64, consumer::pull::Ordered), ReadError> {
+    let stream = js.get_stream(STREAM).await?;
+    let consumer = stream
+        .create_consumer(ordered_config(filter, start_seq))
+        .await?;
+    let pending = consumer.cached_info().num_pending;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| ReadError::Messages(e.to_string()))?;
+    Ok((pending, messages))
+}
+
 /// Like [`read_until_now`], as a stream: ends after the last event that was in the stream when
 /// the read started, so a long replay holds one event at a time.
 pub async fn until_now(
@@ -85,21 +104,8 @@ pub async fn until_now(
     filter: String,
     start_seq: u64,
 ) -> Result<impl Stream<Item = Result<StoredEvent, ReadError>> + Send + 'static, ReadError> {
-    let stream = js.get_stream(STREAM).await?;
-    let consumer = stream
-        .create_consumer(ordered_config(filter, start_seq))
-        .await?;
-    let nothing = consumer.cached_info().num_pending == 0;
-    let messages = if nothing {
-        None
-    } else {
-        Some(
-            consumer
-                .messages()
-                .await
-                .map_err(|e| ReadError::Messages(e.to_string()))?,
-        )
-    };
+    let (pending, messages) = ordered_messages(js, filter, start_seq).await?;
+    let messages = (pending > 0).then_some(messages);
     let state = (messages, false);
     Ok(futures::stream::unfold(
         state,
@@ -125,14 +131,7 @@ pub async fn follow(
     filter: String,
     start_seq: u64,
 ) -> Result<impl Stream<Item = Result<StoredEvent, ReadError>> + Send + 'static, ReadError> {
-    let stream = js.get_stream(STREAM).await?;
-    let consumer = stream
-        .create_consumer(ordered_config(filter, start_seq))
-        .await?;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(|e| ReadError::Messages(e.to_string()))?;
+    let (_, messages) = ordered_messages(js, filter, start_seq).await?;
     Ok(messages
         .map_err(|e| ReadError::Messages(e.to_string()))
         .map(|msg| msg.and_then(|m| to_stored(&m))))

@@ -3,11 +3,10 @@
 //! message id, so a redelivered or duplicated job can't give a generation two outcomes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use gallery_nats::{AppendError, EventLog, Guard, read};
+use gallery_nats::{AppendError, EventLog, Guard};
 use gallery_schema::event::Failure;
-use gallery_schema::{ErrorCode, Event, EventBody, ImageId, ProjectId, VersionRendered, subjects};
+use gallery_schema::{ErrorCode, Event, EventBody, ImageId, ProjectId, VersionRendered};
 use object_store::{
     Attribute, Attributes, GetOptions, ObjectStore, PutOptions, path::Path as ObjectPath,
 };
@@ -66,8 +65,9 @@ pub fn version_key(
 }
 
 async fn history(ctx: &JobContext, t: &Trigger) -> Result<ImageHistory, JobOutcome> {
-    let filter = subjects::image_filter(&t.project, &t.image);
-    let events = read::read_until_now(ctx.log.context(), filter, 1, Duration::from_secs(10))
+    let events = ctx
+        .log
+        .image_history(&t.project, &t.image)
         .await
         .map_err(|e| JobOutcome::Transient {
             message: format!("reading history: {e}"),

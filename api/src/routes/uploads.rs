@@ -230,16 +230,11 @@ pub(crate) async fn record_upload(
         Err(AppendError::Conflict) => {
             // Someone wrote first. If it was the upload watcher recording these very bytes,
             // the upload succeeded; anything else is a real conflict.
-            let latest = state.log.context().clone();
-            let filter = gallery_schema::subjects::image_filter(&rec.project_id, &rec.image_id);
-            let history = gallery_nats::read::read_until_now(
-                &latest,
-                filter,
-                1,
-                std::time::Duration::from_secs(5),
-            )
-            .await
-            .map_err(|e| ApiError::unavailable("re-reading the image", e))?;
+            let history = state
+                .log
+                .image_history(&rec.project_id, &rec.image_id)
+                .await
+                .map_err(|e| ApiError::unavailable("re-reading the image", e))?;
             let recorded = history.iter().find_map(|s| match &s.event.body {
                 EventBody::Uploaded(u) => Some((s.seq, u.etag.clone())),
                 _ => None,

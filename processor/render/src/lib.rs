@@ -8,16 +8,17 @@
 //! EXIF/GPS/XMP/IPTC reaches a version.
 
 pub mod color;
+mod decode;
 pub mod jpeg;
 pub mod png_exif;
 pub mod tiff_extra;
 pub mod turbo;
 
-use std::io::Cursor;
-
 use fast_image_resize::{self as fr, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image};
 use gallery_schema::{ErrorCode, Size, VersionName, fit_inside};
-use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, metadata::Orientation};
+use image::{DynamicImage, ImageError};
+
+pub use decode::{Decoded, decode};
 
 /// Refusal thresholds, checked before decoding.
 #[derive(Debug, Clone, Copy)]
@@ -35,8 +36,8 @@ impl Default for Limits {
     }
 }
 
-/// JPEG quality of the versions. Issue 4 revisits it with measurements; 85 is the common
-/// web default (visually lossless for photos at these sizes).
+/// JPEG quality of the versions: the knee of the size/quality curve measured on real photos
+/// (see the README's image pipeline section).
 pub const JPEG_QUALITY: u8 = 85;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,271 +71,6 @@ pub struct Rendered {
     pub upright: Size,
     /// Largest first, as rendered.
     pub versions: Vec<RenderedVersion>,
-}
-
-fn classify(err: ImageError) -> RenderError {
-    match err {
-        ImageError::Unsupported(e) => RenderError::new(ErrorCode::UnsupportedFormat, e.to_string()),
-        ImageError::Limits(e) => RenderError::new(ErrorCode::ImageTooLarge, e.to_string()),
-        ImageError::Decoding(e) => RenderError::new(ErrorCode::CorruptImage, e.to_string()),
-        ImageError::IoError(e) => RenderError::new(ErrorCode::CorruptImage, e.to_string()),
-        other => RenderError::new(ErrorCode::CorruptImage, other.to_string()),
-    }
-}
-
-/// A decoded image, upright, with the colour profile its pixels still need converting from.
-pub struct Decoded {
-    /// Upright pixels; possibly decoded at a reduced scale (JPEG DCT scaling), never smaller
-    /// than the largest version needs.
-    pub image: DynamicImage,
-    /// The original's upright size: the versions are fitted from it.
-    pub original: Size,
-    pub profile: Option<moxcms::ColorProfile>,
-}
-
-/// Decodes `bytes`, upright, within `limits`.
-pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
-    if bytes.is_empty() {
-        return Err(RenderError::new(
-            ErrorCode::CorruptImage,
-            "the file is empty",
-        ));
-    }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| RenderError::new(ErrorCode::CorruptImage, e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(RenderError::new(
-            ErrorCode::UnsupportedFormat,
-            "not a supported image format (JPEG, PNG, GIF, WebP, TIFF, BMP)",
-        ));
-    }
-    if reader.format() == Some(image::ImageFormat::Jpeg) {
-        match jpeg::check(bytes) {
-            Ok(()) => {}
-            Err(jpeg::JpegProblem::Truncated) => {
-                return Err(RenderError::new(
-                    ErrorCode::CorruptImage,
-                    "the JPEG is truncated (no end-of-image marker)",
-                ));
-            }
-            Err(jpeg::JpegProblem::UnsupportedCoding(m)) => {
-                return Err(RenderError::new(
-                    ErrorCode::UnsupportedFormat,
-                    format!(
-                        "lossless or arithmetic-coded JPEG (SOF marker 0x{m:02X}) is not supported"
-                    ),
-                ));
-            }
-            Err(jpeg::JpegProblem::TooManyScans) => {
-                return Err(RenderError::new(
-                    ErrorCode::CorruptImage,
-                    format!("the JPEG has more than {} scans", jpeg::MAX_SCANS),
-                ));
-            }
-            Err(jpeg::JpegProblem::Malformed) => {
-                return Err(RenderError::new(
-                    ErrorCode::CorruptImage,
-                    "the JPEG's marker structure is broken",
-                ));
-            }
-        }
-    }
-    let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
-    let is_png = reader.format() == Some(image::ImageFormat::Png);
-    let mut reader = reader;
-    let mut decoder_limits = image::Limits::default();
-    decoder_limits.max_image_width = Some(limits.max_side);
-    decoder_limits.max_image_height = Some(limits.max_side);
-    // Room for the decoded buffer at 16 bits per channel plus the decoder's own working set.
-    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
-    reader.limits(decoder_limits);
-    let is_tiff = reader.format() == Some(image::ImageFormat::Tiff);
-    let mut decoder = match reader.into_decoder() {
-        Ok(decoder) => decoder,
-        Err(ImageError::Unsupported(e)) if is_tiff => {
-            return decode_tiff_extra(bytes, limits, e.to_string());
-        }
-        Err(e) => return Err(classify(e)),
-    };
-    let (w, h) = decoder.dimensions();
-    check_size(Size::new(w, h), limits)?;
-    // A broken EXIF block (or ICC profile) must not cost the photo: fall back to defaults.
-    let mut orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    if is_png && orientation == Orientation::NoTransforms {
-        orientation = png_exif::raw_profile_orientation(bytes).unwrap_or(orientation);
-    }
-    let icc = decoder.icc_profile().ok().flatten();
-    let cmyk = icc.as_deref().and_then(color::cmyk_profile);
-    let swaps = matches!(
-        orientation,
-        Orientation::Rotate90
-            | Orientation::Rotate270
-            | Orientation::Rotate90FlipH
-            | Orientation::Rotate270FlipH
-    );
-    let original = if swaps {
-        Size::new(h, w)
-    } else {
-        Size::new(w, h)
-    };
-    let mut image = match cmyk {
-        Some(profile) if is_jpeg => {
-            drop(decoder);
-            decode_cmyk_jpeg(bytes, &profile, limits)?
-        }
-        None if is_jpeg => {
-            drop(decoder);
-            // Decode only as many pixels as the largest version needs (stored orientation).
-            let largest = fit_inside(original, VersionName::CASCADE[0].bounds());
-            let (need_w, need_h) = if swaps {
-                (largest.height, largest.width)
-            } else {
-                (largest.width, largest.height)
-            };
-            match turbo::decode_rgb(bytes, turbo::dct_scale(w, h, need_w, need_h)) {
-                Ok((sw, sh, rgb)) => DynamicImage::ImageRgb8(
-                    image::RgbImage::from_raw(sw, sh, rgb)
-                        .ok_or_else(|| RenderError::new(ErrorCode::Internal, "decoded size"))?,
-                ),
-                // Layouts libjpeg-turbo won't turn into RGB (CMYK without a profile...).
-                Err(_) => decode_generic(bytes, limits)?,
-            }
-        }
-        _ => match DynamicImage::from_decoder(decoder) {
-            Ok(image) => image,
-            Err(ImageError::Unsupported(e)) if is_tiff => {
-                return decode_tiff_extra(bytes, limits, e.to_string());
-            }
-            Err(e) => return Err(classify(e)),
-        },
-    };
-    image.apply_orientation(orientation);
-    let profile = icc
-        .as_deref()
-        .and_then(color::rgb_profile_needing_conversion);
-    Ok(Decoded {
-        image,
-        original,
-        profile,
-    })
-}
-
-/// G3 fax and 1-bit palette TIFFs, which the `image` crate refuses; others keep its error.
-fn decode_tiff_extra(
-    bytes: &[u8],
-    limits: Limits,
-    unsupported: String,
-) -> Result<Decoded, RenderError> {
-    match tiff_extra::decode(bytes, limits) {
-        None => Err(RenderError::new(ErrorCode::UnsupportedFormat, unsupported)),
-        Some(Err(e)) => Err(e),
-        Some(Ok(image)) => {
-            check_size(Size::new(image.width(), image.height()), limits)?;
-            let original = Size::new(image.width(), image.height());
-            Ok(Decoded {
-                image,
-                original,
-                profile: None,
-            })
-        }
-    }
-}
-
-/// The `image` crate's JPEG decoder, for the files libjpeg-turbo declines.
-fn decode_generic(bytes: &[u8], limits: Limits) -> Result<DynamicImage, RenderError> {
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), image::ImageFormat::Jpeg);
-    let mut decoder_limits = image::Limits::default();
-    decoder_limits.max_image_width = Some(limits.max_side);
-    decoder_limits.max_image_height = Some(limits.max_side);
-    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
-    reader.limits(decoder_limits);
-    reader.decode().map_err(classify)
-}
-
-/// A CMYK JPEG with a CMYK profile: decode the raw CMYK samples and convert them through the
-/// profile (the generic decoder would use the naive formula and ignore the profile).
-fn decode_cmyk_jpeg(
-    bytes: &[u8],
-    profile: &moxcms::ColorProfile,
-    limits: Limits,
-) -> Result<DynamicImage, RenderError> {
-    use zune_core::colorspace::ColorSpace;
-    let corrupt = |e: zune_jpeg::errors::DecodeErrors| {
-        RenderError::new(ErrorCode::CorruptImage, e.to_string())
-    };
-    let options = zune_core::options::DecoderOptions::default()
-        .set_max_width(limits.max_side as usize)
-        .set_max_height(limits.max_side as usize);
-    let mut probe = zune_jpeg::JpegDecoder::new_with_options(
-        zune_core::bytestream::ZCursor::new(bytes),
-        options,
-    );
-    probe.decode_headers().map_err(corrupt)?;
-    // YCCK (Adobe transform 2) is CMY stored as YCbCr plus K: decode it as it is stored and
-    // undo the YCbCr step ourselves; plain CMYK comes out as is.
-    let stored = probe.input_colorspace().unwrap_or(ColorSpace::CMYK);
-    let out = if stored == ColorSpace::YCCK {
-        ColorSpace::YCCK
-    } else {
-        ColorSpace::CMYK
-    };
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(
-        zune_core::bytestream::ZCursor::new(bytes),
-        options.jpeg_set_out_colorspace(out),
-    );
-    let mut cmyk = decoder.decode().map_err(corrupt)?;
-    if out == ColorSpace::YCCK {
-        color::ycck_to_cmyk_in_place(&mut cmyk);
-    }
-    let info = decoder
-        .info()
-        .ok_or_else(|| RenderError::new(ErrorCode::CorruptImage, "no JPEG header"))?;
-    let (w, h) = (u32::from(info.width), u32::from(info.height));
-    if cmyk.len() != w as usize * h as usize * 4 {
-        return Err(RenderError::new(
-            ErrorCode::CorruptImage,
-            "unexpected CMYK sample count",
-        ));
-    }
-    // Photoshop (the usual source of CMYK JPEGs) stores plain CMYK inverted; undoing YCCK's
-    // YCbCr step yields true C, M, Y with an inverted K.
-    let rgb = color::cmyk_to_srgb(profile, &mut cmyk, out == ColorSpace::CMYK)
-        .map_err(|e| RenderError::new(ErrorCode::CorruptImage, e))?;
-    let buffer = image::RgbImage::from_raw(w, h, rgb)
-        .ok_or_else(|| RenderError::new(ErrorCode::Internal, "CMYK conversion size"))?;
-    Ok(DynamicImage::ImageRgb8(buffer))
-}
-
-fn check_size(size: Size, limits: Limits) -> Result<(), RenderError> {
-    if size.width == 0 || size.height == 0 {
-        return Err(RenderError::new(
-            ErrorCode::CorruptImage,
-            "the image has no pixels",
-        ));
-    }
-    if size.width > limits.max_side || size.height > limits.max_side {
-        return Err(RenderError::new(
-            ErrorCode::ImageTooLarge,
-            format!(
-                "{}x{} exceeds the maximum side of {} px",
-                size.width, size.height, limits.max_side
-            ),
-        ));
-    }
-    if size.pixels() > limits.max_pixels {
-        return Err(RenderError::new(
-            ErrorCode::ImageTooLarge,
-            format!(
-                "{}x{} is {} pixels, over the limit of {}",
-                size.width,
-                size.height,
-                size.pixels(),
-                limits.max_pixels
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Renders all versions of the image in `bytes`.
