@@ -2,7 +2,7 @@
 # Our renderer, libvips and Pillow on the same photos, back to back, one thread each:
 #   scripts/bench-vs-others.sh DIR [RUNS]
 # Prints `gallery bench` (ours), then scripts/compare-render.sh (Pillow, libvips at its best,
-# libvips per size) with the PSNR of every method's big_1920 against a float Lanczos reference,
+# libvips per size) with the PSNR and SSIM of every method's big_1920 against a float Lanczos reference,
 # ours included.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

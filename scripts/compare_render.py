@@ -178,6 +178,40 @@ def psnr(ref, jpeg):
     return value, resized
 
 
+def _luma(rgb):
+    """BT.601 luma of an RGB float array, the plane SSIM is usually computed on."""
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _gauss(plane, sigma=1.5, radius=5):
+    """Separable Gaussian blur (11 taps), 'valid' region only, as in Wang et al. 2004."""
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-(x * x) / (2 * sigma * sigma))
+    k /= k.sum()
+    n = 2 * radius
+    rows = sum(k[i] * plane[i:plane.shape[0] - n + i, :] for i in range(n + 1))
+    return sum(k[i] * rows[:, i:rows.shape[1] - n + i] for i in range(n + 1))
+
+
+def ssim(ref, jpeg):
+    """Mean SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03,
+    peak 255) of a JPEG's luma against the float reference's luma. 1.0 = identical."""
+    with Image.open(io.BytesIO(jpeg) if isinstance(jpeg, bytes) else jpeg) as im:
+        im = im.convert("RGB")
+    ref_size = (ref.shape[1], ref.shape[0])
+    if im.size != ref_size:
+        im = im.resize(ref_size, Image.LANCZOS)
+    a, b = _luma(ref), _luma(np.asarray(im, dtype=np.float64))
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_a, mu_b = _gauss(a), _gauss(b)
+    var_a = _gauss(a * a) - mu_a * mu_a
+    var_b = _gauss(b * b) - mu_b * mu_b
+    cov = _gauss(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
+    return float(np.mean(num / den))
+
+
 # --- main -----------------------------------------------------------------------
 
 def main():
@@ -251,9 +285,11 @@ def main():
 def quality_report(photos, big, ours_dir):
     cols = METHODS + (["ours"] if ours_dir else [])
     scores = {c: [] for c in cols}
+    ssims = {c: [] for c in cols}
     sizes = {c: [] for c in cols}
     print()
-    print("PSNR of big_1920 vs float Lanczos reference, dB (higher = closer; * = resized to compare):")
+    print("big_1920 vs a float Lanczos reference: PSNR dB / SSIM of luma "
+          "(higher = closer; * = resized to compare):")
     print("photo\t" + "\t".join(cols))
     for photo in photos:
         _, targets = targets_for(photo)
@@ -269,13 +305,19 @@ def quality_report(photos, big, ours_dir):
                 cells.append("-")
                 continue
             value, resized = psnr(ref, cands[c])
+            similarity = ssim(ref, cands[c])
             scores[c].append(value)
+            ssims[c].append(similarity)
             sizes[c].append(len(cands[c]))
-            cells.append(f"{value:.2f}{'*' if resized else ''}")
+            cells.append(f"{value:.2f}/{similarity:.4f}{'*' if resized else ''}")
         print(photo.name + "\t" + "\t".join(cells))
     for c in cols:
         if scores[c]:
-            print(f"{c}: mean PSNR {statistics.fmean(scores[c]):.2f} dB over {len(scores[c])} photos, "
+            # A photo every method reproduces exactly (an all-black frame) has an infinite
+            # PSNR; the mean is over the others.
+            finite = [v for v in scores[c] if math.isfinite(v)]
+            print(f"{c}: mean PSNR {statistics.fmean(finite):.2f} dB over {len(finite)} photos "
+                  f"({len(scores[c]) - len(finite)} exact), mean SSIM {statistics.fmean(ssims[c]):.4f}, "
                   f"big_1920 mean {statistics.fmean(sizes[c]) / 1024:.0f} KiB")
         else:
             print(f"{c}: no outputs found")

@@ -1,6 +1,8 @@
 //! `gallery bench <dir>`: renders the four versions of every image in a directory on one
 //! thread, `--runs` times each, and prints per-image medians, the overall median and peak
-//! memory. Contract: the last line reads
+//! memory. For JPEGs it also times a full-size libjpeg-turbo decode alone (no scaling, no
+//! resize, no encode), interleaved with the renders, as the floor a render is compared with.
+//! Contract: the last line reads
 //! `render: N photos, median X ms/photo, Y photos/s/core` with Y = 1000 / X.
 
 use std::time::Instant;
@@ -40,9 +42,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         ..Limits::default()
     };
     let mut per_image = Vec::new();
+    let mut per_decode = Vec::new();
     for path in &files {
         let bytes = std::fs::read(path)?;
         let mut times = Vec::with_capacity(args.runs);
+        let mut decodes = Vec::with_capacity(args.runs);
+        let is_jpeg = bytes.starts_with(&[0xFF, 0xD8]);
         let mut outcome = String::new();
         for _ in 0..args.runs.max(1) {
             let started = Instant::now();
@@ -52,15 +57,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Ok(r) => format!("{}x{}", r.upright.width, r.upright.height),
                 Err(e) => format!("refused: {}", e.code),
             };
+            if is_jpeg && !outcome.starts_with("refused") {
+                let started = Instant::now();
+                if gallery_processor::render::turbo::decode_rgb(&bytes, 8).is_ok() {
+                    decodes.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
         }
         let m = median(&mut times);
-        println!("{:>9.1} ms  {:<14} {}", m, outcome, path.display());
+        let decode = if decodes.is_empty() {
+            String::new()
+        } else {
+            let d = median(&mut decodes);
+            per_decode.push(d);
+            format!("(full decode alone {d:.1} ms)")
+        };
+        println!("{:>9.1} ms  {:<14} {} {decode}", m, outcome, path.display());
         if !outcome.starts_with("refused") {
             per_image.push(m);
         }
     }
     if let Some(peak) = peak_rss_mib() {
         println!("peak memory: {peak:.0} MiB");
+    }
+    if !per_decode.is_empty() {
+        let n = per_decode.len();
+        let d = median(&mut per_decode);
+        println!("libjpeg-turbo full decode alone: {n} JPEGs, median {d:.1} ms/photo");
     }
     let n = per_image.len();
     let m = median(&mut per_image);
