@@ -1,5 +1,7 @@
 //! The accepted upload content types: an explicit list, never `image/*` (an SVG is script).
 
+use gallery_schema::sniff::Unsupported;
+
 pub const ACCEPTED: [&str; 6] = [
     "image/jpeg",
     "image/png",
@@ -28,7 +30,8 @@ pub fn accept(declared: &str) -> Option<&'static str> {
 pub fn from_filename(filename: &str) -> Option<&'static str> {
     let ext = filename.rsplit_once('.')?.1.to_ascii_lowercase();
     Some(match ext.as_str() {
-        "jpg" | "jpeg" | "jpe" | "jfif" => "image/jpeg",
+        // MPO (phones' multi-picture files) starts with an ordinary JPEG, which is what we render.
+        "jpg" | "jpeg" | "jpe" | "jfif" | "mpo" => "image/jpeg",
         "png" => "image/png",
         "webp" => "image/webp",
         "gif" => "image/gif",
@@ -36,6 +39,27 @@ pub fn from_filename(filename: &str) -> Option<&'static str> {
         "bmp" => "image/bmp",
         _ => return None,
     })
+}
+
+/// A known image format we refuse, from a file name's extension or a declared type, so the
+/// refusal can say what to upload instead.
+pub fn known_unsupported(name_or_type: &str) -> Option<Unsupported> {
+    let lower = name_or_type.to_ascii_lowercase();
+    let key = lower
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .rsplit(['.', '/'])
+        .next()
+        .unwrap_or("");
+    match key {
+        "heic" | "heif" | "heic-sequence" | "heif-sequence" | "hif" => Some(Unsupported::Heic),
+        "avif" | "avifs" => Some(Unsupported::Avif),
+        "jxl" => Some(Unsupported::JpegXl),
+        "svg" | "svgz" | "svg+xml" => Some(Unsupported::Svg),
+        _ => None,
+    }
 }
 
 /// The type a stored version is served with, from its extension.
@@ -67,5 +91,14 @@ mod tests {
         assert_eq!(from_filename("IMG_0001.JPG"), Some("image/jpeg"));
         assert_eq!(from_filename("logo.svg"), None);
         assert_eq!(from_filename("noext"), None);
+        assert_eq!(from_filename("frame.MPO"), Some("image/jpeg"));
+        assert_eq!(known_unsupported("IMG_0001.HEIC"), Some(Unsupported::Heic));
+        assert_eq!(
+            known_unsupported("image/heif; q=1"),
+            Some(Unsupported::Heic)
+        );
+        assert_eq!(known_unsupported("a.avif"), Some(Unsupported::Avif));
+        assert_eq!(known_unsupported("image/svg+xml"), Some(Unsupported::Svg));
+        assert_eq!(known_unsupported("photo.jpg"), None);
     }
 }

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use gallery_nats::{AppendError, EventLog, Guard, topology};
 use gallery_schema::event::Failure;
-use gallery_schema::sniff::{SNIFF_LEN, sniff_image};
+use gallery_schema::sniff::{SNIFF_LEN, known_unsupported, sniff_image, unsupported_message};
 use gallery_schema::{ErrorCode, Event, EventBody, Uploaded};
 use object_store::{ObjectStore, path::Path as ObjectPath};
 use tokio_util::sync::CancellationToken;
@@ -82,7 +82,7 @@ pub async fn inspect_upload(
     if sniff_image(&head).is_none() {
         return Ok(Inspection::Reject {
             code: ErrorCode::UnsupportedFormat,
-            message: "not a JPEG, PNG, WebP, GIF, TIFF or BMP image".into(),
+            message: unsupported_message(known_unsupported(&head)).into(),
         });
     }
     Ok(Inspection::Ready {

@@ -154,6 +154,21 @@ impl TestStack {
         }
     }
 
+    /// Polls the image until it settles in `done` or `error`.
+    pub async fn wait_settled(&self, image_id: &str) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let rec = self.image(image_id).await?;
+            if rec["state"] == "done" || rec["state"] == "error" {
+                return Ok(rec);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("image {image_id} stuck in {}: {rec}", rec["state"]);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn ws(&self, project: &str, since: Option<u64>) -> anyhow::Result<WsClient> {
         let base = self.base().replacen("http://", "ws://", 1);
         let url = match since {
@@ -258,6 +273,39 @@ pub fn jpeg_photo(width: u32, height: u32) -> Vec<u8> {
 pub fn testdata() -> Option<PathBuf> {
     let dir = PathBuf::from(std::env::var_os("GALLERY_TESTDATA")?);
     dir.join("MANIFEST.tsv").is_file().then_some(dir)
+}
+
+/// The shared set when present, else the subset committed in the repository's `testdata/`.
+pub fn testdata_or_subset() -> PathBuf {
+    testdata().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata"))
+}
+
+/// One row of a test set's `MANIFEST.tsv`.
+#[derive(Debug, Clone)]
+pub struct ManifestRow {
+    pub file: String,
+    pub category: String,
+    pub expected: String,
+    pub detail: String,
+}
+
+pub fn manifest(dir: &Path) -> anyhow::Result<Vec<ManifestRow>> {
+    let text = std::fs::read_to_string(dir.join("MANIFEST.tsv"))?;
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let c: Vec<&str> = line.split('\t').collect();
+            if c.len() < 4 {
+                bail!("short MANIFEST row: {line}");
+            }
+            Ok(ManifestRow {
+                file: c[0].into(),
+                category: c[1].into(),
+                expected: c[2].into(),
+                detail: c[3].into(),
+            })
+        })
+        .collect()
 }
 
 /// Decoded size of an image in memory.

@@ -20,8 +20,57 @@ pub fn sniff_image(head: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// How many leading bytes [`sniff_image`] needs.
+/// How many leading bytes [`sniff_image`] and [`known_unsupported`] need.
 pub const SNIFF_LEN: u64 = 16;
+
+/// Image formats people upload that we recognise but don't decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsupported {
+    Heic,
+    Avif,
+    JpegXl,
+    Svg,
+}
+
+/// Recognises the formats of [`Unsupported`] from their first bytes: ISO-BMFF `ftyp` brands
+/// (HEIC/HEIF, AVIF), the JPEG XL signatures, SVG's XML start.
+pub fn known_unsupported(head: &[u8]) -> Option<Unsupported> {
+    if head.len() >= 12 && &head[4..8] == b"ftyp" {
+        return match &head[8..12] {
+            b"heic" | b"heix" | b"hevc" | b"hevx" | b"heim" | b"heis" | b"mif1" | b"msf1" => {
+                Some(Unsupported::Heic)
+            }
+            b"avif" | b"avis" => Some(Unsupported::Avif),
+            _ => None,
+        };
+    }
+    if head.starts_with(&[0xFF, 0x0A]) || head.starts_with(b"\0\0\0\x0cJXL \r\n\x87\n") {
+        return Some(Unsupported::JpegXl);
+    }
+    let text = head.trim_ascii_start();
+    if text.starts_with(b"<svg") || text.starts_with(b"<?xml") {
+        return Some(Unsupported::Svg);
+    }
+    None
+}
+
+/// The message of an `unsupported_format` refusal: what to upload instead.
+pub fn unsupported_message(format: Option<Unsupported>) -> &'static str {
+    match format {
+        Some(Unsupported::Heic) => {
+            "HEIC/HEIF photos are not supported yet: upload a JPEG (an iPhone makes JPEGs with \
+             Settings > Camera > Formats > Most Compatible)"
+        }
+        Some(Unsupported::Avif) => "AVIF images are not supported yet: upload a JPEG, PNG or WebP",
+        Some(Unsupported::JpegXl) => {
+            "JPEG XL images are not supported yet: upload a JPEG, PNG or WebP"
+        }
+        Some(Unsupported::Svg) => {
+            "SVG is not accepted (it can carry script): upload a JPEG, PNG or WebP"
+        }
+        None => "not a JPEG, PNG, WebP, GIF, TIFF or BMP image",
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -36,5 +85,25 @@ mod tests {
         assert_eq!(sniff_image(b"<svg xmlns="), None);
         assert_eq!(sniff_image(b"hello"), None);
         assert_eq!(sniff_image(b""), None);
+    }
+
+    #[test]
+    fn names_the_formats_we_refuse() {
+        assert_eq!(
+            known_unsupported(b"\0\0\0\x18ftypheic\0\0\0\0"),
+            Some(Unsupported::Heic)
+        );
+        assert_eq!(
+            known_unsupported(b"\0\0\0\x1cftypavif\0\0\0\0"),
+            Some(Unsupported::Avif)
+        );
+        assert_eq!(known_unsupported(b"\0\0\0\x1cftypisom"), None);
+        assert_eq!(
+            known_unsupported(&[0xFF, 0x0A, 1]),
+            Some(Unsupported::JpegXl)
+        );
+        assert_eq!(known_unsupported(b"  <svg xmlns="), Some(Unsupported::Svg));
+        assert_eq!(known_unsupported(b"hello"), None);
+        assert!(unsupported_message(Some(Unsupported::Heic)).contains("HEIC"));
     }
 }

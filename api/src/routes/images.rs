@@ -8,6 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{TimeDelta, Utc};
 use gallery_nats::{AppendError, Guard};
+use gallery_schema::sniff::unsupported_message;
 use gallery_schema::{
     ErrorCode, Event, EventBody, ImageId, ImageState, ProjectId, UploadRequested,
 };
@@ -62,22 +63,24 @@ pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
     }
     let content_type = match obj.get("content_type") {
         None | Some(Value::Null) => content_type::from_filename(&filename).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::UnsupportedFormat,
-                format!(
+            let message = match content_type::known_unsupported(&filename) {
+                Some(format) => unsupported_message(Some(format)).to_owned(),
+                None => format!(
                     "can't tell the type from the file name; send content_type, one of {}",
                     content_type::ACCEPTED.join(", ")
                 ),
-            )
+            };
+            ApiError::new(ErrorCode::UnsupportedFormat, message)
         })?,
         Some(Value::String(s)) => content_type::accept(s).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::UnsupportedFormat,
-                format!(
+            let message = match content_type::known_unsupported(s) {
+                Some(format) => unsupported_message(Some(format)).to_owned(),
+                None => format!(
                     "{s:?} is not accepted; use one of {}",
                     content_type::ACCEPTED.join(", ")
                 ),
-            )
+            };
+            ApiError::new(ErrorCode::UnsupportedFormat, message)
         })?,
         Some(_) => return Err(ApiError::invalid("content_type must be a string")),
     };

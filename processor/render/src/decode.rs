@@ -5,6 +5,7 @@
 
 use std::io::Cursor;
 
+use gallery_schema::sniff::{known_unsupported, sniff_image, unsupported_message};
 use gallery_schema::{ErrorCode, Size, VersionName, fit_inside};
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, metadata::Orientation};
 
@@ -38,13 +39,19 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
             "the file is empty",
         ));
     }
+    if sniff_image(bytes).is_none() {
+        return Err(RenderError::new(
+            ErrorCode::UnsupportedFormat,
+            unsupported_message(known_unsupported(bytes)),
+        ));
+    }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| RenderError::new(ErrorCode::CorruptImage, e.to_string()))?;
     if reader.format().is_none() {
         return Err(RenderError::new(
             ErrorCode::UnsupportedFormat,
-            "not a supported image format (JPEG, PNG, GIF, WebP, TIFF, BMP)",
+            unsupported_message(None),
         ));
     }
     if reader.format() == Some(image::ImageFormat::Jpeg) {
