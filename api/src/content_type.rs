@@ -2,13 +2,15 @@
 
 use gallery_schema::sniff::Unsupported;
 
-pub const ACCEPTED: [&str; 6] = [
+pub const ACCEPTED: [&str; 8] = [
     "image/jpeg",
     "image/png",
     "image/webp",
     "image/gif",
     "image/tiff",
     "image/bmp",
+    "image/heic",
+    "image/avif",
 ];
 
 /// Normalises and checks a declared type: case-insensitive, parameters dropped.
@@ -21,6 +23,7 @@ pub fn accept(declared: &str) -> Option<&'static str> {
         .to_ascii_lowercase();
     let essence = match essence.as_str() {
         "image/jpg" | "image/pjpeg" => "image/jpeg",
+        "image/heif" | "image/heic-sequence" | "image/heif-sequence" => "image/heic",
         other => other,
     };
     ACCEPTED.into_iter().find(|t| *t == essence)
@@ -37,6 +40,8 @@ pub fn from_filename(filename: &str) -> Option<&'static str> {
         "gif" => "image/gif",
         "tif" | "tiff" => "image/tiff",
         "bmp" => "image/bmp",
+        "heic" | "heif" | "hif" => "image/heic",
+        "avif" => "image/avif",
         _ => return None,
     })
 }
@@ -54,8 +59,6 @@ pub fn known_unsupported(name_or_type: &str) -> Option<Unsupported> {
         .next()
         .unwrap_or("");
     match key {
-        "heic" | "heif" | "heic-sequence" | "heif-sequence" | "hif" => Some(Unsupported::Heic),
-        "avif" | "avifs" => Some(Unsupported::Avif),
         "jxl" => Some(Unsupported::JpegXl),
         "svg" | "svgz" | "svg+xml" => Some(Unsupported::Svg),
         _ => None,
@@ -92,12 +95,10 @@ mod tests {
         assert_eq!(from_filename("logo.svg"), None);
         assert_eq!(from_filename("noext"), None);
         assert_eq!(from_filename("frame.MPO"), Some("image/jpeg"));
-        assert_eq!(known_unsupported("IMG_0001.HEIC"), Some(Unsupported::Heic));
-        assert_eq!(
-            known_unsupported("image/heif; q=1"),
-            Some(Unsupported::Heic)
-        );
-        assert_eq!(known_unsupported("a.avif"), Some(Unsupported::Avif));
+        assert_eq!(from_filename("IMG_0001.HEIC"), Some("image/heic"));
+        assert_eq!(accept("image/heif"), Some("image/heic"));
+        assert_eq!(from_filename("a.avif"), Some("image/avif"));
+        assert_eq!(known_unsupported("a.jxl"), Some(Unsupported::JpegXl));
         assert_eq!(known_unsupported("image/svg+xml"), Some(Unsupported::Svg));
         assert_eq!(known_unsupported("photo.jpg"), None);
     }

@@ -16,7 +16,21 @@ pub fn sniff_image(head: &[u8]) -> Option<&'static str> {
     } else if starts(b"BM") {
         Some("image/bmp")
     } else {
-        None
+        heif_brand(head)
+    }
+}
+
+/// HEIC/HEIF and AVIF: an ISO-BMFF `ftyp` box whose major brand names an image format.
+fn heif_brand(head: &[u8]) -> Option<&'static str> {
+    if head.len() < 12 || &head[4..8] != b"ftyp" {
+        return None;
+    }
+    match &head[8..12] {
+        b"heic" | b"heix" | b"hevc" | b"hevx" | b"heim" | b"heis" | b"mif1" | b"msf1" => {
+            Some("image/heic")
+        }
+        b"avif" | b"avis" => Some("image/avif"),
+        _ => None,
     }
 }
 
@@ -26,24 +40,13 @@ pub const SNIFF_LEN: u64 = 16;
 /// Image formats people upload that we recognise but don't decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unsupported {
-    Heic,
-    Avif,
     JpegXl,
     Svg,
 }
 
-/// Recognises the formats of [`Unsupported`] from their first bytes: ISO-BMFF `ftyp` brands
-/// (HEIC/HEIF, AVIF), the JPEG XL signatures, SVG's XML start.
+/// Recognises the formats of [`Unsupported`] from their first bytes: the JPEG XL signatures,
+/// SVG's XML start.
 pub fn known_unsupported(head: &[u8]) -> Option<Unsupported> {
-    if head.len() >= 12 && &head[4..8] == b"ftyp" {
-        return match &head[8..12] {
-            b"heic" | b"heix" | b"hevc" | b"hevx" | b"heim" | b"heis" | b"mif1" | b"msf1" => {
-                Some(Unsupported::Heic)
-            }
-            b"avif" | b"avis" => Some(Unsupported::Avif),
-            _ => None,
-        };
-    }
     if head.starts_with(&[0xFF, 0x0A]) || head.starts_with(b"\0\0\0\x0cJXL \r\n\x87\n") {
         return Some(Unsupported::JpegXl);
     }
@@ -57,18 +60,13 @@ pub fn known_unsupported(head: &[u8]) -> Option<Unsupported> {
 /// The message of an `unsupported_format` refusal: what to upload instead.
 pub fn unsupported_message(format: Option<Unsupported>) -> &'static str {
     match format {
-        Some(Unsupported::Heic) => {
-            "HEIC/HEIF photos are not supported yet: upload a JPEG (an iPhone makes JPEGs with \
-             Settings > Camera > Formats > Most Compatible)"
-        }
-        Some(Unsupported::Avif) => "AVIF images are not supported yet: upload a JPEG, PNG or WebP",
         Some(Unsupported::JpegXl) => {
             "JPEG XL images are not supported yet: upload a JPEG, PNG or WebP"
         }
         Some(Unsupported::Svg) => {
             "SVG is not accepted (it can carry script): upload a JPEG, PNG or WebP"
         }
-        None => "not a JPEG, PNG, WebP, GIF, TIFF or BMP image",
+        None => "not a JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC or AVIF image",
     }
 }
 
@@ -88,22 +86,31 @@ mod tests {
     }
 
     #[test]
+    fn recognises_heic_and_avif_by_brand() {
+        assert_eq!(
+            sniff_image(b"\0\0\0\x18ftypheic\0\0\0\0"),
+            Some("image/heic")
+        );
+        assert_eq!(
+            sniff_image(b"\0\0\0\x1cftypmif1\0\0\0\0"),
+            Some("image/heic")
+        );
+        assert_eq!(
+            sniff_image(b"\0\0\0\x1cftypavif\0\0\0\0"),
+            Some("image/avif")
+        );
+        // An MP4 video is ISO-BMFF too.
+        assert_eq!(sniff_image(b"\0\0\0\x1cftypisom\0\0\0\0"), None);
+    }
+
+    #[test]
     fn names_the_formats_we_refuse() {
-        assert_eq!(
-            known_unsupported(b"\0\0\0\x18ftypheic\0\0\0\0"),
-            Some(Unsupported::Heic)
-        );
-        assert_eq!(
-            known_unsupported(b"\0\0\0\x1cftypavif\0\0\0\0"),
-            Some(Unsupported::Avif)
-        );
-        assert_eq!(known_unsupported(b"\0\0\0\x1cftypisom"), None);
         assert_eq!(
             known_unsupported(&[0xFF, 0x0A, 1]),
             Some(Unsupported::JpegXl)
         );
         assert_eq!(known_unsupported(b"  <svg xmlns="), Some(Unsupported::Svg));
         assert_eq!(known_unsupported(b"hello"), None);
-        assert!(unsupported_message(Some(Unsupported::Heic)).contains("HEIC"));
+        assert!(unsupported_message(Some(Unsupported::Svg)).contains("SVG"));
     }
 }

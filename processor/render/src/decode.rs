@@ -9,7 +9,7 @@ use gallery_schema::sniff::{known_unsupported, sniff_image, unsupported_message}
 use gallery_schema::{ErrorCode, Size, VersionName, fit_inside};
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, metadata::Orientation};
 
-use crate::{Limits, RenderError, color, jpeg, png_exif, tiff_extra, turbo};
+use crate::{Limits, RenderError, color, heif, jpeg, png_exif, tiff_extra, turbo};
 
 fn classify(err: ImageError) -> RenderError {
     match err {
@@ -39,11 +39,15 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
             "the file is empty",
         ));
     }
-    if sniff_image(bytes).is_none() {
-        return Err(RenderError::new(
-            ErrorCode::UnsupportedFormat,
-            unsupported_message(known_unsupported(bytes)),
-        ));
+    match sniff_image(bytes) {
+        None => {
+            return Err(RenderError::new(
+                ErrorCode::UnsupportedFormat,
+                unsupported_message(known_unsupported(bytes)),
+            ));
+        }
+        Some("image/heic" | "image/avif") => return heif::decode(bytes, limits),
+        Some(_) => {}
     }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -242,7 +246,7 @@ fn decode_cmyk_jpeg(
     Ok(DynamicImage::ImageRgb8(buffer))
 }
 
-fn check_size(size: Size, limits: Limits) -> Result<(), RenderError> {
+pub(crate) fn check_size(size: Size, limits: Limits) -> Result<(), RenderError> {
     if size.width == 0 || size.height == 0 {
         return Err(RenderError::new(
             ErrorCode::CorruptImage,

@@ -9,6 +9,7 @@
 
 pub mod color;
 mod decode;
+pub mod heif;
 pub mod jpeg;
 pub mod png_exif;
 pub mod tiff_extra;
