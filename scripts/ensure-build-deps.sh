@@ -5,7 +5,7 @@
 set -euo pipefail
 command -v cargo >/dev/null || { echo "needs a Rust toolchain (https://rustup.rs)" >&2; exit 1; }
 missing=""
-command -v cc >/dev/null || missing="$missing build-essential"
+{ command -v cc && command -v c++; } >/dev/null || missing="$missing build-essential"
 command -v cmake >/dev/null || missing="$missing cmake"
 command -v nasm >/dev/null || missing="$missing nasm"
 pkg_missing() { ! dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }

@@ -55,7 +55,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             times.push(started.elapsed().as_secs_f64() * 1000.0);
             outcome = match result {
                 Ok(r) => format!("{}x{}", r.upright.width, r.upright.height),
-                Err(e) => format!("refused: {}", e.code),
+                Err(e) => format!("refused: {} ({})", e.code, e.message),
             };
             if is_jpeg && !outcome.starts_with("refused") {
                 let started = Instant::now();

@@ -5,24 +5,33 @@
 //! orientation is not applied again; an embedded ICC profile goes to the same sRGB conversion
 //! as a JPEG's.
 
+use std::sync::LazyLock;
+
 use gallery_schema::{ErrorCode, Size};
 use image::DynamicImage;
-use libheif_rs::{ColorProfile, ColorSpace, HeifContext, LibHeif, RgbChroma, SecurityLimits};
+use libheif_rs::{
+    ColorProfile, ColorSpace, HeifContext, HeifError, HeifErrorCode, LibHeif, RgbChroma,
+    SecurityLimits,
+};
 
 use crate::decode::{Decoded, check_size};
 use crate::{Limits, RenderError, color};
 
+/// libheif initialised once for the process (its decoders are registered by `heif_init`), before
+/// any file is read, and never deinitialised: a `LibHeif` per call would deinitialise it after
+/// each image, and reading a file before the first `heif_init` fails.
+static LIBHEIF: LazyLock<LibHeif> = LazyLock::new(LibHeif::new);
+
 /// Decodes the primary image of a HEIF/AVIF file, upright, within `limits`.
 pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
-    let corrupt =
-        |e: libheif_rs::HeifError| RenderError::new(ErrorCode::CorruptImage, e.to_string());
-    let mut context = HeifContext::read_from_bytes(bytes).map_err(corrupt)?;
+    let lib = &*LIBHEIF;
+    let mut context = HeifContext::read_from_bytes(bytes).map_err(classify)?;
     // One job, one core: the processor runs as many jobs as there are cores.
     context.set_max_decoding_threads(0);
     let mut security = SecurityLimits::new();
     security.set_max_image_size_pixels(limits.max_pixels);
-    context.set_security_limits(&security).map_err(corrupt)?;
-    let handle = context.primary_image_handle().map_err(corrupt)?;
+    context.set_security_limits(&security).map_err(classify)?;
+    let handle = context.primary_image_handle().map_err(classify)?;
     // The size after the container's transformations, i.e. upright.
     let upright = Size::new(handle.width(), handle.height());
     check_size(upright, limits)?;
@@ -32,9 +41,9 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     } else {
         RgbChroma::Rgb
     };
-    let image = LibHeif::new()
+    let image = lib
         .decode(&handle, ColorSpace::Rgb(chroma), None)
-        .map_err(corrupt)?;
+        .map_err(classify)?;
     let planes = image.planes();
     let plane = planes.interleaved.ok_or_else(|| {
         RenderError::new(ErrorCode::Internal, "libheif returned no interleaved plane")
@@ -75,4 +84,22 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
         image,
         profile,
     })
+}
+
+/// Broken or hostile files, including streams the decoder gives up on, are `corrupt_image`;
+/// files needing a codec or feature we don't have (HEIF holding JPEG 2000, VVC, ...) are
+/// `unsupported_format`; the library failing in itself
+/// (out of memory, misuse) is `internal`, not blamed on the file.
+fn classify(e: HeifError) -> RenderError {
+    let code = match e.code {
+        HeifErrorCode::UnsupportedFileType | HeifErrorCode::UnsupportedFeature => {
+            ErrorCode::UnsupportedFormat
+        }
+        HeifErrorCode::UsageError
+        | HeifErrorCode::MemoryAllocationError
+        | HeifErrorCode::PluginLoadingError
+        | HeifErrorCode::ContextCreateFailed => ErrorCode::Internal,
+        _ => ErrorCode::CorruptImage,
+    };
+    RenderError::new(code, format!("HEIF: {}", e.message))
 }

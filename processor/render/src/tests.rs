@@ -195,3 +195,46 @@ fn refusals_have_stable_codes() {
         ErrorCode::ImageTooLarge
     );
 }
+
+/// A HEIF from the committed test set (Pillow's `hopper.heif`, 128x128).
+const HOPPER_HEIF: &[u8] = include_bytes!("../../../testdata/heic_avif/hopper.heif");
+
+#[test]
+fn heif_decodes_and_hostile_heif_is_refused_with_a_code() {
+    let r = render(HOPPER_HEIF, Limits::default()).unwrap();
+    assert_eq!(r.upright, Size::new(128, 128));
+    // Cut anywhere: a code, never a panic or a hang.
+    for cut in [
+        16,
+        40,
+        200,
+        400,
+        HOPPER_HEIF.len() / 2,
+        HOPPER_HEIF.len() - 10,
+    ] {
+        let e = render(&HOPPER_HEIF[..cut], Limits::default()).unwrap_err();
+        assert!(
+            matches!(
+                e.code,
+                ErrorCode::CorruptImage | ErrorCode::UnsupportedFormat
+            ),
+            "cut at {cut}: {e}"
+        );
+    }
+    // The `ispe` box claims a side over the limit, or more pixels than the limit: refused from
+    // the container, before any decoding.
+    let at = HOPPER_HEIF.windows(4).position(|w| w == b"ispe").unwrap();
+    for (w, h) in [(60_000u32, 60_000u32), (12_000, 9_000)] {
+        let mut bomb = HOPPER_HEIF.to_vec();
+        bomb[at + 8..at + 12].copy_from_slice(&w.to_be_bytes());
+        bomb[at + 12..at + 16].copy_from_slice(&h.to_be_bytes());
+        let started = std::time::Instant::now();
+        let e = render(&bomb, Limits::default()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ImageTooLarge, "{w}x{h}: {e}");
+        assert!(
+            started.elapsed().as_millis() < 50,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
