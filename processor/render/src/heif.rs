@@ -11,7 +11,6 @@ use gallery_schema::{ErrorCode, Size};
 use image::DynamicImage;
 use libheif_rs::{
     ColorProfile, ColorSpace, HeifContext, HeifError, HeifErrorCode, LibHeif, RgbChroma,
-    SecurityLimits,
 };
 
 use crate::decode::{Decoded, check_size};
@@ -28,9 +27,9 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     let mut context = HeifContext::read_from_bytes(bytes).map_err(classify)?;
     // One job, one core: the processor runs as many jobs as there are cores.
     context.set_max_decoding_threads(0);
-    let mut security = SecurityLimits::new();
-    security.set_max_image_size_pixels(limits.max_pixels);
-    context.set_security_limits(&security).map_err(classify)?;
+    // libheif's own security limits stay at its defaults (1 Gpx, 2 GB...): ours are checked
+    // below, before decoding. Overriding them through `SecurityLimits` copied a struct that
+    // came out with a 14-byte memory limit on a clean build, refusing every file.
     let handle = context.primary_image_handle().map_err(classify)?;
     // The size after the container's transformations, i.e. upright.
     let upright = Size::new(handle.width(), handle.height());
