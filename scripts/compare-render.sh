@@ -78,12 +78,12 @@ export OPENBLAS_NUM_THREADS=1
 export MKL_NUM_THREADS=1
 
 # The same allocator settings as the gallery binary (src/main.rs: glibc keeps blocks up to
-# 32 MB and 256 MB of free heap instead of returning them to the kernel after every image).
+# 32 MB and 128 MB of free heap instead of returning them to the kernel after every image).
 # Measured, they make Pillow and libvips faster too (libvips' best mode about 160 -> 145 ms
 # on 12 photos), so every method runs with them. GALLERY_COMPARE_DEFAULT_MALLOC=1 turns
 # this off, to see the figures with glibc's defaults.
 if [[ -z "${GALLERY_COMPARE_DEFAULT_MALLOC:-}" ]]; then
-  export GLIBC_TUNABLES="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456"
+  export GLIBC_TUNABLES="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=134217728"
 fi
 
 exec "$PY" "$HERE/compare_render.py" "$@"

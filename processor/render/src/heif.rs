@@ -10,28 +10,39 @@ use std::sync::LazyLock;
 use gallery_schema::{ErrorCode, Size};
 use image::DynamicImage;
 use libheif_rs::{
-    ColorProfile, ColorSpace, HeifContext, HeifError, HeifErrorCode, LibHeif, RgbChroma,
+    ColorProfile, ColorSpace, DecodingOptions, HeifContext, HeifError, HeifErrorCode,
+    HeifErrorSubCode, LibHeif, RgbChroma,
 };
 
 use crate::decode::{Decoded, check_size};
 use crate::{Limits, RenderError, color};
 
-/// libheif initialised once for the process (its decoders are registered by `heif_init`), before
-/// any file is read, and never deinitialised: a `LibHeif` per call would deinitialise it after
-/// each image, and reading a file before the first `heif_init` fails.
+/// libheif initialised once for the process (its decoders are registered by `heif_init`) and
+/// never deinitialised: a `LibHeif` per call would call `heif_deinit` after every image.
 static LIBHEIF: LazyLock<LibHeif> = LazyLock::new(LibHeif::new);
 
 /// Decodes the primary image of a HEIF/AVIF file, upright, within `limits`.
 pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     let lib = &*LIBHEIF;
     let mut context = HeifContext::read_from_bytes(bytes).map_err(classify)?;
-    // One job, one core: the processor runs as many jobs as there are cores.
+    // One job, one core: the processor runs as many jobs as there are cores. This covers
+    // libheif's grid tiles; the codecs' own threads are set in the decoding options below.
     context.set_max_decoding_threads(0);
-    // libheif's own security limits stay at its defaults (1 Gpx, 2 GB...): ours are checked
-    // below, before decoding. Overriding them through `SecurityLimits` copied a struct that
-    // came out with a 14-byte memory limit on a clean build, refusing every file.
+    // libheif's own limits as a second line behind ours: no more pixels than we allow, and a
+    // bounded total allocation (the largest legitimate decode, 100 MP RGBA plus the YCbCr
+    // planes, stays under 1 GB).
+    let mut security = context.security_limits();
+    security.set_max_image_size_pixels(limits.max_pixels);
+    security.set_max_total_memory(1 << 30);
+    context.set_security_limits(&security).map_err(classify)?;
     let handle = context.primary_image_handle().map_err(classify)?;
-    // The size after the container's transformations, i.e. upright.
+    // The coded size (`ispe`) before any crop, and the size after the container's crop and
+    // rotation (upright): a huge image cropped to a small one must not slip through.
+    let coded = Size::new(
+        u32::try_from(handle.ispe_width()).unwrap_or(u32::MAX),
+        u32::try_from(handle.ispe_height()).unwrap_or(u32::MAX),
+    );
+    check_size(coded, limits)?;
     let upright = Size::new(handle.width(), handle.height());
     check_size(upright, limits)?;
     let alpha = handle.has_alpha_channel();
@@ -40,8 +51,12 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     } else {
         RgbChroma::Rgb
     };
+    let mut options = DecodingOptions::new()
+        .ok_or_else(|| RenderError::new(ErrorCode::Internal, "libheif decoding options"))?;
+    // dav1d would otherwise start a thread per core for every job.
+    options.set_num_codec_threads(1);
     let image = lib
-        .decode(&handle, ColorSpace::Rgb(chroma), None)
+        .decode(&handle, ColorSpace::Rgb(chroma), Some(options))
         .map_err(classify)?;
     let planes = image.planes();
     let plane = planes.interleaved.ok_or_else(|| {
@@ -65,6 +80,11 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
         pixels.extend_from_slice(&plane.data[y * plane.stride..y * plane.stride + row]);
     }
     let size_error = || RenderError::new(ErrorCode::Internal, "decoded HEIF size");
+    // libheif flags premultiplied alpha but hands the samples over as stored; the pipeline
+    // works on straight alpha.
+    if alpha && image.is_premultiplied_alpha() {
+        unpremultiply(&mut pixels);
+    }
     let image = if alpha {
         DynamicImage::ImageRgba8(
             image::RgbaImage::from_raw(plane.width, plane.height, pixels).ok_or_else(size_error)?,
@@ -85,11 +105,27 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     })
 }
 
+/// Premultiplied RGBA to straight alpha, in place.
+fn unpremultiply(rgba: &mut [u8]) {
+    for p in rgba.chunks_exact_mut(4) {
+        let a = u32::from(p[3]);
+        if a != 0 && a != 255 {
+            for c in &mut p[..3] {
+                *c = ((u32::from(*c) * 255 + a / 2) / a).min(255) as u8;
+            }
+        }
+    }
+}
+
 /// Broken or hostile files, including streams the decoder gives up on, are `corrupt_image`;
 /// files needing a codec or feature we don't have (HEIF holding JPEG 2000, VVC, ...) are
 /// `unsupported_format`; the library failing in itself
 /// (out of memory, misuse) is `internal`, not blamed on the file.
 fn classify(e: HeifError) -> RenderError {
+    if matches!(e.sub_code, HeifErrorSubCode::SecurityLimitExceeded) {
+        // Too many pixels, tiles, items or bytes: a hostile file, not our failure.
+        return RenderError::new(ErrorCode::ImageTooLarge, format!("HEIF: {}", e.message));
+    }
     let code = match e.code {
         HeifErrorCode::UnsupportedFileType | HeifErrorCode::UnsupportedFeature => {
             ErrorCode::UnsupportedFormat
