@@ -10,8 +10,8 @@ use std::sync::LazyLock;
 use gallery_schema::{ErrorCode, Size};
 use image::DynamicImage;
 use libheif_rs::{
-    ColorProfile, ColorSpace, DecodingOptions, HeifContext, HeifError, HeifErrorCode,
-    HeifErrorSubCode, LibHeif, RgbChroma,
+    ColorPrimaries, ColorProfile, ColorSpace, DecodingOptions, HeifContext, HeifError,
+    HeifErrorCode, HeifErrorSubCode, LibHeif, RgbChroma, TransferCharacteristics,
 };
 
 use crate::decode::{Decoded, check_size};
@@ -94,15 +94,47 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
             image::RgbImage::from_raw(plane.width, plane.height, pixels).ok_or_else(size_error)?,
         )
     };
-    let profile = handle
+    // An ICC profile if there is one, else the CICP (nclx) colour signalled by the container
+    // or the stream: libheif uses the latter only to pick the YCbCr matrix.
+    let profile = match handle
         .color_profile_raw()
         .filter(|p| matches!(&p.profile_type().0, b"prof" | b"rICC"))
-        .and_then(|p| color::rgb_profile_needing_conversion(&p.data));
+    {
+        Some(icc) => color::rgb_profile_needing_conversion(&icc.data),
+        None => handle
+            .color_profile_nclx()
+            .and_then(|n| nclx_profile(n.color_primaries(), n.transfer_characteristics())),
+    };
     Ok(Decoded {
         original: Size::new(image.width(), image.height()),
         image,
         profile,
     })
+}
+
+/// The source profile for wide-gamut SDR colour signalled only by CICP: Display P3 and BT.2020
+/// primaries with an SDR transfer. sRGB/BT.709 needs nothing. PQ and HLG (HDR) are left as
+/// decoded: a conversion without tone mapping would clip them just as badly.
+fn nclx_profile(
+    primaries: ColorPrimaries,
+    transfer: TransferCharacteristics,
+) -> Option<moxcms::ColorProfile> {
+    use TransferCharacteristics as T;
+    let sdr = matches!(
+        transfer,
+        T::IEC_61966_2_1
+            | T::ITU_R_BT_709_5
+            | T::ITU_R_BT_601_6
+            | T::ITU_R_BT_2020_2_10bit
+            | T::ITU_R_BT_2020_2_12bit
+            | T::Unspecified
+    );
+    match primaries {
+        _ if !sdr => None,
+        ColorPrimaries::SMPTE_EG_432_1 => Some(moxcms::ColorProfile::new_display_p3()),
+        ColorPrimaries::ITU_R_BT_2020_2_and_2100_0 => Some(moxcms::ColorProfile::new_bt2020()),
+        _ => None,
+    }
 }
 
 /// Premultiplied RGBA to straight alpha, in place.
@@ -137,4 +169,40 @@ fn classify(e: HeifError) -> RenderError {
         _ => ErrorCode::CorruptImage,
     };
     RenderError::new(code, format!("HEIF: {}", e.message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cicp_wide_gamut_sdr_gets_a_profile_and_srgb_or_hdr_does_not() {
+        use TransferCharacteristics as T;
+        let p3 = nclx_profile(ColorPrimaries::SMPTE_EG_432_1, T::IEC_61966_2_1).unwrap();
+        let reference = moxcms::ColorProfile::new_display_p3();
+        assert_eq!(p3.red_colorant.x, reference.red_colorant.x);
+        assert!(
+            nclx_profile(
+                ColorPrimaries::ITU_R_BT_2020_2_and_2100_0,
+                T::ITU_R_BT_709_5
+            )
+            .is_some()
+        );
+        assert!(nclx_profile(ColorPrimaries::ITU_R_BT_709_5, T::IEC_61966_2_1).is_none());
+        assert!(
+            nclx_profile(
+                ColorPrimaries::ITU_R_BT_2020_2_and_2100_0,
+                T::ITU_R_BT_2100_0_PQ
+            )
+            .is_none()
+        );
+        assert!(nclx_profile(ColorPrimaries::SMPTE_EG_432_1, T::ITU_R_BT_2100_0_HLG).is_none());
+    }
+
+    #[test]
+    fn premultiplied_alpha_becomes_straight() {
+        let mut px = [50, 100, 0, 128, 10, 20, 30, 255, 7, 7, 7, 0];
+        unpremultiply(&mut px);
+        assert_eq!(px, [100, 199, 0, 128, 10, 20, 30, 255, 7, 7, 7, 0]);
+    }
 }
