@@ -158,6 +158,16 @@ fn classify(e: HeifError) -> RenderError {
         // Too many pixels, tiles, items or bytes: a hostile file, not our failure.
         return RenderError::new(ErrorCode::ImageTooLarge, format!("HEIF: {}", e.message));
     }
+    if matches!(e.sub_code, HeifErrorSubCode::NoOrInvalidPrimaryItem) {
+        // An image sequence (animated AVIF, HEIF burst) with no still image: valid, not ours.
+        return RenderError::new(
+            ErrorCode::UnsupportedFormat,
+            format!(
+                "HEIF without a still image (an image sequence?) is not supported: {}",
+                e.message
+            ),
+        );
+    }
     let code = match e.code {
         HeifErrorCode::UnsupportedFileType | HeifErrorCode::UnsupportedFeature => {
             ErrorCode::UnsupportedFormat
