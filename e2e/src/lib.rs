@@ -2,7 +2,7 @@
 //! the whole gallery stack in-process on a free port, a real HTTP client and a real WebSocket
 //! client. Everything is cleaned up on drop.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -269,44 +269,12 @@ pub fn jpeg_photo(width: u32, height: u32) -> Vec<u8> {
     out.into_inner()
 }
 
+/// The test image set and its MANIFEST (shared with the pixel pipeline's tests).
+#[path = "../../testdata/testset.rs"]
+pub mod testset;
+
 /// The shared developer test set, when present (`GALLERY_TESTDATA`).
-pub fn testdata() -> Option<PathBuf> {
-    let dir = PathBuf::from(std::env::var_os("GALLERY_TESTDATA")?);
-    dir.join("MANIFEST.tsv").is_file().then_some(dir)
-}
-
-/// The shared set when present, else the subset committed in the repository's `testdata/`.
-pub fn testdata_or_subset() -> PathBuf {
-    testdata().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata"))
-}
-
-/// One row of a test set's `MANIFEST.tsv`.
-#[derive(Debug, Clone)]
-pub struct ManifestRow {
-    pub file: String,
-    pub category: String,
-    pub expected: String,
-    pub detail: String,
-}
-
-pub fn manifest(dir: &Path) -> anyhow::Result<Vec<ManifestRow>> {
-    let text = std::fs::read_to_string(dir.join("MANIFEST.tsv"))?;
-    text.lines()
-        .skip(1)
-        .map(|line| {
-            let c: Vec<&str> = line.split('\t').collect();
-            if c.len() < 4 {
-                bail!("short MANIFEST row: {line}");
-            }
-            Ok(ManifestRow {
-                file: c[0].into(),
-                category: c[1].into(),
-                expected: c[2].into(),
-                detail: c[3].into(),
-            })
-        })
-        .collect()
-}
+pub use testset::full_testdata as testdata;
 
 /// Decoded size of an image in memory.
 pub fn dimensions(bytes: &[u8]) -> anyhow::Result<(u32, u32)> {

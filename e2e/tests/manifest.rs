@@ -6,21 +6,12 @@
 //! with a message; and the processor keeps serving throughout. The set is the shared developer
 //! set when `GALLERY_TESTDATA` names it, else the subset committed in `testdata/`.
 
-use gallery_e2e::{TestStack, jpeg_photo, manifest, testdata_or_subset};
+use gallery_e2e::testset::{manifest, reject_code, testdata_or_subset};
+use gallery_e2e::{TestStack, jpeg_photo};
 use gallery_schema::{Size, VersionName, fit_inside};
 use serde_json::{Value, json};
 
 const PROJECT: &str = "manifest";
-
-/// The code each `reject` file must end with when its upload is accepted (as in the pixel
-/// pipeline's MANIFEST test).
-fn reject_code(file: &str) -> &'static str {
-    match file {
-        "bad/random_bytes.jpg" | "bad/text_file.jpg" => "unsupported_format",
-        f if f.starts_with("bomb/") && f != "bomb/gif_claims_4gpx.gif" => "image_too_large",
-        _ => "corrupt_image",
-    }
-}
 
 /// How an upload went before processing.
 enum Submitted {
@@ -91,7 +82,7 @@ async fn check_done(stack: &TestStack, file: &str, rec: &Value) -> Size {
 #[tokio::test]
 async fn every_manifest_file_through_the_running_service() {
     let dir = testdata_or_subset();
-    let rows = manifest(&dir).unwrap();
+    let rows = manifest(&dir);
     assert!(
         rows.len() >= 40,
         "only {} rows in {}",

@@ -201,6 +201,54 @@ async fn a_non_image_is_refused_before_processing() {
         "it must not be processed"
     );
     assert_eq!(events[1]["error"]["code"], "unsupported_format");
+    // The watcher says what it saw and what to upload instead.
+    let message = events[1]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("SVG"), "{message}");
+}
+
+/// HEIC and AVIF straight to S3: the policy pins their type, the watcher recognises them, the
+/// processor decodes them (libheif), and the versions download from S3: JPEG for the opaque
+/// HEIC, PNG for the AVIF with transparency.
+#[tokio::test]
+async fn heic_and_avif_go_through_s3_mode() {
+    let stack = TestStack::start_s3().await.unwrap();
+    let subset = gallery_e2e::testset::testdata_or_subset();
+    for (name, file, content_type, version_type) in [
+        (
+            "IMG_0001.HEIC",
+            "heic_avif/hopper.heif",
+            "image/heic",
+            "image/jpeg",
+        ),
+        (
+            "clip.avif",
+            "heic_avif/transparency.avif",
+            "image/avif",
+            "image/png",
+        ),
+    ] {
+        let link = stack.request_link("heif", name).await.unwrap();
+        assert_eq!(link["params"]["Content-Type"], content_type, "{link}");
+        let id = link["image_id"].as_str().unwrap().to_owned();
+        let bytes = std::fs::read(subset.join(file)).unwrap();
+        let (status, _) = stack.upload(&link, bytes).await.unwrap();
+        assert!((200..300).contains(&status), "{name}: S3 said {status}");
+        let rec = stack.wait_state(&id, "done").await.unwrap();
+        let meta = &rec["meta"]["versions"]["d2500"];
+        let url = rec["versions"]["d2500"].as_str().unwrap();
+        let resp = stack.http.get(url).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{name}");
+        let data = resp.bytes().await.unwrap();
+        let (w, h) = dimensions(&data).unwrap();
+        assert_eq!(
+            (u64::from(w), u64::from(h)),
+            (
+                meta["width"].as_u64().unwrap(),
+                meta["height"].as_u64().unwrap()
+            )
+        );
+        assert_eq!(meta["content_type"], version_type, "{name}: {rec}");
+    }
 }
 
 #[tokio::test]
