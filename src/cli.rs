@@ -1,4 +1,4 @@
-//! The command line (DESIGN §8). Every flag has an environment variable of the same name
+//! The command line (docs/ARCHITECTURE.md §10). Every flag has an environment variable of the same name
 //! (`--max-upload-bytes` ↔ `GALLERY_MAX_UPLOAD_BYTES`); docker-compose and other tools rely on
 //! these names.
 
@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::{AppConfig, Roles, S3Config};
+use gallery_nats::Replicas;
+
+use crate::config::{AppConfig, DEFAULT_SHUTDOWN_GRACE, Roles, S3Config};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -76,6 +78,46 @@ pub struct S3Args {
     /// Allow a plain-HTTP endpoint.
     #[arg(long, env = "AWS_ALLOW_HTTP")]
     pub s3_allow_http: bool,
+    /// Deadline of one storage request (e.g. 30s).
+    #[arg(long, env = "GALLERY_S3_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub s3_timeout: Duration,
+    /// How long the storage client retries one request itself; after that the processor's
+    /// failure policy (GALLERY_RETRY_BUDGET) takes over.
+    #[arg(long, env = "GALLERY_S3_RETRY_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub s3_retry_timeout: Duration,
+}
+
+/// `30s`, `5m`, `24h`, `1h 30m` (humantime), or plain seconds.
+pub fn duration(raw: &str) -> Result<Duration, String> {
+    if let Ok(secs) = raw.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(raw.trim()).map_err(|e| format!("{raw:?}: {e} (try 30s, 5m or 24h)"))
+}
+
+/// Settings of the roles that manage the JetStream topology (`up`, `api`, `rebuild`).
+#[derive(Args, Debug, Clone)]
+pub struct TopologyArgs {
+    /// Copies of the IMAGES stream when it is created: auto (3 on a cluster of 3 or more
+    /// servers, else 1), 1, 3 or 5. An existing stream keeps its replicas.
+    #[arg(long, env = "GALLERY_STREAM_REPLICAS", default_value = "auto")]
+    pub stream_replicas: Replicas,
+}
+
+/// Settings of the roles that render (`up`, `processor`).
+#[derive(Args, Debug, Clone)]
+pub struct ProcessingArgs {
+    /// Concurrent renders (default: the number of cores).
+    #[arg(long, env = "GALLERY_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// How long transient failures (storage or NATS unavailable) of one image are retried
+    /// before it ends in `retries_exhausted`, which `gallery redrive` can take up again.
+    #[arg(long, env = "GALLERY_RETRY_BUDGET", default_value = "24h", value_parser = duration)]
+    pub retry_budget: Duration,
+    /// How long in-flight jobs may finish after SIGTERM before they are released to another
+    /// replica (keep it under the orchestrator's kill deadline: docker's is 10 s).
+    #[arg(long, env = "GALLERY_SHUTDOWN_GRACE", default_value = "7s", value_parser = duration)]
+    pub shutdown_grace: Duration,
 }
 
 impl S3Args {
@@ -98,6 +140,8 @@ impl S3Args {
             access_key_id,
             secret_access_key,
             allow_http: self.s3_allow_http,
+            timeout: self.s3_timeout,
+            retry_timeout: self.s3_retry_timeout,
         }))
     }
 }
@@ -130,12 +174,14 @@ pub struct UpArgs {
     pub common: Common,
     #[command(flatten)]
     pub http: HttpArgs,
-    /// An external NATS server; without it `up` runs nats-server as a child.
+    /// An external NATS server (or a comma-separated list of a cluster's servers); without it
+    /// `up` runs nats-server as a child.
     #[arg(long, env = "GALLERY_NATS_URL")]
     pub nats_url: Option<String>,
-    /// Concurrent renders (default: the number of cores).
-    #[arg(long, env = "GALLERY_CONCURRENCY")]
-    pub concurrency: Option<usize>,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    #[command(flatten)]
+    pub processing: ProcessingArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -144,21 +190,25 @@ pub struct ApiArgs {
     pub common: Common,
     #[command(flatten)]
     pub http: HttpArgs,
+    /// The NATS server, or a comma-separated list of a cluster's servers.
     #[arg(long, env = "GALLERY_NATS_URL")]
     pub nats_url: String,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct ProcessorArgs {
     #[command(flatten)]
     pub common: Common,
+    /// The NATS server, or a comma-separated list of a cluster's servers.
     #[arg(long, env = "GALLERY_NATS_URL")]
     pub nats_url: String,
     /// Address of the processor's /health and /ready.
     #[arg(long, env = "GALLERY_HEALTH_LISTEN", default_value = "127.0.0.1:8081")]
     pub health_listen: SocketAddr,
-    #[arg(long, env = "GALLERY_CONCURRENCY")]
-    pub concurrency: Option<usize>,
+    #[command(flatten)]
+    pub processing: ProcessingArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -168,6 +218,8 @@ pub struct RebuildArgs {
     /// Without it, the local nats-server under the data dir is started, as `up` does.
     #[arg(long, env = "GALLERY_NATS_URL")]
     pub nats_url: Option<String>,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -191,43 +243,99 @@ impl HttpArgs {
 
 fn base_config(
     common: &Common,
-    http: &HttpArgs,
     nats_url: Option<String>,
     roles: Roles,
 ) -> anyhow::Result<AppConfig> {
-    Ok(AppConfig {
-        data_dir: common.data_dir.clone(),
-        nats_url,
-        listen: http.listen,
-        public_url: Some(http.public_url()),
-        secret: http.secret.clone(),
-        roles,
-        max_upload_bytes: common.max_upload_bytes,
-        max_pixels: common.max_pixels,
-        max_side: common.max_side,
-        upload_link_ttl: Duration::from_secs(http.upload_link_ttl),
-        download_link_ttl: Duration::from_secs(http.download_link_ttl),
-        upload_grace: Duration::from_secs(http.upload_grace),
-        concurrency: None,
-        s3: common.s3.clone().into_config()?,
-    })
+    let mut cfg = AppConfig::local(common.data_dir.clone());
+    cfg.nats_url = nats_url;
+    cfg.roles = roles;
+    cfg.max_upload_bytes = common.max_upload_bytes;
+    cfg.max_pixels = common.max_pixels;
+    cfg.max_side = common.max_side;
+    cfg.s3 = common.s3.clone().into_config()?;
+    Ok(cfg)
+}
+
+impl HttpArgs {
+    fn apply(&self, cfg: &mut AppConfig) {
+        cfg.listen = self.listen;
+        cfg.public_url = Some(self.public_url());
+        cfg.secret = self.secret.clone();
+        cfg.upload_link_ttl = Duration::from_secs(self.upload_link_ttl);
+        cfg.download_link_ttl = Duration::from_secs(self.download_link_ttl);
+        cfg.upload_grace = Duration::from_secs(self.upload_grace);
+    }
+}
+
+impl ProcessingArgs {
+    fn apply(&self, cfg: &mut AppConfig) {
+        cfg.concurrency = self.concurrency;
+        cfg.retry_budget = self.retry_budget;
+        cfg.shutdown_grace = self.shutdown_grace;
+    }
 }
 
 impl UpArgs {
     pub fn into_config(self) -> anyhow::Result<AppConfig> {
-        let mut cfg = base_config(&self.common, &self.http, self.nats_url.clone(), Roles::All)?;
-        cfg.concurrency = self.concurrency;
+        let mut cfg = base_config(&self.common, self.nats_url.clone(), Roles::All)?;
+        self.http.apply(&mut cfg);
+        self.processing.apply(&mut cfg);
+        cfg.stream_replicas = self.topology.stream_replicas;
         Ok(cfg)
     }
 }
 
 impl ApiArgs {
     pub fn into_config(self) -> anyhow::Result<AppConfig> {
-        base_config(
-            &self.common,
-            &self.http,
-            Some(self.nats_url.clone()),
-            Roles::Api,
-        )
+        let mut cfg = base_config(&self.common, Some(self.nats_url.clone()), Roles::Api)?;
+        self.http.apply(&mut cfg);
+        cfg.stream_replicas = self.topology.stream_replicas;
+        cfg.shutdown_grace = DEFAULT_SHUTDOWN_GRACE;
+        Ok(cfg)
+    }
+}
+
+impl ProcessorArgs {
+    pub fn into_config(self) -> anyhow::Result<AppConfig> {
+        let mut cfg = base_config(&self.common, Some(self.nats_url.clone()), Roles::Processor)?;
+        cfg.listen = self.health_listen;
+        self.processing.apply(&mut cfg);
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(duration("soon").is_err());
+    }
+
+    #[test]
+    fn every_run_mode_parses_its_environment_names() {
+        let cli = Cli::try_parse_from([
+            "gallery",
+            "processor",
+            "--nats-url",
+            "nats://a:4222,nats://b:4222",
+            "--retry-budget",
+            "2m",
+            "--s3-timeout",
+            "5s",
+        ])
+        .unwrap();
+        let Command::Processor(args) = cli.command else {
+            panic!("processor")
+        };
+        let cfg = args.into_config().unwrap();
+        assert_eq!(cfg.retry_budget, Duration::from_secs(120));
+        assert_eq!(cfg.roles, Roles::Processor);
+        assert_eq!(cfg.nats_url.as_deref(), Some("nats://a:4222,nats://b:4222"));
     }
 }

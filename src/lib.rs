@@ -1,9 +1,13 @@
 //! The `gallery` binary's library: configuration, and the composition of api, projector and
-//! processor into the run modes of DESIGN §8. `main.rs` only parses the command line and calls
+//! processor into the run modes of docs/ARCHITECTURE.md §10. `main.rs` only parses the command line and calls
 //! in here, so tests start the whole stack in-process with [`app::start`].
 
 pub mod app;
 pub mod bench;
 pub mod cli;
+pub mod config;
+pub mod readmodel;
 pub mod secret;
+pub mod storage;
+pub mod supervise;
 pub mod telemetry;

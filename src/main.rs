@@ -49,7 +49,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => gallery::app::run_until_signal(args.into_config()?).await,
         Command::Api(args) => gallery::app::run_until_signal(args.into_config()?).await,
-        Command::Processor(args) => gallery::app::run_processor_until_signal(args).await,
+        Command::Processor(args) => gallery::app::run_until_signal(args.into_config()?).await,
         Command::Rebuild(args) => gallery::app::rebuild(args).await,
         Command::Bench(args) => gallery::bench::run(args),
     }

@@ -48,7 +48,7 @@ pub fn manifest(dir: &Path) -> Vec<Row> {
         .collect()
 }
 
-/// The stable code (DESIGN §5) each `reject` file must end with when it is processed.
+/// The stable code (docs/ARCHITECTURE.md §6) each `reject` file must end with when it is processed.
 pub fn reject_code(file: &str) -> &'static str {
     match file {
         "bad/random_bytes.jpg" | "bad/text_file.jpg" => "unsupported_format",

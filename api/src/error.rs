@@ -17,6 +17,9 @@ pub struct ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// `Retry-After` of a 503 (NATS or storage briefly unavailable), in seconds.
+pub const RETRY_AFTER_SECS: &str = "1";
+
 /// The HTTP status for each code.
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
@@ -84,7 +87,15 @@ impl From<gallery_schema::IdError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code.as_str(), "message": self.message } });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // A NATS leader election or a storage blip: worth retrying in a moment.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 
@@ -100,5 +111,12 @@ mod tests {
             assert_eq!(status.is_server_error(), ours, "{code}");
             assert!(status.is_client_error() || status.is_server_error());
         }
+    }
+
+    #[test]
+    fn unavailable_says_when_to_retry() {
+        let response = ApiError::unavailable("recording", "no responders").into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], RETRY_AFTER_SECS);
     }
 }

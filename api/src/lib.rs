@@ -5,6 +5,7 @@
 
 pub mod content_type;
 pub mod error;
+pub mod readiness;
 pub mod routes;
 pub mod signing;
 pub mod sigv4;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use readiness::{Readiness, RoleBoard, RoleState, health_router};
 pub use state::{ApiConfig, AppState};
 
 pub fn router(state: AppState) -> Router {

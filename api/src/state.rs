@@ -58,13 +58,13 @@ impl ApiConfig {
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
-    pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) log: EventLog,
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) projector: ProjectorHandle,
     pub(crate) signer: Signer,
     pub(crate) config: ApiConfig,
+    pub(crate) readiness: Arc<crate::readiness::Readiness>,
 }
 
 impl AppState {
@@ -74,12 +74,21 @@ impl AppState {
         projector: ProjectorHandle,
         secret: &[u8],
         config: ApiConfig,
+        roles: crate::readiness::RoleBoard,
     ) -> Self {
         let js = jetstream::new(client.clone());
+        let readiness = Arc::new(crate::readiness::Readiness {
+            client: client.clone(),
+            js: js.clone(),
+            store: store.clone(),
+            projector: Some(projector.clone()),
+            roles,
+            max_lag: config.ready_max_lag,
+        });
         Self(Arc::new(Inner {
+            readiness,
             log: EventLog::new(js.clone()),
             js,
-            client,
             store,
             projector,
             signer: Signer::new(secret),

@@ -1,4 +1,4 @@
-//! JSON shapes of DESIGN §5: the image record as clients see it and the WebSocket message.
+//! JSON shapes of docs/ARCHITECTURE.md §6: the image record as clients see it and the WebSocket message.
 //! Version URLs are signed download links minted at read time.
 
 use chrono::{DateTime, Utc};

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use gallery_nats::{AppendError, EventLog, Guard, topology};
 use gallery_schema::event::Failure;
 use gallery_schema::sniff::{SNIFF_LEN, known_unsupported, sniff_image, unsupported_message};
-use gallery_schema::{ErrorCode, Event, EventBody, Uploaded};
+use gallery_schema::{ErrorCode, Event, EventBody, Uploaded, subjects};
 use object_store::{ObjectStore, path::Path as ObjectPath};
 use tokio_util::sync::CancellationToken;
 
@@ -158,9 +158,12 @@ pub async fn run(
     store: Arc<dyn ObjectStore>,
     cfg: WatcherConfig,
     shutdown: CancellationToken,
+    running: impl FnOnce(),
 ) -> Result<(), gallery_nats::TopologyError> {
-    let stream = topology::ensure_stream(&js).await?;
-    let consumer = topology::ensure_upload_watcher_consumer(&stream).await?;
+    // Declared with the rest of the topology at start (docs/ARCHITECTURE.md §4).
+    let consumer =
+        topology::wait_for_consumer(&js, subjects::UPLOAD_WATCHER_CONSUMER, &shutdown).await?;
+    running();
     let log = EventLog::new(js.clone());
     loop {
         let messages = tokio::select! {

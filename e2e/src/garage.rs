@@ -19,6 +19,8 @@ use gallery::app::S3Config;
 pub struct S3Server {
     pub config: S3Config,
     child: Option<Child>,
+    /// The binary and config of a Garage we started, to start it again (outage tests).
+    relaunch: Option<(PathBuf, PathBuf)>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -66,8 +68,11 @@ impl S3Server {
                     access_key_id: env("AWS_ACCESS_KEY_ID")?,
                     secret_access_key: env("AWS_SECRET_ACCESS_KEY")?,
                     allow_http: endpoint.starts_with("http://"),
+                    timeout: Duration::from_secs(30),
+                    retry_timeout: Duration::from_secs(60),
                 },
                 child: None,
+                relaunch: None,
                 _dir: None,
             });
         }
@@ -94,16 +99,7 @@ impl S3Server {
                 data = dir.path().join("data"),
             ),
         )?;
-        let log = std::fs::File::create(dir.path().join("garage.log"))?;
-        let child = Command::new(&binary)
-            .arg("-c")
-            .arg(&conf)
-            .arg("server")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+        let child = spawn_garage(&binary, &conf)?;
         let mut server = Self {
             config: S3Config {
                 bucket: "gallery".into(),
@@ -113,8 +109,11 @@ impl S3Server {
                 access_key_id: String::new(),
                 secret_access_key: String::new(),
                 allow_http: true,
+                timeout: Duration::from_secs(30),
+                retry_timeout: Duration::from_secs(60),
             },
             child: Some(child),
+            relaunch: Some((binary.clone(), conf.clone())),
             _dir: None,
         };
         let cli = |args: &[&str]| -> anyhow::Result<String> {
@@ -162,6 +161,59 @@ impl S3Server {
         ])?;
         server._dir = Some(dir);
         Ok(server)
+    }
+}
+
+fn spawn_garage(binary: &Path, conf: &Path) -> anyhow::Result<Child> {
+    let log_path = conf.with_file_name("garage.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)?;
+    Ok(Command::new(binary)
+        .arg("-c")
+        .arg(conf)
+        .arg("server")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
+}
+
+impl S3Server {
+    /// Kills the server (an outage with refused connections).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed server again on the same ports and data, and waits until it serves S3.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let (binary, conf) = self.relaunch.clone().context("not a Garage we started")?;
+        self.child = Some(spawn_garage(&binary, &conf)?);
+        let endpoint = self.config.endpoint.clone().context("endpoint")?;
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        // Any HTTP answer (403 without credentials) means the S3 api is back.
+        while http.get(&endpoint).send().await.is_err() {
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("garage did not come back");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections hang instead of failing.
+    pub fn freeze(&self, frozen: bool) -> anyhow::Result<()> {
+        let pid = self.child.as_ref().context("not running")?.id().to_string();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &pid]).status()?;
+        anyhow::ensure!(status.success(), "kill {signal} {pid}");
+        Ok(())
     }
 }
 

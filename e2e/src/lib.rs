@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod garage;
+pub mod procs;
 
 pub const WAIT: Duration = Duration::from_secs(60);
 

@@ -1,7 +1,7 @@
 //! Every file of the MANIFEST uploaded through the running service (local mode: a real
 //! nats-server, the API, the processor and the projector), as a client would: ask for a link,
 //! upload, wait for the image to settle. `ok` files end in `done` with four versions of exactly
-//! the fitted size (DESIGN §3) that download and decode at that size; `reject` files are refused,
+//! the fitted size (docs/ARCHITECTURE.md §7) that download and decode at that size; `reject` files are refused,
 //! at upload or with the right stable code in `error`; `ok-or-reject` files do one or the other
 //! with a message; and the processor keeps serving throughout. The set is the shared developer
 //! set when `GALLERY_TESTDATA` names it, else the subset committed in `testdata/`.

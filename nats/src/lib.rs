@@ -12,17 +12,36 @@ pub mod topology;
 
 pub use append::{AppendError, Appended, EventLog, Guard};
 pub use read::{ReadError, StoredEvent};
-pub use server::{NatsServer, ServerError, find_nats_server};
-pub use topology::{ProcessorConsumerConfig, TopologyError};
+pub use server::{NatsCluster, NatsServer, ServerError, find_nats_server};
+pub use topology::{ProcessorConsumerConfig, Replicas, TopologyError};
 
 use std::time::Duration;
 
-/// Connects to NATS with retries, for up to `wait`: a freshly started server (or one that is
-/// restarting) is not refused as down.
+/// The servers of a NATS URL list: `nats://a:4222,nats://b:4222` (the NATS convention for
+/// seed URLs; async-nats would read the whole string as one URL). Blanks are ignored.
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, std::io::Error> {
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::parse)
+        .collect::<Result<Vec<async_nats::ServerAddr>, _>>()?;
+    if addrs.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no NATS server URL given",
+        ));
+    }
+    Ok(addrs)
+}
+
+/// Connects to NATS (one URL or a comma-separated list of a cluster's servers) with retries,
+/// for up to `wait`: a freshly started server (or one that is restarting) is not refused as down.
 pub async fn connect(
-    url: &str,
+    urls: &str,
     wait: Duration,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let addrs = server_addrs(urls).map_err(async_nats::ConnectError::from)?;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let attempt = async_nats::ConnectOptions::new()
@@ -30,7 +49,7 @@ pub async fn connect(
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
             .max_reconnects(None)
-            .connect(url);
+            .connect(addrs.clone());
         // retry_on_initial_connect returns at once and connects in the background; we want to
         // know the server is up, so wait for the first flush.
         match attempt.await {
@@ -51,5 +70,17 @@ pub async fn connect(
             Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_url_list_is_split_into_servers() {
+        let addrs = super::server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,,").unwrap();
+        assert_eq!(addrs.len(), 2);
+        assert_eq!(addrs[1].port(), 4223);
+        assert!(super::server_addrs(" , ").is_err());
+        assert!(super::server_addrs("nats://a:1,bad url with spaces").is_err());
     }
 }

@@ -28,6 +28,14 @@ pub enum ReadError {
     /// A message in the stream is not a valid event; carries its sequence so readers can skip it.
     #[error("undecodable event at seq {seq}: {source}")]
     Decode { seq: u64, source: DecodeError },
+    /// An event of a kind this build doesn't know, on a subject of ours: written by a newer
+    /// version. Readers that fold must stop here rather than skip it (docs/ARCHITECTURE.md §2).
+    #[error("event at seq {seq} is of kind {kind:?}, unknown to this version: {source}")]
+    UnknownKind {
+        seq: u64,
+        kind: String,
+        source: DecodeError,
+    },
     #[error("timed out reading the log")]
     Timeout,
 }
@@ -47,8 +55,36 @@ fn to_stored(msg: &jetstream::Message) -> Result<StoredEvent, ReadError> {
         .info()
         .map_err(|e| ReadError::Messages(e.to_string()))?
         .stream_sequence;
-    let event = Event::decode(&msg.payload).map_err(|source| ReadError::Decode { seq, source })?;
+    let event = Event::decode(&msg.payload).map_err(|source| {
+        match unknown_kind(&msg.subject, &source) {
+            Some(kind) => ReadError::UnknownKind { seq, kind, source },
+            None => ReadError::Decode { seq, source },
+        }
+    })?;
     Ok(StoredEvent { seq, event })
+}
+
+/// The kind token of `images.<p>.<i>.<kind>` when the payload failed to decode because this
+/// build doesn't know it: the subject's kind is not ours and the envelope had no kind we know
+/// (protobuf skips an unknown `oneof` variant), or a version name is new.
+pub fn unknown_kind(subject: &str, err: &DecodeError) -> Option<String> {
+    let mut parts = subject.split('.');
+    let (Some("images"), Some(_), Some(_), Some(kind), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    match err {
+        DecodeError::MissingKind if gallery_schema::EventKind::parse(kind).is_none() => {
+            Some(kind.to_owned())
+        }
+        DecodeError::UnknownVersion(_) => Some(kind.to_owned()),
+        _ => None,
+    }
 }
 
 /// Every event matching `filter` from `start_seq` (inclusive) to the end of the stream as of
@@ -67,6 +103,15 @@ pub async fn read_until_now(
                 Ok(stored) => out.push(stored),
                 Err(ReadError::Decode { seq, source }) => {
                     tracing::warn!(seq, %source, "skipping undecodable event");
+                }
+                // A newer version's event in one image's history: what this build knows of the
+                // image is still right; the projector is what must not skip it.
+                Err(ReadError::UnknownKind { seq, kind, .. }) => {
+                    tracing::warn!(
+                        seq,
+                        kind,
+                        "skipping an event of a kind unknown to this version"
+                    );
                 }
                 Err(other) => return Err(other),
             }
@@ -135,4 +180,34 @@ pub async fn follow(
     Ok(messages
         .map_err(|e| ReadError::Messages(e.to_string()))
         .map(|msg| msg.and_then(|m| to_stored(&m))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_kind_is_told_apart_from_a_damaged_event() {
+        let s = "images.p.019a0000-0000-7000-8000-000000000001";
+        assert_eq!(
+            unknown_kind(&format!("{s}.deleted"), &DecodeError::MissingKind),
+            Some("deleted".to_owned())
+        );
+        // A known kind with no body is damage, not a newer version.
+        assert_eq!(
+            unknown_kind(&format!("{s}.uploaded"), &DecodeError::MissingKind),
+            None
+        );
+        assert_eq!(
+            unknown_kind(
+                &format!("{s}.version_rendered"),
+                &DecodeError::UnknownVersion("d4000".into())
+            ),
+            Some("version_rendered".to_owned())
+        );
+        assert_eq!(
+            unknown_kind("other.subject", &DecodeError::MissingKind),
+            None
+        );
+    }
 }

@@ -58,6 +58,9 @@ fn free_port() -> std::io::Result<u16> {
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    dir: PathBuf,
+    /// The config's text, kept so [`NatsServer::restart`] starts the same server again.
+    config: String,
     log_path: PathBuf,
     // Keeps a temporary store alive for the server's lifetime (tests).
     _temp: Option<tempfile::TempDir>,
@@ -93,18 +96,34 @@ impl NatsServer {
     async fn spawn(binary: &Path, dir: &Path) -> Result<Self, ServerError> {
         let port = free_port()?;
         let store = dir.join("jetstream");
-        let conf = dir.join("nats-server.conf");
-        let log_path = dir.join("nats-server.log");
-        std::fs::write(
-            &conf,
-            format!(
-                "# written by gallery on every start\n\
-                 listen: \"127.0.0.1:{port}\"\n\
-                 server_name: \"gallery-embedded\"\n\
-                 jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n"
-            ),
-        )?;
-        let log = std::fs::File::create(&log_path)?;
+        let config = format!(
+            "# written by gallery on every start\n\
+             listen: \"127.0.0.1:{port}\"\n\
+             server_name: \"gallery-embedded\"\n\
+             jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n"
+        );
+        let mut server = Self::with_config(dir, port, config);
+        server.launch(binary)?;
+        server.wait_ready(Duration::from_secs(15)).await?;
+        Ok(server)
+    }
+
+    fn with_config(dir: &Path, port: u16, config: String) -> Self {
+        Self {
+            child: None,
+            port,
+            dir: dir.to_owned(),
+            config,
+            log_path: dir.join("nats-server.log"),
+            _temp: None,
+        }
+    }
+
+    fn launch(&mut self, binary: &Path) -> Result<(), ServerError> {
+        let conf = self.dir.join("nats-server.conf");
+        std::fs::write(&conf, &self.config)?;
+        // A fresh log per start: "Server is ready" must come from this one.
+        let log = std::fs::File::create(&self.log_path)?;
         let child = Command::new(binary)
             .arg("-c")
             .arg(&conf)
@@ -112,15 +131,22 @@ impl NatsServer {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
-        std::fs::write(dir.join("nats-server.pid"), child.id().to_string())?;
-        let mut server = Self {
-            child: Some(child),
-            port,
-            log_path,
-            _temp: None,
-        };
-        server.wait_ready(Duration::from_secs(15)).await?;
-        Ok(server)
+        std::fs::write(self.dir.join("nats-server.pid"), child.id().to_string())?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Starts the server again on the same port and store, after [`stop`](Self::stop) or
+    /// [`kill`](Self::kill) (fault-injection tests).
+    pub async fn restart(&mut self) -> Result<(), ServerError> {
+        self.stop();
+        self.launch(&find_nats_server()?)?;
+        self.wait_ready(Duration::from_secs(30)).await
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     async fn wait_ready(&mut self, limit: Duration) -> Result<(), ServerError> {
@@ -137,7 +163,9 @@ impl NatsServer {
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                 .await
                 .is_ok()
-                && self.log_tail().contains("Server is ready")
+                && std::fs::read_to_string(&self.log_path)
+                    .unwrap_or_default()
+                    .contains("Server is ready")
             {
                 return Ok(());
             }
@@ -176,6 +204,67 @@ impl NatsServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A JetStream cluster of nats-servers on loopback, each with its own store (tests of
+/// failover). Every node has a client port, a cluster (route) port and a monitoring port whose
+/// `/jsz` tells the stream's leader.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+    pub monitor_ports: Vec<u16>,
+    _temp: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    pub async fn start(size: usize) -> Result<Self, ServerError> {
+        let binary = find_nats_server()?;
+        let temp = tempfile::Builder::new()
+            .prefix("gallery-nats-cluster-")
+            .tempdir()?;
+        let mut ports = Vec::new();
+        for _ in 0..size {
+            ports.push((free_port()?, free_port()?, free_port()?));
+        }
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, route, _)| format!("\"nats://127.0.0.1:{route}\""))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (client, route, http)) in ports.iter().enumerate() {
+            let dir = temp.path().join(format!("n{}", i + 1));
+            std::fs::create_dir_all(&dir)?;
+            let store = dir.join("jetstream");
+            let config = format!(
+                "listen: \"127.0.0.1:{client}\"\n\
+                 http: \"127.0.0.1:{http}\"\n\
+                 server_name: \"n{n}\"\n\
+                 jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n\
+                 cluster {{\n  name: gallery\n  listen: \"127.0.0.1:{route}\"\n  routes: [{routes}]\n}}\n",
+                n = i + 1,
+                routes = routes.join(", "),
+            );
+            let mut node = NatsServer::with_config(&dir, *client, config);
+            node.launch(&binary)?;
+            nodes.push(node);
+        }
+        for node in &mut nodes {
+            node.wait_ready(Duration::from_secs(30)).await?;
+        }
+        Ok(Self {
+            nodes,
+            monitor_ports: ports.iter().map(|p| p.2).collect(),
+            _temp: temp,
+        })
+    }
+
+    /// Every node's client URL, comma-separated (the form `GALLERY_NATS_URL` takes).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

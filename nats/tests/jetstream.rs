@@ -26,8 +26,8 @@ async fn appends_are_idempotent_guarded_and_readable() {
         .unwrap();
     let js = async_nats::jetstream::new(client);
     // Declaring twice is harmless.
-    let stream = topology::ensure_stream(&js).await.unwrap();
-    topology::ensure_stream(&js).await.unwrap();
+    let stream = topology::ensure_stream(&js, 1).await.unwrap();
+    topology::ensure_stream(&js, 1).await.unwrap();
     topology::ensure_processor_consumer(&stream, &Default::default())
         .await
         .unwrap();
@@ -112,7 +112,7 @@ async fn events_survive_a_server_restart_on_the_same_store() {
             .await
             .unwrap();
         let js = async_nats::jetstream::new(client);
-        topology::ensure_stream(&js).await.unwrap();
+        topology::ensure_stream(&js, 1).await.unwrap();
         EventLog::new(js)
             .append(&uploaded(&p, i, 1), Guard::None)
             .await
@@ -123,7 +123,7 @@ async fn events_survive_a_server_restart_on_the_same_store() {
         .await
         .unwrap();
     let js = async_nats::jetstream::new(client);
-    topology::ensure_stream(&js).await.unwrap();
+    topology::ensure_stream(&js, 1).await.unwrap();
     let history = read::read_until_now(
         &js,
         subjects::image_filter(&p, &i),

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use gallery_nats::{AppendError, EventLog, Guard};
 use gallery_schema::event::Failure;
 use gallery_schema::{ErrorCode, Event, EventBody, ImageId, ProjectId, VersionRendered};
@@ -91,10 +93,23 @@ fn permanent(code: ErrorCode, message: impl Into<String>) -> JobOutcome {
     }
 }
 
+/// How one attempt went, and when the generation's first attempt started (`None` when the log
+/// could not be read or written: nothing is known, nothing can be recorded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub outcome: JobOutcome,
+    pub first_started_at: Option<DateTime<Utc>>,
+}
+
 /// Runs the job; `attempt` is the delivery count, recorded in `processing_started`.
-pub async fn process(ctx: &JobContext, t: &Trigger, attempt: u32) -> JobOutcome {
-    match process_inner(ctx, t, attempt).await {
+pub async fn process(ctx: &JobContext, t: &Trigger, attempt: u32) -> Attempt {
+    let mut first_started_at = None;
+    let outcome = match process_inner(ctx, t, attempt, &mut first_started_at).await {
         Ok(outcome) | Err(outcome) => outcome,
+    };
+    Attempt {
+        outcome,
+        first_started_at,
     }
 }
 
@@ -102,11 +117,13 @@ async fn process_inner(
     ctx: &JobContext,
     t: &Trigger,
     attempt: u32,
+    first_started_at: &mut Option<DateTime<Utc>>,
 ) -> Result<JobOutcome, JobOutcome> {
     let h = history(ctx, t).await?;
     if h.settled(t.generation) {
         return Ok(JobOutcome::AlreadySettled);
     }
+    *first_started_at = h.started_at(t.generation);
     let (Some(key), Some(etag)) = (h.original_key.clone(), h.etag.clone()) else {
         return Err(permanent(
             ErrorCode::Internal,
@@ -116,16 +133,17 @@ async fn process_inner(
     let event = |body| Event::new(t.project.clone(), t.image, body);
     let mut last = h.last_seq;
     if !h.started(t.generation) {
-        let started = EventBody::ProcessingStarted {
+        let started = event(EventBody::ProcessingStarted {
             attempt,
             generation: t.generation,
-        };
+        });
         last = ctx
             .log
-            .append(&event(started), Guard::LastImageSeq(last))
+            .append(&started, Guard::LastImageSeq(last))
             .await
             .map_err(append_outcome)?
             .seq;
+        *first_started_at = Some(started.at);
     }
 
     let bytes = fetch_original(ctx, &key, &etag).await?;
@@ -254,6 +272,7 @@ pub async fn record_failure(
     t: &Trigger,
     code: ErrorCode,
     message: &str,
+    retryable: bool,
 ) -> Result<(), JobOutcome> {
     for _ in 0..5 {
         let h = history(ctx, t).await?;
@@ -266,7 +285,7 @@ pub async fn record_failure(
             EventBody::Failed(Failure {
                 code,
                 message: message.to_owned(),
-                retryable: false,
+                retryable,
                 generation: t.generation,
             }),
         );

@@ -1,9 +1,10 @@
 //! Pure decisions of the processor: what an image's history says is left to do for a
 //! generation ([`ImageHistory`]), and how to acknowledge a job's outcome ([`decide`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use gallery_nats::StoredEvent;
 use gallery_schema::{ErrorCode, EventBody, VersionName};
 
@@ -19,7 +20,8 @@ pub struct ImageHistory {
     /// ETag of the original as uploaded: we read exactly that object.
     pub etag: Option<String>,
     pub size: Option<u64>,
-    started: BTreeSet<u32>,
+    /// When each generation's first attempt started (the failure budget counts from it).
+    started: BTreeMap<u32, DateTime<Utc>>,
     rendered: BTreeSet<(u32, VersionName)>,
     outcome: BTreeSet<u32>,
 }
@@ -43,7 +45,7 @@ impl ImageHistory {
                     h.generation = h.generation.max(*generation);
                 }
                 EventBody::ProcessingStarted { generation, .. } => {
-                    h.started.insert(*generation);
+                    h.started.entry(*generation).or_insert(stored.event.at);
                 }
                 EventBody::VersionRendered(v) => {
                     h.rendered.insert((v.generation, v.version));
@@ -60,7 +62,12 @@ impl ImageHistory {
     }
 
     pub fn started(&self, generation: u32) -> bool {
-        self.started.contains(&generation)
+        self.started.contains_key(&generation)
+    }
+
+    /// When the generation's first attempt started, if one did.
+    pub fn started_at(&self, generation: u32) -> Option<DateTime<Utc>> {
+        self.started.get(&generation).copied()
     }
 
     pub fn rendered(&self, generation: u32, version: VersionName) -> bool {
@@ -93,42 +100,86 @@ pub enum AckDecision {
     Ack,
     /// Redeliver after the delay.
     Nak(Duration),
-    /// Append `failed` with this code, then stop redelivery (`Term`).
+    /// Append `failed` with this code, then stop redelivery (`Term`). `retryable` says whether
+    /// an operator's re-drive may succeed (an outage that outlasted the budget) or not (the
+    /// image itself is the problem).
     FailAndTerm {
         code: ErrorCode,
         message: String,
+        retryable: bool,
     },
 }
 
+/// The failure policy's settings (docs/ARCHITECTURE.md §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// How long transient failures of one generation are retried, from its first attempt
+    /// (`GALLERY_RETRY_BUDGET`, default 24 h). Never counted in attempts: a storage client gives
+    /// up on a refused connection within seconds, so attempts run out inside any real outage.
+    pub budget: Duration,
+    /// The first retry's delay; each later one doubles, up to `max_delay`.
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            budget: Duration::from_secs(24 * 60 * 60),
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// 1 s, 2 s, 4 s, ... capped at `max_delay`; `delivered` counts this delivery (1 on the first).
+    pub fn backoff(&self, delivered: i64) -> Duration {
+        let exp = delivered.clamp(1, 31) as u32 - 1;
+        self.first_delay
+            .saturating_mul(1u32 << exp.min(20))
+            .min(self.max_delay)
+    }
+}
+
 /// The one place that decides a delivery's acknowledgement. `delivered` counts this delivery
-/// (1 on the first), `max_deliver` is the consumer's limit.
-pub fn decide(outcome: &JobOutcome, delivered: i64, max_deliver: i64) -> AckDecision {
-    let last_attempt = max_deliver > 0 && delivered >= max_deliver;
+/// (1 on the first); `elapsed` is how long ago this generation's first attempt started.
+///
+/// - done, or nothing left to do: ack;
+/// - a problem with the image itself: `failed`, not retryable;
+/// - transient (storage or NATS unavailable, timeouts) or a concurrent writer: retry with
+///   capped exponential backoff while the budget lasts, then `failed: retries_exhausted`,
+///   retryable, so an operator's `gallery redrive` can take it up again.
+pub fn decide(
+    outcome: &JobOutcome,
+    delivered: i64,
+    elapsed: Duration,
+    policy: &RetryPolicy,
+) -> AckDecision {
     match outcome {
         JobOutcome::Completed | JobOutcome::AlreadySettled => AckDecision::Ack,
         JobOutcome::Permanent { code, message } => AckDecision::FailAndTerm {
             code: *code,
             message: message.clone(),
+            retryable: false,
         },
-        JobOutcome::Transient { .. } | JobOutcome::Conflict if last_attempt => {
+        JobOutcome::Transient { .. } | JobOutcome::Conflict if elapsed >= policy.budget => {
             let reason = match outcome {
                 JobOutcome::Transient { message } => message.as_str(),
                 _ => "the image kept changing while being processed",
             };
             AckDecision::FailAndTerm {
                 code: ErrorCode::RetriesExhausted,
-                message: format!("gave up after {delivered} attempts: {reason}"),
+                message: format!(
+                    "gave up after {delivered} attempts in {}s: {reason}",
+                    elapsed.as_secs()
+                ),
+                retryable: true,
             }
         }
-        JobOutcome::Transient { .. } => AckDecision::Nak(backoff(delivered)),
+        JobOutcome::Transient { .. } => AckDecision::Nak(policy.backoff(delivered)),
         JobOutcome::Conflict => AckDecision::Nak(Duration::from_millis(100)),
     }
-}
-
-/// 1 s, 2 s, 4 s, ... capped at one minute.
-pub fn backoff(delivered: i64) -> Duration {
-    let exp = delivered.clamp(1, 7) as u32 - 1;
-    Duration::from_secs(1u64 << exp).min(Duration::from_secs(60))
 }
 
 #[cfg(test)]
@@ -185,28 +236,29 @@ mod tests {
 
     #[test]
     fn acks_follow_the_outcome() {
+        let policy = RetryPolicy::default();
+        let hour = Duration::from_secs(3600);
         let transient = JobOutcome::Transient {
             message: "s3 down".into(),
         };
-        assert_eq!(decide(&JobOutcome::Completed, 1, 5), AckDecision::Ack);
-        assert_eq!(decide(&JobOutcome::AlreadySettled, 3, 5), AckDecision::Ack);
         assert_eq!(
-            decide(&transient, 1, 5),
+            decide(&JobOutcome::Completed, 1, hour, &policy),
+            AckDecision::Ack
+        );
+        assert_eq!(
+            decide(&JobOutcome::AlreadySettled, 3, hour, &policy),
+            AckDecision::Ack
+        );
+        assert_eq!(
+            decide(&transient, 1, Duration::ZERO, &policy),
             AckDecision::Nak(Duration::from_secs(1))
         );
         assert_eq!(
-            decide(&transient, 3, 5),
+            decide(&transient, 3, hour, &policy),
             AckDecision::Nak(Duration::from_secs(4))
         );
-        assert!(matches!(
-            decide(&transient, 5, 5),
-            AckDecision::FailAndTerm {
-                code: ErrorCode::RetriesExhausted,
-                ..
-            }
-        ));
         assert_eq!(
-            decide(&JobOutcome::Conflict, 1, 5),
+            decide(&JobOutcome::Conflict, 1, hour, &policy),
             AckDecision::Nak(Duration::from_millis(100))
         );
         let corrupt = JobOutcome::Permanent {
@@ -215,12 +267,59 @@ mod tests {
         };
         // Permanent failures never retry, whatever the attempt.
         assert_eq!(
-            decide(&corrupt, 1, 5),
+            decide(&corrupt, 1, Duration::ZERO, &policy),
             AckDecision::FailAndTerm {
                 code: ErrorCode::CorruptImage,
-                message: "x".into()
+                message: "x".into(),
+                retryable: false,
             }
         );
-        assert_eq!(backoff(100), Duration::from_secs(60));
+        assert_eq!(policy.backoff(100), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn transient_failures_are_budgeted_in_time_not_attempts() {
+        let policy = RetryPolicy {
+            budget: Duration::from_secs(600),
+            ..RetryPolicy::default()
+        };
+        let down = JobOutcome::Transient {
+            message: "connection refused".into(),
+        };
+        // Many quick attempts inside the budget (a client that gives up in 2 s) still retry.
+        for delivered in 1..=1000 {
+            assert!(matches!(
+                decide(&down, delivered, Duration::from_secs(599), &policy),
+                AckDecision::Nak(_)
+            ));
+        }
+        // Past the budget: retries_exhausted, and retryable so it can be re-driven.
+        match decide(&down, 2, Duration::from_secs(600), &policy) {
+            AckDecision::FailAndTerm {
+                code, retryable, ..
+            } => {
+                assert_eq!(code, ErrorCode::RetriesExhausted);
+                assert!(retryable);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A writer that keeps conflicting is bounded by the same budget.
+        assert!(matches!(
+            decide(&JobOutcome::Conflict, 9, Duration::from_secs(601), &policy),
+            AckDecision::FailAndTerm {
+                code: ErrorCode::RetriesExhausted,
+                retryable: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let policy = RetryPolicy::default();
+        let delays: Vec<u64> = (1..=8).map(|d| policy.backoff(d).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(policy.backoff(i64::MAX), Duration::from_secs(60));
+        assert_eq!(policy.backoff(0), Duration::from_secs(1));
     }
 }

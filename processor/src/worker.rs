@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
 use gallery_nats::{EventLog, ProcessorConsumerConfig, topology};
 use gallery_schema::Event;
+use gallery_schema::subjects::PROCESSOR_CONSUMER;
 use object_store::ObjectStore;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::job::{self, JobContext, Trigger};
-use crate::plan::{AckDecision, backoff, decide};
+use crate::plan::{AckDecision, RetryPolicy, decide};
 use crate::render::Limits;
 
 #[derive(Debug, Clone)]
@@ -25,7 +26,10 @@ pub struct ProcessorConfig {
     pub cpu_concurrency: usize,
     /// Jobs in flight (renders plus storage and NATS I/O): twice the renders.
     pub job_concurrency: usize,
+    /// Only `ack_wait` matters here (the progress-ack period); the api role declares the
+    /// consumer with the same settings.
     pub consumer: ProcessorConsumerConfig,
+    pub retry: RetryPolicy,
     pub limits: Limits,
     pub max_upload_bytes: u64,
     /// How long in-flight jobs may run after shutdown is requested.
@@ -43,9 +47,10 @@ impl Default for ProcessorConfig {
             cpu_concurrency: cores,
             job_concurrency: cores * 2,
             consumer: ProcessorConsumerConfig::default(),
+            retry: RetryPolicy::default(),
             limits: Limits::default(),
             max_upload_bytes: 50_000_000,
-            shutdown_grace: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(7),
             typed_puts: false,
         }
     }
@@ -62,9 +67,11 @@ pub async fn run(
     store: Arc<dyn ObjectStore>,
     config: ProcessorConfig,
     shutdown: CancellationToken,
+    running: impl FnOnce(),
 ) -> Result<(), WorkerError> {
-    let stream = topology::ensure_stream(&js).await?;
-    let consumer = topology::ensure_processor_consumer(&stream, &config.consumer).await?;
+    // Declared by the api role; a processor only waits for it (it may lack the permission).
+    let consumer = topology::wait_for_consumer(&js, PROCESSOR_CONSUMER, &shutdown).await?;
+    running();
     let ctx = JobContext {
         log: EventLog::new(js),
         store,
@@ -75,6 +82,8 @@ pub async fn run(
     };
     let slots = Arc::new(Semaphore::new(config.job_concurrency.max(1)));
     let tracker = TaskTracker::new();
+    // Fires when in-flight jobs ran out of shutdown grace: they nak, to be redelivered at once.
+    let release = CancellationToken::new();
     tracing::info!(
         renders = config.cpu_concurrency,
         jobs = config.job_concurrency,
@@ -93,9 +102,10 @@ pub async fn run(
         let Some(msg) = msg else { continue };
         let ctx = ctx.clone();
         let ack_wait = config.consumer.ack_wait;
-        let max_deliver = config.consumer.max_deliver;
+        let retry = config.retry;
+        let release = release.clone();
         tracker.spawn(async move {
-            handle(&ctx, msg, ack_wait, max_deliver).await;
+            handle(&ctx, msg, ack_wait, &retry, &release).await;
             drop(permit);
         });
     }
@@ -104,7 +114,9 @@ pub async fn run(
         .await
         .is_err()
     {
-        tracing::warn!("in-flight jobs did not finish in time; they will be redelivered");
+        tracing::warn!("in-flight jobs did not finish in time; releasing them to other replicas");
+        release.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
     }
     Ok(())
 }
@@ -137,7 +149,13 @@ async fn next_message(
     }
 }
 
-async fn handle(ctx: &JobContext, msg: jetstream::Message, ack_wait: Duration, max_deliver: i64) {
+async fn handle(
+    ctx: &JobContext,
+    msg: jetstream::Message,
+    ack_wait: Duration,
+    retry: &RetryPolicy,
+    release: &CancellationToken,
+) {
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
     let trigger = Event::decode(&msg.payload)
         .ok()
@@ -159,28 +177,43 @@ async fn handle(ctx: &JobContext, msg: jetstream::Message, ack_wait: Duration, m
     tokio::pin!(job);
     let mut progress = tokio::time::interval(ack_wait / 3);
     progress.tick().await;
-    let outcome = loop {
+    let attempt = loop {
         tokio::select! {
-            outcome = &mut job => break outcome,
+            attempt = &mut job => break attempt,
+            _ = release.cancelled() => {
+                // Shutting down: not a failure, not a crash; another replica takes it now.
+                tracing::info!(parent: &span, "released on shutdown");
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                return;
+            }
             _ = progress.tick() => {
                 let _ = msg.ack_with(AckKind::Progress).await;
             }
         }
     };
-    let decision = decide(&outcome, delivered, max_deliver);
+    // Unknown start (the log was unreadable): the budget can't have begun.
+    let elapsed = attempt
+        .first_started_at
+        .and_then(|at| (chrono::Utc::now() - at).to_std().ok())
+        .unwrap_or_default();
+    let outcome = attempt.outcome;
+    let decision = decide(&outcome, delivered, elapsed, retry);
     tracing::info!(parent: &span, ?outcome, ?decision, "job finished");
     let ack = match decision {
         AckDecision::Ack => msg.ack().await,
         AckDecision::Nak(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
-        AckDecision::FailAndTerm { code, message } => {
-            match job::record_failure(ctx, &trigger, code, &message).await {
-                Ok(()) => msg.ack_with(AckKind::Term).await,
-                Err(err) => {
-                    tracing::warn!(parent: &span, ?err, "could not record the failure; retrying");
-                    msg.ack_with(AckKind::Nak(Some(backoff(delivered)))).await
-                }
+        AckDecision::FailAndTerm {
+            code,
+            message,
+            retryable,
+        } => match job::record_failure(ctx, &trigger, code, &message, retryable).await {
+            Ok(()) => msg.ack_with(AckKind::Term).await,
+            Err(err) => {
+                tracing::warn!(parent: &span, ?err, "could not record the failure; retrying");
+                msg.ack_with(AckKind::Nak(Some(retry.backoff(delivered))))
+                    .await
             }
-        }
+        },
     };
     if let Err(err) = ack {
         tracing::warn!(parent: &span, %err, "acknowledging; the delivery may be repeated");

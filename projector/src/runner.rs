@@ -1,6 +1,11 @@
 //! Runs the fold against the live log: catch up from the stored sequence with an ordered
 //! consumer, commit each event, then publish it to subscribers. Also `rebuild`, which replays
 //! the whole log into a fresh store and swaps it in.
+//!
+//! Two things are never skipped: an event of a kind this version doesn't know (a newer
+//! replica wrote it) halts the projector, with a log line and a red `/ready`, until a build
+//! that knows it takes over; and a record that can't be read back is re-folded from its
+//! image's history rather than stopping the projector for everyone.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +30,7 @@ const FANOUT_CAPACITY: usize = 4096;
 pub struct ProjectorHandle {
     pub store: Store,
     applied: watch::Receiver<u64>,
+    halted: watch::Receiver<Option<String>>,
     events: broadcast::Sender<Arc<StoredEvent>>,
 }
 
@@ -44,21 +50,29 @@ impl ProjectorHandle {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
         self.events.subscribe()
     }
+
+    /// Why the projector stopped applying events, if it did.
+    pub fn halted(&self) -> Option<String> {
+        self.halted.borrow().clone()
+    }
 }
 
 pub struct Projector {
     store: Store,
     applied: watch::Sender<u64>,
+    halted: watch::Sender<Option<String>>,
     events: broadcast::Sender<Arc<StoredEvent>>,
 }
 
 impl Projector {
     pub fn new(store: Store) -> Result<Self, StoreError> {
         let (applied, _) = watch::channel(store.last_seq()?);
+        let (halted, _) = watch::channel(None);
         let (events, _) = broadcast::channel(FANOUT_CAPACITY);
         Ok(Self {
             store,
             applied,
+            halted,
             events,
         })
     }
@@ -67,19 +81,32 @@ impl Projector {
         ProjectorHandle {
             store: self.store.clone(),
             applied: self.applied.subscribe(),
+            halted: self.halted.subscribe(),
             events: self.events.clone(),
         }
     }
 
     /// Follows the log until `shutdown`; reconnects from the stored sequence after errors.
-    pub async fn run(self, js: jetstream::Context, shutdown: CancellationToken) {
+    /// An event from a newer version halts it (until `shutdown`).
+    pub async fn run(&self, js: jetstream::Context, shutdown: CancellationToken) {
         loop {
             let result = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = self.follow_once(&js, &shutdown) => r,
             };
-            if let Err(err) = result {
-                tracing::warn!(%err, "projector lost the log; resuming in 1 s");
+            match result {
+                Err(err @ ProjectorError::NewerEvent { .. }) => {
+                    tracing::error!(
+                        %err,
+                        "projector halted: this version can't fold an event a newer version \
+                         wrote; upgrade this replica (nothing was skipped)"
+                    );
+                    self.halted.send_replace(Some(err.to_string()));
+                    shutdown.cancelled().await;
+                    break;
+                }
+                Err(err) => tracing::warn!(%err, "projector lost the log; resuming in 1 s"),
+                Ok(()) => {}
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -105,27 +132,71 @@ impl Projector {
             };
             match next {
                 None => return Err(ProjectorError::Ended),
-                Some(Ok(stored)) => self.apply_one(stored)?,
+                Some(Ok(stored)) => self.apply_one(js, stored).await?,
                 Some(Err(ReadError::Decode { seq, source })) => {
                     tracing::error!(seq, %source, "skipping an undecodable event");
                     self.store.commit(seq, None)?;
                     self.applied.send_replace(seq);
+                }
+                Some(Err(ReadError::UnknownKind { seq, kind, .. })) => {
+                    return Err(ProjectorError::NewerEvent { seq, kind });
                 }
                 Some(Err(err)) => return Err(err.into()),
             }
         }
     }
 
-    fn apply_one(&self, stored: StoredEvent) -> Result<(), StoreError> {
+    async fn apply_one(
+        &self,
+        js: &jetstream::Context,
+        stored: StoredEvent,
+    ) -> Result<(), ProjectorError> {
         if stored.seq <= self.store.last_seq()? {
             return Ok(()); // already applied (a reconnect re-delivered it)
         }
-        apply_to_store(&self.store, &stored)?;
+        match apply_to_store(&self.store, &stored) {
+            Ok(()) => {}
+            Err(StoreError::Corrupt(err)) => {
+                tracing::error!(
+                    image_id = %stored.event.image_id,
+                    %err,
+                    "a stored record can't be read; re-folding it from the image's history"
+                );
+                let record = refold(js, &stored).await?;
+                self.store.commit(stored.seq, record.as_ref())?;
+            }
+            Err(err) => return Err(err.into()),
+        }
         self.applied.send_replace(stored.seq);
         // No subscribers is normal.
         let _ = self.events.send(Arc::new(stored));
         Ok(())
     }
+}
+
+/// The image's record as its whole history up to and including `upto` folds it, read from the
+/// log (a handful of events).
+async fn refold(
+    js: &jetstream::Context,
+    upto: &StoredEvent,
+) -> Result<Option<crate::Record>, ProjectorError> {
+    let filter =
+        gallery_schema::subjects::image_filter(&upto.event.project_id, &upto.event.image_id);
+    let history = read::read_until_now(js, filter, 1, Duration::from_secs(30)).await?;
+    Ok(fold_history(history.iter().filter(|e| e.seq <= upto.seq)))
+}
+
+/// Folds one image's events in order, skipping those the fold refuses (as the live runner does).
+pub fn fold_history<'a>(
+    events: impl IntoIterator<Item = &'a StoredEvent>,
+) -> Option<crate::Record> {
+    let mut record = None;
+    for e in events {
+        if let Ok(next) = apply(record.clone(), e.seq, &e.event) {
+            record = Some(next);
+        }
+    }
+    record
 }
 
 fn apply_to_store(store: &Store, stored: &StoredEvent) -> Result<(), StoreError> {
@@ -152,6 +223,8 @@ pub enum ProjectorError {
     Read(#[from] ReadError),
     #[error("the ordered consumer ended")]
     Ended,
+    #[error("event at seq {seq} is of kind {kind:?}, which this version doesn't know")]
+    NewerEvent { seq: u64, kind: String },
     #[error("stream info: {0}")]
     Info(String),
     #[error("swapping directories: {0}")]
@@ -189,6 +262,9 @@ pub async fn rebuild(js: &jetstream::Context, dir: &Path) -> Result<u64, Project
                 Err(ReadError::Decode { seq, .. }) => {
                     fresh.commit(seq, None)?;
                     seq
+                }
+                Err(ReadError::UnknownKind { seq, kind, .. }) => {
+                    return Err(ProjectorError::NewerEvent { seq, kind });
                 }
                 Err(err) => return Err(err.into()),
             };

@@ -1,4 +1,4 @@
-//! Stable machine-readable error codes (DESIGN §5). They appear in HTTP error bodies, `Failed`
+//! Stable machine-readable error codes (docs/ARCHITECTURE.md §6). They appear in HTTP error bodies, `Failed`
 //! events and WebSocket messages; renaming one breaks clients.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! "To fit" (DESIGN §3): scale into the box keeping the aspect ratio, never upscale.
+//! "To fit" (docs/ARCHITECTURE.md §7): scale into the box keeping the aspect ratio, never upscale.
 //!
 //! Factor `s = min(W/w, H/h, 1)` on the upright image; each side is `max(1, round(side * s))`.
 //! The side that reaches its limit first is set to the limit exactly and the other is rounded

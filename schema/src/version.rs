@@ -1,4 +1,4 @@
-//! The rendered versions and their boxes (DESIGN §3). The order of [`VersionName::CASCADE`] is
+//! The rendered versions and their boxes (docs/ARCHITECTURE.md §7). The order of [`VersionName::CASCADE`] is
 //! the render order: each version is derived from the previous, larger one.
 
 use serde::{Deserialize, Serialize};

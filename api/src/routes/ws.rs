@@ -110,7 +110,7 @@ pub async fn pump<Tx, Rx, E>(
                     }
                     last_sent = e.seq;
                 }
-                Ok(_) | Err(ReadError::Decode { .. }) => {}
+                Ok(_) | Err(ReadError::Decode { .. } | ReadError::UnknownKind { .. }) => {}
                 Err(err) => {
                     tracing::warn!(%err, "websocket replay failed");
                     close(

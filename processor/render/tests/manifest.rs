@@ -1,5 +1,5 @@
 //! The MANIFEST of test images walked through the pixel pipeline: every `ok` file gives four
-//! versions of exactly the fitted size (DESIGN §3), every `reject` file the right stable code,
+//! versions of exactly the fitted size (docs/ARCHITECTURE.md §7), every `reject` file the right stable code,
 //! `ok-or-reject` files never crash; versions carry no metadata. The set is the shared developer
 //! set when `GALLERY_TESTDATA` names it (102 files), else the subset committed in `testdata/`
 //! (see its README), so a plain clone runs these checks too. Checks by pixels are in `pixels.rs`.

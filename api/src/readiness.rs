@@ -1,0 +1,198 @@
+//! Readiness, in one implementation for every run mode: `/ready` of the api and of a
+//! processor-only process. Ready means NATS connected, the stream answering, storage usable,
+//! every supervised role running (a role that is restarting or still waiting for its consumer
+//! is named), and, where a projector runs, the read model caught up within a bound and not
+//! halted (docs/ARCHITECTURE.md §10).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use axum::Json;
+use axum::http::StatusCode;
+use gallery_projector::ProjectorHandle;
+use gallery_schema::subjects::STREAM;
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
+use serde_json::{Value, json};
+
+/// A small object every process can look at to tell that storage answers.
+pub const READY_PROBE: &str = "ready-probe";
+
+/// What a supervised role is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleState {
+    /// Started, not yet serving (waiting for its consumer, say).
+    Starting,
+    Running,
+    /// Ended unexpectedly; restarts after a backoff.
+    Restarting {
+        error: String,
+        restarts: u32,
+    },
+}
+
+/// The states of the process's roles, written by the supervisor and read by `/ready`.
+#[derive(Debug, Clone, Default)]
+pub struct RoleBoard(Arc<Mutex<BTreeMap<String, RoleState>>>);
+
+impl RoleBoard {
+    pub fn set(&self, role: &str, state: RoleState) {
+        self.0
+            .lock()
+            .expect("role board lock")
+            .insert(role.to_owned(), state);
+    }
+
+    pub fn get(&self, role: &str) -> Option<RoleState> {
+        self.0.lock().expect("role board lock").get(role).cloned()
+    }
+
+    /// One line per role that is not running.
+    pub fn problems(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .expect("role board lock")
+            .iter()
+            .filter_map(|(name, state)| match state {
+                RoleState::Running => None,
+                RoleState::Starting => Some(format!("{name}: starting")),
+                RoleState::Restarting { error, restarts } => Some(format!(
+                    "{name}: down, restarting (restart {restarts}): {error}"
+                )),
+            })
+            .collect()
+    }
+}
+
+pub struct Readiness {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub store: Arc<dyn ObjectStore>,
+    /// Present where a projector runs (the api role).
+    pub projector: Option<ProjectorHandle>,
+    pub roles: RoleBoard,
+    /// How far the read model may trail the stream.
+    pub max_lag: u64,
+}
+
+impl Readiness {
+    /// `(ready, body)`: the body names every problem.
+    pub async fn check(&self) -> (bool, Value) {
+        let mut problems = Vec::new();
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            problems.push("nats: not connected".to_owned());
+        }
+        let stream_seq = match tokio::time::timeout(Duration::from_secs(2), self.stream_seq()).await
+        {
+            Ok(Ok(seq)) => Some(seq),
+            Ok(Err(e)) => {
+                problems.push(format!("jetstream: {e}"));
+                None
+            }
+            Err(_) => {
+                problems.push("jetstream: no answer within 2 s".to_owned());
+                None
+            }
+        };
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            self.store.head(&ObjectPath::from(READY_PROBE)),
+        )
+        .await
+        {
+            Ok(Ok(_) | Err(object_store::Error::NotFound { .. })) => {}
+            Ok(Err(e)) => problems.push(format!("storage: {e}")),
+            Err(_) => problems.push("storage: no answer within 2 s".to_owned()),
+        }
+        problems.extend(self.roles.problems());
+        let mut applied = None;
+        if let Some(projector) = &self.projector {
+            let seq = projector.applied_seq();
+            applied = Some(seq);
+            if let Some(reason) = projector.halted() {
+                problems.push(format!("projector: halted: {reason}"));
+            }
+            if let Some(stream_seq) = stream_seq {
+                let lag = stream_seq.saturating_sub(seq);
+                if lag > self.max_lag {
+                    problems.push(format!("read model: {lag} events behind"));
+                }
+            }
+        }
+        let ready = problems.is_empty();
+        let body = json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "problems": problems,
+            "seq": applied,
+            "stream_seq": stream_seq,
+        });
+        (ready, body)
+    }
+
+    async fn stream_seq(&self) -> Result<u64, String> {
+        let mut stream = self
+            .js
+            .get_stream(STREAM)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .info()
+            .await
+            .map(|i| i.state.last_sequence)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The `/ready` response.
+    pub async fn respond(&self) -> (StatusCode, Json<Value>) {
+        let (ready, body) = self.check().await;
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (status, Json(body))
+    }
+}
+
+/// `/health` and `/ready` alone, for a process without the api (`gallery processor`).
+pub fn health_router(readiness: Arc<Readiness>) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/health", get(crate::routes::health::health))
+        .route(
+            "/ready",
+            get(move || {
+                let readiness = readiness.clone();
+                async move { readiness.respond().await }
+            }),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_board_names_roles_that_are_not_running() {
+        let board = RoleBoard::default();
+        board.set("processor", RoleState::Running);
+        assert!(board.problems().is_empty());
+        board.set("upload-watcher", RoleState::Starting);
+        board.set(
+            "projector",
+            RoleState::Restarting {
+                error: "lost the log".into(),
+                restarts: 2,
+            },
+        );
+        assert_eq!(
+            board.problems(),
+            [
+                "projector: down, restarting (restart 2): lost the log",
+                "upload-watcher: starting"
+            ]
+        );
+    }
+}

@@ -1,0 +1,352 @@
+//! The fault suite: real `gallery` processes (api, processor replicas) against a real
+//! nats-server (one node or a 3-node cluster) and a real S3 server, all on loopback, with
+//! faults made the way they happen: `kill -9`, a stopped server, a frozen one. Each scenario
+//! prints one line,
+//! `<scenario>: N uploads, K faults, lost L, error E, duplicated D, stuck S, p99 upload->done T`,
+//! and asserts L = E = D = S = 0 (every input is a good photo). Times are printed, never
+//! asserted. These run one at a time (the `faults` test group in .config/nextest.toml).
+
+use std::time::{Duration, Instant};
+
+use gallery_e2e::garage::S3Server;
+use gallery_e2e::jpeg_photo;
+use gallery_e2e::procs::{Client, Proc, burst, free_port, settle, wait_ready};
+use gallery_nats::{NatsCluster, NatsServer};
+
+const SECRET: &str = "fault-suite-shared-secret-0123456789";
+
+/// `gallery api` plus processor replicas on one NATS (URL list) and one storage.
+struct Deployment {
+    dir: tempfile::TempDir,
+    api: Proc,
+    processors: Vec<Proc>,
+    client: Client,
+    nats_urls: String,
+}
+
+fn s3_env(s3: &S3Server) -> Vec<(&'static str, String)> {
+    let c = &s3.config;
+    vec![
+        ("GALLERY_S3_BUCKET", c.bucket.clone()),
+        ("AWS_ENDPOINT_URL", c.endpoint.clone().unwrap_or_default()),
+        (
+            "GALLERY_S3_PUBLIC_ENDPOINT",
+            c.public_endpoint.clone().unwrap_or_default(),
+        ),
+        ("AWS_ACCESS_KEY_ID", c.access_key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", c.secret_access_key.clone()),
+        ("AWS_REGION", c.region.clone()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        // Outages must outlast the storage client's own retries quickly.
+        ("GALLERY_S3_TIMEOUT", "2s".into()),
+        ("GALLERY_S3_RETRY_TIMEOUT", "2s".into()),
+    ]
+}
+
+impl Deployment {
+    async fn start(
+        nats_urls: &str,
+        processors: usize,
+        extra: Vec<(&'static str, String)>,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("gallery-faults-")
+            .tempdir()?;
+        let data = dir.path().join("data");
+        let port = free_port()?;
+        let mut env = vec![
+            ("GALLERY_NATS_URL", nats_urls.to_owned()),
+            ("GALLERY_DATA_DIR", data.display().to_string()),
+            ("GALLERY_SECRET", SECRET.to_owned()),
+        ];
+        env.extend(extra);
+        let mut api_env = env.clone();
+        api_env.push(("GALLERY_LISTEN", format!("127.0.0.1:{port}")));
+        let api = Proc::spawn("api", &["api"], &api_env, dir.path())?;
+        let client = Client::new(format!("http://127.0.0.1:{port}"));
+        wait_ready(
+            &client.http,
+            &format!("{}/ready", client.base),
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; api log: {}", api.log_tail()))?;
+        let mut procs = Vec::new();
+        for i in 0..processors {
+            let mut penv = env.clone();
+            penv.push((
+                "GALLERY_HEALTH_LISTEN",
+                format!("127.0.0.1:{}", free_port()?),
+            ));
+            penv.push(("GALLERY_CONCURRENCY", "1".into()));
+            procs.push(Proc::spawn(
+                &format!("processor-{}", i + 1),
+                &["processor"],
+                &penv,
+                dir.path(),
+            )?);
+        }
+        Ok(Self {
+            dir,
+            api,
+            processors: procs,
+            client,
+            nats_urls: nats_urls.to_owned(),
+        })
+    }
+
+    async fn js(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        let client = gallery_nats::connect(&self.nats_urls, Duration::from_secs(10)).await?;
+        Ok(async_nats::jetstream::new(client))
+    }
+
+    fn logs(&self) -> String {
+        let mut out = format!("--- api ---\n{}\n", self.api.log_tail());
+        for p in &self.processors {
+            out.push_str(&format!("--- {} ---\n{}\n", p.name, p.log_tail()));
+        }
+        out
+    }
+}
+
+/// A photo whose render takes long enough to be interrupted (12 MP).
+fn big_photo() -> Vec<u8> {
+    jpeg_photo(4000, 3000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1_processor_replica_killed_mid_render() {
+    let nats = NatsServer::start_temp().await.unwrap();
+    let mut d = Deployment::start(&nats.url(), 2, vec![]).await.unwrap();
+    let photo = big_photo();
+    let client = d.client.clone();
+    let sending =
+        tokio::spawn(
+            async move { burst(&client, "s1", &photo, 24, Duration::from_secs(60)).await },
+        );
+    // Kill replica 1 mid-render, several times, restarting it each time.
+    let mut faults = 0;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        d.processors[0].kill9();
+        faults += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        d.processors[0].start().unwrap();
+    }
+    let (sent, _) = sending.await.unwrap().unwrap();
+    let js = d.js().await.unwrap();
+    let tally = settle(
+        &d.client,
+        &js,
+        "s1",
+        &sent,
+        faults,
+        Duration::from_secs(180),
+    )
+    .await
+    .unwrap();
+    if tally.lost + tally.error + tally.stuck + tally.duplicated > 0 {
+        eprintln!("{}", d.logs());
+    }
+    tally.print_and_check("kill -9 a processor replica mid-render");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_nats_server_restarted_while_a_backlog_drains() {
+    let mut nats = NatsServer::start_temp().await.unwrap();
+    let d = Deployment::start(&nats.url(), 1, vec![]).await.unwrap();
+    let (sent, _) = burst(&d.client, "s2", &big_photo(), 20, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // The processor has a backlog now: kill the server and bring it back on the same store.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nats.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.restart().await.unwrap();
+    let js = d.js().await.unwrap();
+    let tally = settle(&d.client, &js, "s2", &sent, 1, Duration::from_secs(180))
+        .await
+        .unwrap();
+    if tally.lost + tally.error + tally.stuck + tally.duplicated > 0 {
+        eprintln!("{}", d.logs());
+    }
+    tally.print_and_check("nats-server restarted while a backlog drains");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_storage_unreachable_longer_than_client_retries() {
+    let nats = NatsServer::start_temp().await.unwrap();
+    let mut s3 = S3Server::start().await.unwrap();
+    let d = Deployment::start(&nats.url(), 1, s3_env(&s3))
+        .await
+        .unwrap();
+    let (sent, _) = burst(&d.client, "s3", &big_photo(), 12, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Refused connections: the server is gone for 4x the client's retry window.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s3.kill();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    s3.start_again().await.unwrap();
+    // Then a server that hangs: requests time out instead of failing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s3.freeze(true).unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    s3.freeze(false).unwrap();
+    let js = d.js().await.unwrap();
+    let tally = settle(&d.client, &js, "s3", &sent, 2, Duration::from_secs(180))
+        .await
+        .unwrap();
+    if tally.lost + tally.error + tally.stuck + tally.duplicated > 0 {
+        eprintln!("{}", d.logs());
+    }
+    tally.print_and_check("S3 unreachable (refused, then hanging) past client retries");
+}
+
+/// The stream's leader and replica count, from the stream's own info.
+async fn stream_cluster(js: &async_nats::jetstream::Context) -> anyhow::Result<(String, usize)> {
+    let mut stream = js.get_stream("IMAGES").await?;
+    let info = stream.info().await?;
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .unwrap_or_default();
+    Ok((leader, info.config.num_replicas))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_cluster_leader_killed_mid_burst() {
+    let mut cluster = NatsCluster::start(3).await.unwrap();
+    let urls = cluster.urls();
+    let mut d = Deployment::start(&urls, 1, vec![]).await.unwrap();
+    let js = d.js().await.unwrap();
+    let (leader, replicas) = stream_cluster(&js).await.unwrap();
+    assert_eq!(replicas, 3, "auto replicas on a 3-node cluster");
+
+    let client = d.client.clone();
+    let photo = big_photo();
+    let sending =
+        tokio::spawn(
+            async move { burst(&client, "s4", &photo, 24, Duration::from_secs(90)).await },
+        );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let n: usize = leader.trim_start_matches('n').parse().unwrap();
+    cluster.nodes[n - 1].kill();
+    let killed = Instant::now();
+    // The failover window: until a new upload request is accepted again.
+    loop {
+        let resp = d
+            .client
+            .http
+            .post(format!("{}/images/", d.client.base))
+            .json(&serde_json::json!({"filename": "probe.jpg", "project_id": "s4-probe"}))
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status() == 201 => break,
+            Ok(r) => assert_eq!(r.status(), 503, "only 503 during the election"),
+            Err(_) => {}
+        }
+        assert!(killed.elapsed() < Duration::from_secs(60), "no failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let window = killed.elapsed();
+    let (sent, retries) = sending.await.unwrap().unwrap();
+    let tally = settle(&d.client, &js, "s4", &sent, 1, Duration::from_secs(180))
+        .await
+        .unwrap();
+    println!(
+        "cluster failover: leader {leader} killed, requests accepted again after {:.1}s, {retries} client retries",
+        window.as_secs_f64()
+    );
+    if tally.lost + tally.error + tally.stuck + tally.duplicated > 0 {
+        eprintln!("{}", d.logs());
+    }
+    tally.print_and_check("3-node cluster, stream leader killed -9 mid-burst");
+
+    // A gallery restart keeps the stream at three replicas.
+    d.api.terminate(Duration::from_secs(15));
+    d.api.start().unwrap();
+    wait_ready(
+        &d.client.http,
+        &format!("{}/health", d.client.base),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let (_, replicas) = stream_cluster(&js).await.unwrap();
+    assert_eq!(replicas, 3, "a restart must not scale the stream down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s8_damaged_read_model_is_rebuilt_at_start() {
+    let nats = NatsServer::start_temp().await.unwrap();
+    let mut d = Deployment::start(&nats.url(), 1, vec![]).await.unwrap();
+    let (sent, _) = burst(
+        &d.client,
+        "s8",
+        &jpeg_photo(800, 600),
+        8,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let js = d.js().await.unwrap();
+    let before = settle(&d.client, &js, "s8", &sent, 0, Duration::from_secs(120))
+        .await
+        .unwrap();
+    before.print_and_check("before damaging the read model");
+    let live = d.client.listing("s8").await.unwrap();
+
+    d.api
+        .terminate(Duration::from_secs(15))
+        .expect("api stops on SIGTERM");
+    let readmodel = d.dir.path().join("data/readmodel");
+    damage_sled(&readmodel);
+    d.api.start().unwrap();
+    wait_ready(
+        &d.client.http,
+        &format!("{}/ready", d.client.base),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let rebuilt = d.client.listing("s8").await.unwrap();
+    let strip = |list: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        list.iter()
+            .map(|r| {
+                serde_json::json!({
+                    "image_id": r["image_id"], "state": r["state"], "meta": r["meta"],
+                    "filename": r["filename"], "created_at": r["created_at"],
+                })
+            })
+            .collect()
+    };
+    assert_eq!(strip(&rebuilt), strip(&live));
+    assert_eq!(
+        d.api.log_count("rebuilding it from the log"),
+        1,
+        "{}",
+        d.api.log_tail()
+    );
+    println!(
+        "damaged read model: {} uploads, 1 faults, lost 0, error 0, duplicated 0, stuck 0, listing equal after rebuild",
+        sent.len()
+    );
+}
+
+/// Overwrites sled's config and the start of its data file with garbage.
+fn damage_sled(dir: &std::path::Path) {
+    let conf = dir.join("conf");
+    assert!(conf.is_file(), "sled layout changed: no {}", conf.display());
+    std::fs::write(&conf, b"\x00garbage\xff\xfe not a sled config").unwrap();
+    let db = dir.join("db");
+    if db.is_file() {
+        let mut bytes = std::fs::read(&db).unwrap();
+        for b in bytes.iter_mut().take(4096) {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&db, bytes).unwrap();
+    }
+}

@@ -1,0 +1,118 @@
+//! The typed configuration of a run, built once: by `cli.rs` from flags and environment, or in
+//! code by tests ([`AppConfig::local`]). Nothing here does I/O.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gallery_nats::Replicas;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roles {
+    /// api + projector + upload watcher + processor (`gallery up`).
+    All,
+    /// api + projector + upload watcher (`gallery api`).
+    Api,
+    /// processor, with /health and /ready on the listen address (`gallery processor`).
+    Processor,
+}
+
+impl Roles {
+    /// The api role serves HTTP, folds the read model and manages the JetStream topology.
+    pub fn api(self) -> bool {
+        matches!(self, Self::All | Self::Api)
+    }
+
+    pub fn processor(self) -> bool {
+        matches!(self, Self::All | Self::Processor)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub data_dir: PathBuf,
+    /// One URL or a comma-separated list of a cluster's servers. `None`: start a nats-server
+    /// child with its store under the data dir.
+    pub nats_url: Option<String>,
+    /// Copies of the stream when the api role creates it.
+    pub stream_replicas: Replicas,
+    pub listen: SocketAddr,
+    /// Base of the links handed out; `None`: http://<bound address>.
+    pub public_url: Option<String>,
+    pub secret: Option<String>,
+    pub roles: Roles,
+    pub max_upload_bytes: u64,
+    pub max_pixels: u64,
+    pub max_side: u32,
+    pub upload_link_ttl: Duration,
+    pub download_link_ttl: Duration,
+    /// How long after a link's expiry an upload may still be recorded before the image ends in
+    /// `upload_expired`.
+    pub upload_grace: Duration,
+    pub concurrency: Option<usize>,
+    /// How long transient failures of one image are retried before it ends in
+    /// `retries_exhausted` (retryable).
+    pub retry_budget: Duration,
+    /// How long stopping may take before in-flight jobs are released back to the consumer;
+    /// below docker's default 10 s between SIGTERM and SIGKILL.
+    pub shutdown_grace: Duration,
+    /// `None`: local storage under the data dir.
+    pub s3: Option<S3Config>,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    /// `None`: AWS itself.
+    pub endpoint: Option<String>,
+    /// What clients use in links; `None`: the endpoint.
+    pub public_endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub allow_http: bool,
+    /// One request's deadline (`GALLERY_S3_TIMEOUT`).
+    pub timeout: Duration,
+    /// How long the storage client retries one request before the processor's own policy
+    /// takes over (`GALLERY_S3_RETRY_TIMEOUT`).
+    pub retry_timeout: Duration,
+}
+
+impl S3Config {
+    pub fn public_endpoint(&self) -> String {
+        self.public_endpoint
+            .clone()
+            .or_else(|| self.endpoint.clone())
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", self.region))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(24 * 60 * 60);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+
+impl AppConfig {
+    /// Defaults for `gallery up` on `data_dir`, listening on a free loopback port (tests).
+    pub fn local(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            nats_url: None,
+            stream_replicas: Replicas::Auto,
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            public_url: None,
+            secret: None,
+            roles: Roles::All,
+            max_upload_bytes: 50_000_000,
+            max_pixels: 100_000_000,
+            max_side: 30_000,
+            upload_link_ttl: Duration::from_secs(900),
+            download_link_ttl: Duration::from_secs(3600),
+            upload_grace: Duration::from_secs(600),
+            concurrency: None,
+            retry_budget: DEFAULT_RETRY_BUDGET,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            s3: None,
+        }
+    }
+}

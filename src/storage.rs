@@ -1,0 +1,61 @@
+//! Opens the object store of a run: local files under the data dir, or an S3 bucket with the
+//! configured request timeout and client-side retry window. The client's own retries are kept
+//! short on purpose: an outage that outlasts them is the processor's failure policy's to handle
+//! (a time budget, docs/ARCHITECTURE.md §9), not the HTTP client's.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gallery_api::readiness::READY_PROBE;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+
+use crate::config::{AppConfig, S3Config};
+
+pub async fn open(cfg: &AppConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let Some(s3) = &cfg.s3 else {
+        let dir = cfg.data_dir.join("storage");
+        std::fs::create_dir_all(&dir)?;
+        return Ok(Arc::new(LocalFileSystem::new_with_prefix(&dir)?));
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(s3_store(s3)?);
+    // The bucket must exist and take writes: find out now, not on the first upload.
+    store
+        .put(&object_store::path::Path::from(READY_PROBE), "ok".into())
+        .await
+        .with_context(|| {
+            format!(
+                "S3 bucket {:?} at {} is not usable (does it exist, and may these credentials write to it?)",
+                s3.bucket,
+                s3.endpoint.as_deref().unwrap_or("AWS")
+            )
+        })?;
+    Ok(store)
+}
+
+fn s3_store(s3: &S3Config) -> anyhow::Result<object_store::aws::AmazonS3> {
+    let connect = s3.timeout.min(std::time::Duration::from_secs(5));
+    // allow_http lives in the client options: set it here, or these options would undo it.
+    let options = ClientOptions::new()
+        .with_allow_http(s3.allow_http)
+        .with_timeout(s3.timeout)
+        .with_connect_timeout(connect);
+    let retry = RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 10,
+        retry_timeout: s3.retry_timeout,
+    };
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&s3.bucket)
+        .with_region(&s3.region)
+        .with_access_key_id(&s3.access_key_id)
+        .with_secret_access_key(&s3.secret_access_key)
+        .with_virtual_hosted_style_request(false)
+        .with_client_options(options)
+        .with_retry(retry);
+    if let Some(endpoint) = &s3.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    builder.build().context("configuring S3")
+}
