@@ -22,4 +22,9 @@ if [ -z "${GALLERY_TESTDATA:-}" ] && [ -f "$ROOT/../shared/testdata/MANIFEST.tsv
     export GALLERY_TESTDATA="$ROOT/../shared/testdata"
 fi
 echo "nats-server: $GALLERY_NATS_SERVER ($("$GALLERY_NATS_SERVER" --version))"
+# Style and lints first: a clean clone must be formatted and warning-free.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+# The fault suite (e2e/tests/faults.rs) runs the real binary.
+cargo build --bin gallery
 exec cargo nextest run --workspace --no-fail-fast "$@"

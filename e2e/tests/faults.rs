@@ -203,6 +203,45 @@ async fn s3_storage_unreachable_longer_than_client_retries() {
     tally.print_and_check("S3 unreachable (refused, then hanging) past client retries");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s7_sigterm_during_a_burst_then_start_again() {
+    let nats = NatsServer::start_temp().await.unwrap();
+    let mut d = Deployment::start(&nats.url(), 1, vec![]).await.unwrap();
+    let (sent, _) = burst(&d.client, "s7", &big_photo(), 16, Duration::from_secs(60))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Both stop in order within docker's 10 s between SIGTERM and SIGKILL.
+    let started = Instant::now();
+    let processor = d.processors[0].terminate(Duration::from_secs(10));
+    let processor_took = started.elapsed();
+    let api = d.api.terminate(Duration::from_secs(10));
+    assert!(
+        processor.is_some_and(|s| s.success()),
+        "processor: {processor:?}\n{}",
+        d.logs()
+    );
+    assert!(
+        api.is_some_and(|s| s.success()),
+        "api: {api:?}\n{}",
+        d.logs()
+    );
+    d.api.start().unwrap();
+    d.processors[0].start().unwrap();
+    let js = d.js().await.unwrap();
+    let tally = settle(&d.client, &js, "s7", &sent, 1, Duration::from_secs(180))
+        .await
+        .unwrap();
+    println!(
+        "SIGTERM: the processor stopped in {:.1}s",
+        processor_took.as_secs_f64()
+    );
+    if tally.lost + tally.error + tally.stuck + tally.duplicated > 0 {
+        eprintln!("{}", d.logs());
+    }
+    tally.print_and_check("SIGTERM during a burst, then start again");
+}
+
 /// The stream's leader and replica count, from the stream's own info.
 async fn stream_cluster(js: &async_nats::jetstream::Context) -> anyhow::Result<(String, usize)> {
     let mut stream = js.get_stream("IMAGES").await?;
@@ -230,7 +269,8 @@ async fn s4_cluster_leader_killed_mid_burst() {
         tokio::spawn(
             async move { burst(&client, "s4", &photo, 24, Duration::from_secs(90)).await },
         );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // While link requests and uploads are still coming in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let n: usize = leader.trim_start_matches('n').parse().unwrap();
     cluster.nodes[n - 1].kill();
     let killed = Instant::now();
