@@ -161,6 +161,19 @@ fn processor_config(cfg: &AppConfig) -> ProcessorConfig {
         ..RetryPolicy::default()
     };
     p.shutdown_grace = cfg.shutdown_grace;
+    p.job_deadline = cfg.job_deadline;
+    p.crash_limit = cfg.crash_limit;
+    p.render_workers = cfg
+        .render_worker
+        .as_ref()
+        .map(|w| gallery_processor::WorkerCommand {
+            program: w.program.clone(),
+            args: vec![
+                "render-worker".into(),
+                "--memory-limit".into(),
+                w.memory_limit.to_string(),
+            ],
+        });
     p
 }
 
@@ -173,6 +186,7 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> ApiConfig {
     api.upload_link_ttl = cfg.upload_link_ttl;
     api.download_link_ttl = cfg.download_link_ttl;
     api.max_upload_bytes = cfg.max_upload_bytes;
+    api.ws_ping_every = cfg.ws_ping_every;
     if let Some(s3) = &cfg.s3 {
         api.links = LinkMode::S3(S3Links {
             bucket: s3.bucket.clone(),
@@ -278,6 +292,29 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
             },
         );
 
+        let rcfg = gallery_api::reconciler::ReconcilerConfig {
+            every: cfg.reconcile_every,
+            stuck_after: cfg.redrive_after,
+        };
+        let (rjs, rclient, rstore) = (js.clone(), client.clone(), handle.store.clone());
+        supervisor.spawn(&intake_tasks, "reconciler", intake.clone(), move |ctx| {
+            let (js, client, store, rcfg) =
+                (rjs.clone(), rclient.clone(), rstore.clone(), rcfg.clone());
+            async move {
+                let ready = ctx.clone();
+                gallery_api::reconciler::run(
+                    js,
+                    client,
+                    store,
+                    rcfg,
+                    ctx.shutdown.clone(),
+                    move || ready.running(),
+                )
+                .await?;
+                Ok(())
+            }
+        });
+
         let secret = crate::secret::load_or_create(cfg.secret.as_deref(), &cfg.data_dir)?;
         let state = AppState::new(
             client.clone(),
@@ -358,6 +395,76 @@ pub async fn run_until_signal(cfg: AppConfig) -> anyhow::Result<()> {
         Some(err) => Err(err),
         None => Ok(()),
     }
+}
+
+/// `gallery redrive`: asks a running api (any replica) to re-drive settled errors.
+pub async fn redrive(args: crate::cli::RedriveArgs) -> anyhow::Result<()> {
+    use gallery_api::reconciler::{RedriveReply, RedriveRequest};
+    let client = gallery_nats::connect(&args.nats_url, Duration::from_secs(10)).await?;
+    let req = RedriveRequest {
+        project: args.project,
+        code: Some(args.code),
+    };
+    let answer = tokio::time::timeout(
+        Duration::from_secs(120),
+        client.request(
+            gallery_schema::subjects::ADMIN_REDRIVE,
+            serde_json::to_vec(&req)?.into(),
+        ),
+    )
+    .await
+    .context("no answer within 120 s")?
+    .context("no api is running to answer (gallery api or up)")?;
+    let reply: RedriveReply = serde_json::from_slice(&answer.payload)?;
+    if let Some(err) = reply.error {
+        anyhow::bail!("{err}");
+    }
+    println!(
+        "found {} images, re-drove {}: {}",
+        reply.found,
+        reply.redriven,
+        reply.image_ids.join(" ")
+    );
+    Ok(())
+}
+
+/// `gallery backup`: appends the log from `--since` to a file.
+pub async fn backup(args: crate::cli::BackupArgs) -> anyhow::Result<()> {
+    let client = gallery_nats::connect(&args.nats_url, Duration::from_secs(10)).await?;
+    let js = async_nats::jetstream::new(client);
+    let fresh = !args.out.exists() || std::fs::metadata(&args.out)?.len() == 0;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.out)
+        .with_context(|| format!("opening {}", args.out.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let stats = gallery_nats::backup::backup(&js, &mut out, args.since, fresh).await?;
+    println!(
+        "backed up {} events ({} payload bytes) to {}; last seq {} (next: --since {})",
+        stats.records,
+        stats.payload_bytes,
+        args.out.display(),
+        stats.last_seq,
+        stats.last_seq + 1
+    );
+    Ok(())
+}
+
+/// `gallery restore`: declares the topology, then publishes the backup in order.
+pub async fn restore(args: crate::cli::RestoreArgs) -> anyhow::Result<()> {
+    let client = gallery_nats::connect(&args.nats_url, Duration::from_secs(10)).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    ensure_topology(&client, &js, args.topology.stream_replicas).await?;
+    let file = std::fs::File::open(&args.from)
+        .with_context(|| format!("opening {}", args.from.display()))?;
+    let mut input = std::io::BufReader::new(file);
+    let stats = gallery_nats::backup::restore(&js, &mut input).await?;
+    println!(
+        "restored {} events up to seq {}; run `gallery rebuild` (or start the api) to fold them",
+        stats.records, stats.last_seq
+    );
+    Ok(())
 }
 
 /// `gallery rebuild`: refuses while a gallery uses the data dir's read model.

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use gallery_nats::Replicas;
 
-use crate::config::{AppConfig, DEFAULT_SHUTDOWN_GRACE, Roles, S3Config};
+use crate::config::{AppConfig, DEFAULT_SHUTDOWN_GRACE, RenderWorker, Roles, S3Config};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,6 +36,58 @@ pub enum Command {
     Rebuild(RebuildArgs),
     /// Renders the versions of every image in a directory on one thread and prints timings.
     Bench(BenchArgs),
+    /// Re-drives settled errors whose cause has passed (default: `retries_exhausted`).
+    Redrive(RedriveArgs),
+    /// Appends the event log (from --since, or all of it) to a backup file.
+    Backup(BackupArgs),
+    /// Publishes a backup into an empty stream (or one that ends where the backup begins).
+    Restore(RestoreArgs),
+    /// A render worker process (started by the processor, not by hand).
+    #[command(hide = true)]
+    RenderWorker(RenderWorkerArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RedriveArgs {
+    #[arg(long, env = "GALLERY_NATS_URL")]
+    pub nats_url: String,
+    /// Only this project's images.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Images in `error` with this code.
+    #[arg(long, default_value = "retries_exhausted")]
+    pub code: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BackupArgs {
+    /// The backup file; appended to when it exists (an incremental backup: pass --since with
+    /// one past the last sequence the previous run printed).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The first stream sequence to copy.
+    #[arg(long, default_value_t = 1)]
+    pub since: u64,
+    #[arg(long, env = "GALLERY_NATS_URL")]
+    pub nats_url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// A file written by `gallery backup`.
+    #[arg(long)]
+    pub from: PathBuf,
+    #[arg(long, env = "GALLERY_NATS_URL")]
+    pub nats_url: String,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RenderWorkerArgs {
+    /// Address-space limit in bytes (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub memory_limit: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -95,6 +147,25 @@ pub fn duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw.trim()).map_err(|e| format!("{raw:?}: {e} (try 30s, 5m or 24h)"))
 }
 
+/// The reconciler's settings (`up`, `api`).
+#[derive(Args, Debug, Clone)]
+pub struct ReconcilerArgs {
+    /// How long after its last event an image still in `uploaded` or `processing` is driven
+    /// through the processor again.
+    #[arg(long, env = "GALLERY_REDRIVE_AFTER", default_value = "30m", value_parser = duration)]
+    pub redrive_after: Duration,
+    /// How often the acting reconciler (one per deployment) looks.
+    #[arg(long, env = "GALLERY_RECONCILE_EVERY", default_value = "60s", value_parser = duration)]
+    pub reconcile_every: Duration,
+}
+
+impl ReconcilerArgs {
+    fn apply(&self, cfg: &mut AppConfig) {
+        cfg.redrive_after = self.redrive_after;
+        cfg.reconcile_every = self.reconcile_every;
+    }
+}
+
 /// Settings of the roles that manage the JetStream topology (`up`, `api`, `rebuild`).
 #[derive(Args, Debug, Clone)]
 pub struct TopologyArgs {
@@ -118,6 +189,16 @@ pub struct ProcessingArgs {
     /// replica (keep it under the orchestrator's kill deadline: docker's is 10 s).
     #[arg(long, env = "GALLERY_SHUTDOWN_GRACE", default_value = "7s", value_parser = duration)]
     pub shutdown_grace: Duration,
+    /// Wall-clock limit of one render; past it the worker is killed and the image ends in
+    /// `processing_timeout`. The largest allowed image (100 MP) renders in a few seconds.
+    #[arg(long, env = "GALLERY_JOB_DEADLINE", default_value = "120s", value_parser = duration)]
+    pub job_deadline: Duration,
+    /// Render worker crashes of one image before it ends in `processing_crashed`.
+    #[arg(long, env = "GALLERY_CRASH_LIMIT", default_value_t = 3)]
+    pub crash_limit: u32,
+    /// Address-space limit of a render worker process, in bytes (0: none).
+    #[arg(long, env = "GALLERY_RENDER_MEMORY", default_value_t = 4 << 30)]
+    pub render_memory: u64,
 }
 
 impl S3Args {
@@ -166,6 +247,9 @@ pub struct HttpArgs {
     /// unused link ends in `upload_expired`.
     #[arg(long, env = "GALLERY_UPLOAD_GRACE", default_value_t = 600)]
     pub upload_grace: u64,
+    /// WebSocket ping interval; a client that answers no ping for three intervals is closed.
+    #[arg(long, env = "GALLERY_WS_PING_INTERVAL", default_value = "20s", value_parser = duration)]
+    pub ws_ping_interval: Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -181,6 +265,8 @@ pub struct UpArgs {
     #[command(flatten)]
     pub topology: TopologyArgs,
     #[command(flatten)]
+    pub reconciler: ReconcilerArgs,
+    #[command(flatten)]
     pub processing: ProcessingArgs,
 }
 
@@ -195,6 +281,8 @@ pub struct ApiArgs {
     pub nats_url: String,
     #[command(flatten)]
     pub topology: TopologyArgs,
+    #[command(flatten)]
+    pub reconciler: ReconcilerArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -264,6 +352,7 @@ impl HttpArgs {
         cfg.upload_link_ttl = Duration::from_secs(self.upload_link_ttl);
         cfg.download_link_ttl = Duration::from_secs(self.download_link_ttl);
         cfg.upload_grace = Duration::from_secs(self.upload_grace);
+        cfg.ws_ping_every = self.ws_ping_interval;
     }
 }
 
@@ -272,6 +361,13 @@ impl ProcessingArgs {
         cfg.concurrency = self.concurrency;
         cfg.retry_budget = self.retry_budget;
         cfg.shutdown_grace = self.shutdown_grace;
+        cfg.job_deadline = self.job_deadline;
+        cfg.crash_limit = self.crash_limit;
+        // Renders run in worker processes of this very binary.
+        cfg.render_worker = std::env::current_exe().ok().map(|program| RenderWorker {
+            program,
+            memory_limit: self.render_memory,
+        });
     }
 }
 
@@ -280,6 +376,7 @@ impl UpArgs {
         let mut cfg = base_config(&self.common, self.nats_url.clone(), Roles::All)?;
         self.http.apply(&mut cfg);
         self.processing.apply(&mut cfg);
+        self.reconciler.apply(&mut cfg);
         cfg.stream_replicas = self.topology.stream_replicas;
         Ok(cfg)
     }
@@ -290,6 +387,7 @@ impl ApiArgs {
         let mut cfg = base_config(&self.common, Some(self.nats_url.clone()), Roles::Api)?;
         self.http.apply(&mut cfg);
         cfg.stream_replicas = self.topology.stream_replicas;
+        self.reconciler.apply(&mut cfg);
         cfg.shutdown_grace = DEFAULT_SHUTDOWN_GRACE;
         Ok(cfg)
     }

@@ -49,6 +49,12 @@ pub struct AppConfig {
     /// How long after a link's expiry an upload may still be recorded before the image ends in
     /// `upload_expired`.
     pub upload_grace: Duration,
+    /// WebSocket ping interval; a client silent for three intervals is closed.
+    pub ws_ping_every: Duration,
+    /// How often the acting reconciler looks for stuck images.
+    pub reconcile_every: Duration,
+    /// How long after its last event an unfinished image is re-driven.
+    pub redrive_after: Duration,
     pub concurrency: Option<usize>,
     /// How long transient failures of one image are retried before it ends in
     /// `retries_exhausted` (retryable).
@@ -56,8 +62,22 @@ pub struct AppConfig {
     /// How long stopping may take before in-flight jobs are released back to the consumer;
     /// below docker's default 10 s between SIGTERM and SIGKILL.
     pub shutdown_grace: Duration,
+    /// Render in worker processes of this program; `None`: on this process's threads (tests
+    /// that run the stack in-process, whose program has no `render-worker` command).
+    pub render_worker: Option<RenderWorker>,
+    /// A render's wall-clock limit in a worker.
+    pub job_deadline: Duration,
+    /// Worker crashes of one image before it ends `processing_crashed`.
+    pub crash_limit: u32,
     /// `None`: local storage under the data dir.
     pub s3: Option<S3Config>,
+}
+
+/// The program whose hidden `render-worker` command renders, and its memory limit.
+#[derive(Debug, Clone)]
+pub struct RenderWorker {
+    pub program: PathBuf,
+    pub memory_limit: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -109,9 +129,15 @@ impl AppConfig {
             upload_link_ttl: Duration::from_secs(900),
             download_link_ttl: Duration::from_secs(3600),
             upload_grace: Duration::from_secs(600),
+            ws_ping_every: Duration::from_secs(20),
+            reconcile_every: Duration::from_secs(60),
+            redrive_after: Duration::from_secs(30 * 60),
             concurrency: None,
             retry_budget: DEFAULT_RETRY_BUDGET,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            render_worker: None,
+            job_deadline: Duration::from_secs(120),
+            crash_limit: 3,
             s3: None,
         }
     }

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod readmodel;
+pub mod render_worker;
 pub mod secret;
 pub mod storage;
 pub mod supervise;

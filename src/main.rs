@@ -5,9 +5,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Up(_) | Command::Processor(_) | Command::Bench(_)
+        Command::Up(_) | Command::Processor(_) | Command::Bench(_) | Command::RenderWorker(_)
     ) {
         keep_freed_memory();
+    }
+    if let Command::RenderWorker(args) = &cli.command {
+        // No async runtime: one request at a time over stdin/stdout.
+        return gallery::render_worker::run(args.memory_limit);
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -52,5 +56,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Processor(args) => gallery::app::run_until_signal(args.into_config()?).await,
         Command::Rebuild(args) => gallery::app::rebuild(args).await,
         Command::Bench(args) => gallery::bench::run(args),
+        Command::Backup(args) => gallery::app::backup(args).await,
+        Command::Redrive(args) => gallery::app::redrive(args).await,
+        Command::Restore(args) => gallery::app::restore(args).await,
+        Command::RenderWorker(_) => unreachable!("handled before the runtime starts"),
     }
 }

@@ -20,18 +20,60 @@ pub async fn open(cfg: &AppConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
         return Ok(Arc::new(LocalFileSystem::new_with_prefix(&dir)?));
     };
     let store: Arc<dyn ObjectStore> = Arc::new(s3_store(s3)?);
-    // The bucket must exist and take writes: find out now, not on the first upload.
-    store
+    // The bucket must exist and take writes: find out now, not on the first upload. A server
+    // that doesn't answer is an outage, not a mistake: start anyway (the roles retry, /ready
+    // says storage is down), rather than crash-loop until it is back.
+    match store
         .put(&object_store::path::Path::from(READY_PROBE), "ok".into())
         .await
-        .with_context(|| {
-            format!(
-                "S3 bucket {:?} at {} is not usable (does it exist, and may these credentials write to it?)",
-                s3.bucket,
-                s3.endpoint.as_deref().unwrap_or("AWS")
-            )
-        })?;
+    {
+        Ok(_) => {}
+        Err(err) if unreachable(&err) => {
+            tracing::warn!(%err, "S3 is unreachable at start; starting anyway and retrying");
+        }
+        Err(err) => {
+            return Err(err).with_context(|| {
+                format!(
+                    "S3 bucket {:?} at {} is not usable (does it exist, and may these credentials write to it?)",
+                    s3.bucket,
+                    s3.endpoint.as_deref().unwrap_or("AWS")
+                )
+            });
+        }
+    }
     Ok(store)
+}
+
+/// The server could not be reached or did not answer in time (as opposed to an answer that
+/// refuses us: a missing bucket, wrong credentials). object_store keeps its HTTP error kinds
+/// crate-private behind a transparent wrapper, so this looks for the I/O error underneath, and
+/// for reqwest's words for a request that never got an answer.
+pub fn unreachable(err: &object_store::Error) -> bool {
+    use std::io::ErrorKind::*;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | NotConnected
+                    | TimedOut
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | AddrNotAvailable
+            )
+        {
+            return true;
+        }
+        let text = e.to_string().to_ascii_lowercase();
+        if text.contains("error sending request") || text.contains("timed out") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn s3_store(s3: &S3Config) -> anyhow::Result<object_store::aws::AmazonS3> {

@@ -30,7 +30,9 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::BadSignature => StatusCode::FORBIDDEN,
         ErrorCode::UploadTooLarge | ErrorCode::ImageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        ErrorCode::CorruptImage => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::CorruptImage | ErrorCode::ProcessingCrashed | ErrorCode::ProcessingTimeout => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         ErrorCode::RetriesExhausted | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

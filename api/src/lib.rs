@@ -5,7 +5,9 @@
 
 pub mod content_type;
 pub mod error;
+pub mod idempotency;
 pub mod readiness;
+pub mod reconciler;
 pub mod routes;
 pub mod signing;
 pub mod sigv4;

@@ -39,6 +39,8 @@ pub struct ApiConfig {
     /// How far the read model may trail the stream for `/ready` to say yes.
     pub ready_max_lag: u64,
     pub links: LinkMode,
+    /// WebSocket ping interval; a peer silent for three intervals is closed.
+    pub ws_ping_every: Duration,
 }
 
 impl ApiConfig {
@@ -50,6 +52,7 @@ impl ApiConfig {
             max_upload_bytes: 50_000_000,
             ready_max_lag: 10_000,
             links: LinkMode::Local,
+            ws_ping_every: Duration::from_secs(20),
         }
     }
 }
@@ -65,6 +68,7 @@ pub struct Inner {
     pub(crate) signer: Signer,
     pub(crate) config: ApiConfig,
     pub(crate) readiness: Arc<crate::readiness::Readiness>,
+    idempotency: tokio::sync::OnceCell<jetstream::kv::Store>,
 }
 
 impl AppState {
@@ -87,6 +91,7 @@ impl AppState {
         });
         Self(Arc::new(Inner {
             readiness,
+            idempotency: tokio::sync::OnceCell::new(),
             log: EventLog::new(js.clone()),
             js,
             store,
@@ -94,6 +99,23 @@ impl AppState {
             signer: Signer::new(secret),
             config,
         }))
+    }
+}
+
+impl AppState {
+    /// The `Idempotency-Key` bucket (declared with the topology), looked up once.
+    pub(crate) async fn idempotency(&self) -> crate::error::ApiResult<jetstream::kv::Store> {
+        self.idempotency
+            .get_or_try_init(|| async {
+                self.js
+                    .get_key_value(gallery_schema::subjects::IDEMPOTENCY_BUCKET)
+                    .await
+            })
+            .await
+            .cloned()
+            .map_err(|e| {
+                crate::error::ApiError::unavailable("opening the Idempotency-Key bucket", e)
+            })
     }
 }
 

@@ -197,10 +197,13 @@ impl Client {
     ) -> anyhow::Result<(Sent, u32)> {
         let deadline = Instant::now() + patience;
         let mut retries = 0;
+        // As a careful client does: one key per photo, so a retry can't create a second image.
+        let key = format!("burst-{}-{}", std::process::id(), rand_suffix());
         let link = loop {
             let resp = self
                 .http
                 .post(format!("{}/images/", self.base))
+                .header("Idempotency-Key", &key)
                 .json(&serde_json::json!({"filename": "burst.jpg", "project_id": project}))
                 .send()
                 .await;
@@ -230,6 +233,15 @@ impl Client {
                     .await
                     .unwrap_or((0, Value::Null));
             if (200..300).contains(&status) {
+                break;
+            }
+            // A retry whose earlier attempt landed (its answer was lost): the upload is in.
+            if retries > 0
+                && status == 409
+                && body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("uploaded already"))
+            {
                 break;
             }
             if Instant::now() > deadline {
@@ -271,6 +283,18 @@ impl Client {
             }
         }
     }
+}
+
+/// A unique-enough suffix for idempotency keys (process-local counter and time).
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{t}-{n}")
 }
 
 /// What a scenario ended with; printed as one line and asserted on.

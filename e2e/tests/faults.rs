@@ -242,6 +242,235 @@ async fn s7_sigterm_during_a_burst_then_start_again() {
     tally.print_and_check("SIGTERM during a burst, then start again");
 }
 
+/// A valid JPEG carrying a test-only marker in a comment segment, which debug builds of the
+/// render worker obey (abort, or hang) as a hostile file could make a C decoder do.
+fn poison_jpeg(marker: &[u8]) -> Vec<u8> {
+    let jpeg = jpeg_photo(640, 480);
+    let mut out = jpeg[..2].to_vec(); // SOI
+    out.extend_from_slice(&[0xFF, 0xFE]);
+    out.extend_from_slice(&((marker.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(marker);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5_poison_images_crash_or_hang_their_worker_not_the_processor() {
+    let nats = NatsServer::start_temp().await.unwrap();
+    let mut d = Deployment::start(
+        &nats.url(),
+        1,
+        vec![
+            ("GALLERY_JOB_DEADLINE", "3s".into()),
+            ("GALLERY_CRASH_LIMIT", "3".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    let pid = d.processors[0].pid();
+    let (crash, _) = d
+        .client
+        .send(
+            "s5",
+            poison_jpeg(b"GALLERY-TEST-POISON-CRASH"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let (hang, _) = d
+        .client
+        .send(
+            "s5",
+            poison_jpeg(b"GALLERY-TEST-POISON-HANG"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let (good, _) = burst(
+        &d.client,
+        "s5",
+        &jpeg_photo(1600, 1200),
+        10,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let js = d.js().await.unwrap();
+    let mut all = good.clone();
+    all.extend([crash.clone(), hang.clone()]);
+    settle(&d.client, &js, "s5", &all, 2, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let mut tally = settle(&d.client, &js, "s5", &all, 2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The two poison images end in `error` by design (checked below); the rest are photos.
+    tally.error = tally.error.saturating_sub(2);
+    tally
+        .errors
+        .retain(|e| !e.contains(&crash.image_id) && !e.contains(&hang.image_id));
+    let code = |rec: serde_json::Value| rec["error"]["code"].as_str().unwrap_or("").to_owned();
+    let listing = d.client.listing("s5").await.unwrap();
+    let find = |id: &str| {
+        listing
+            .iter()
+            .find(|r| r["image_id"] == id)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let crashed = find(&crash.image_id);
+    let hung = find(&hang.image_id);
+    println!(
+        "poison: crash -> {}, hang -> {}",
+        crashed["error"], hung["error"]
+    );
+    assert_eq!(code(crashed), "processing_crashed", "{}", d.logs());
+    assert_eq!(code(hung), "processing_timeout", "{}", d.logs());
+    assert!(
+        d.processors[0].exited().is_none(),
+        "the processor kept running"
+    );
+    assert_eq!(d.processors[0].pid(), pid);
+    if tally.lost + tally.error + tally.stuck + tally.duplicated > 0 {
+        eprintln!("{}", d.logs());
+    }
+    tally.print_and_check("poison images (one crashes, one hangs its render worker) in a burst");
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(base: &str, project: &str, since: u64) -> Ws {
+    let url = format!(
+        "{}/projects/{project}/ws?since={since}",
+        base.replacen("http://", "ws://", 1)
+    );
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// Reads text messages (their `seq`s) until `want` seqs are in, the socket closes, or `limit`.
+async fn ws_read(ws: &mut Ws, seqs: &mut Vec<u64>, want: usize, limit: Duration) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + limit;
+    while seqs.len() < want {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                seqs.push(v["seq"].as_u64().unwrap());
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => return,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s6_websocket_resume_and_a_client_that_stops_reading() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let nats = NatsServer::start_temp().await.unwrap();
+    let d = Deployment::start(
+        &nats.url(),
+        1,
+        vec![("GALLERY_WS_PING_INTERVAL", "1s".into())],
+    )
+    .await
+    .unwrap();
+    let base = d.client.base.clone();
+    // A reads nothing after connecting; B reads everything; C drops mid-burst and resumes.
+    let mut stalled = ws_connect(&base, "s6", 0).await;
+    let stalled_since = Instant::now();
+    let mut reader = ws_connect(&base, "s6", 0).await;
+    // The reader keeps reading (and so answering pings) throughout: 12 photos, 8 events each.
+    let reading = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        ws_read(&mut reader, &mut seqs, 12 * 8, Duration::from_secs(120)).await;
+        seqs
+    });
+    let mut resumer = ws_connect(&base, "s6", 0).await;
+    let client = d.client.clone();
+    let sending = tokio::spawn(async move {
+        burst(
+            &client,
+            "s6",
+            &jpeg_photo(1600, 1200),
+            12,
+            Duration::from_secs(60),
+        )
+        .await
+    });
+    let mut first = Vec::new();
+    ws_read(&mut resumer, &mut first, 20, Duration::from_secs(60)).await;
+    assert_eq!(first.len(), 20, "the resumer got its first 20 events");
+    drop(resumer);
+    let (sent, _) = sending.await.unwrap().unwrap();
+    let js = d.js().await.unwrap();
+    let tally = settle(&d.client, &js, "s6", &sent, 2, Duration::from_secs(120))
+        .await
+        .unwrap();
+
+    // What the log holds for the project: every socket must see exactly these.
+    let project = gallery_schema::ProjectId::parse("s6").unwrap();
+    let log: Vec<u64> = gallery_nats::read::read_until_now(
+        &js,
+        gallery_schema::subjects::project_filter(&project),
+        1,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|e| e.seq)
+    .collect();
+    let mut resumed = first.clone();
+    let mut again = ws_connect(&base, "s6", *first.last().unwrap()).await;
+    ws_read(&mut again, &mut resumed, log.len(), Duration::from_secs(30)).await;
+    assert_eq!(
+        resumed, log,
+        "resumed with since: every event exactly once, in order"
+    );
+    let all = reading.await.unwrap();
+    assert_eq!(all, log, "a reading client saw every event exactly once");
+
+    // The stalled client answered no ping for three intervals (3 s): the server has closed it.
+    // (Reading it now answers pings, so give the server its 3 s of silence first.)
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(stalled_since.elapsed())).await;
+    let mut closed = None;
+    let mut buffered = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(next) = tokio::time::timeout_at(deadline, stalled.next()).await {
+        match next {
+            Some(Ok(Message::Close(frame))) => {
+                closed = Some(frame.map(|f| f.reason.to_string()).unwrap_or_default());
+                break;
+            }
+            Some(Ok(_)) => buffered += 1,
+            Some(Err(e)) => {
+                closed = Some(format!("connection ended: {e}"));
+                break;
+            }
+            None => {
+                closed = Some("connection ended".to_owned());
+                break;
+            }
+        }
+    }
+    println!("websocket: the stalled client had {buffered} messages buffered");
+    let closed =
+        closed.unwrap_or_else(|| panic!("the stalled client was not closed\n{}", d.logs()));
+    println!("websocket: the stalled client was closed ({closed:?})");
+    println!(
+        "websocket: {} events, resumed with since after {}, both readers saw each exactly once",
+        log.len(),
+        first.len()
+    );
+    if tally.lost + tally.error + tally.stuck + tally.duplicated > 0 {
+        eprintln!("{}", d.logs());
+    }
+    tally.print_and_check("WebSocket client dropped mid-burst and resumed with since");
+}
+
 /// The stream's leader and replica count, from the stream's own info.
 async fn stream_cluster(js: &async_nats::jetstream::Context) -> anyhow::Result<(String, usize)> {
     let mut stream = js.get_stream("IMAGES").await?;

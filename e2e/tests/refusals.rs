@@ -318,3 +318,31 @@ async fn complete_records_an_upload_that_is_stored_but_not_recorded() {
     assert_eq!(body["state"], "uploaded");
     stack.wait_state(id, "done").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_retried_upload_records_bytes_an_earlier_attempt_stored_but_never_recorded() {
+    let stack = TestStack::start().await.unwrap();
+    let link = stack.request_link("retry", "a.jpg").await.unwrap();
+    let id = link["image_id"].as_str().unwrap();
+    // A first attempt stored its bytes, then failed to record them (NATS failing over).
+    let key = link["params"]["key"].as_str().unwrap();
+    let path = stack.data_dir().join("storage").join(key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let first = jpeg_photo(300, 200);
+    std::fs::write(&path, &first).unwrap();
+    // The client retries: the first bytes are kept and recorded, and the image goes on.
+    let (status, body) = stack.upload(&link, jpeg_photo(320, 240)).await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("first upload is kept")
+    );
+    let rec = stack.wait_state(id, "done").await.unwrap();
+    assert_eq!(
+        rec["meta"]["width"], 300,
+        "the first bytes were processed: {rec}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), first);
+}

@@ -181,3 +181,41 @@ async fn listing_pages_filters_and_keeps_projects_apart() {
         assert_eq!(body["error"]["code"], "invalid_request", "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_retried_link_request_with_an_idempotency_key_creates_one_image() {
+    let stack = TestStack::start().await.unwrap();
+    let post = |key: &'static str, filename: &'static str| {
+        stack
+            .http
+            .post(stack.url("/images/"))
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({"filename": filename, "project_id": "idem"}))
+            .send()
+    };
+    let first = post("retry-7", "a.jpg").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    // The same request again (a client retry after a timeout): the same answer, same link.
+    let again = post("retry-7", "a.jpg").await.unwrap();
+    assert_eq!(again.status(), 201);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, first);
+    // The same key for another request is the client's mistake: 409, nothing created.
+    let other = post("retry-7", "b.jpg").await.unwrap();
+    assert_eq!(other.status(), 409);
+    let body: Value = other.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "conflict");
+    // A different key is a different image.
+    assert_eq!(post("retry-8", "a.jpg").await.unwrap().status(), 201);
+    let bad = post("has space", "a.jpg").await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let (_, list) = stack.get_json("/projects/idem/images").await.unwrap();
+    assert_eq!(list["images"].as_array().unwrap().len(), 2);
+    // The image of the first answer uploads and finishes as usual.
+    let id = first["image_id"].as_str().unwrap();
+    let (status, _) = stack.upload(&first, jpeg_photo(300, 200)).await.unwrap();
+    assert_eq!(status, 201);
+    stack.wait_state(id, "done").await.unwrap();
+}

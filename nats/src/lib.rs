@@ -6,6 +6,7 @@
 //! its own.
 
 pub mod append;
+pub mod backup;
 pub mod read;
 pub mod server;
 pub mod topology;

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use gallery_schema::EventKind;
-use gallery_schema::subjects::{self, PROCESSOR_CONSUMER, STREAM, STREAM_SUBJECTS};
+use gallery_schema::subjects::{
+    self, IDEMPOTENCY_BUCKET, LEASE_BUCKET, PROCESSOR_CONSUMER, STREAM, STREAM_SUBJECTS,
+};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,8 @@ pub enum TopologyError {
     Consumer(#[from] jetstream::stream::ConsumerError),
     #[error("stopped while waiting for {0}")]
     Cancelled(String),
+    #[error("key-value bucket: {0}")]
+    Bucket(String),
 }
 
 /// How many copies of the stream a cluster keeps (`--stream-replicas`).
@@ -177,7 +181,58 @@ pub async fn ensure_topology(
     let stream = ensure_stream(js, replicas).await?;
     ensure_processor_consumer(&stream, processor).await?;
     ensure_upload_watcher_consumer(&stream).await?;
+    ensure_idempotency_bucket(js, replicas).await?;
+    ensure_lease_bucket(js, replicas).await?;
     Ok(stream)
+}
+
+/// How long a lease outlives its holder's last renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// The bucket of leases: a value disappears `LEASE_TTL` after it was last written.
+pub async fn ensure_lease_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, TopologyError> {
+    if let Ok(store) = js.get_key_value(LEASE_BUCKET).await {
+        return Ok(store);
+    }
+    js.create_key_value(jetstream::kv::Config {
+        bucket: LEASE_BUCKET.to_owned(),
+        description: "leases: one acting reconciler".into(),
+        history: 1,
+        max_age: LEASE_TTL,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| TopologyError::Bucket(e.to_string()))
+}
+
+/// How long `POST /images/` remembers an `Idempotency-Key`.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The bucket of `Idempotency-Key` answers: one value per key, gone after 24 h. Created when
+/// missing; an existing one is left as the operator has it.
+pub async fn ensure_idempotency_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, TopologyError> {
+    if let Ok(store) = js.get_key_value(IDEMPOTENCY_BUCKET).await {
+        return Ok(store);
+    }
+    js.create_key_value(jetstream::kv::Config {
+        bucket: IDEMPOTENCY_BUCKET.to_owned(),
+        description: "answers of POST /images/ by Idempotency-Key".into(),
+        history: 1,
+        max_age: IDEMPOTENCY_WINDOW,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| TopologyError::Bucket(e.to_string()))
 }
 
 /// Settings of the processor's shared durable consumer.
@@ -207,6 +262,7 @@ pub fn processor_consumer_config(cfg: &ProcessorConsumerConfig) -> consumer::pul
         filter_subjects: vec![
             subjects::kind_filter(EventKind::Uploaded),
             subjects::kind_filter(EventKind::ReprocessRequested),
+            subjects::kind_filter(EventKind::RedriveRequested),
         ],
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: cfg.ack_wait,

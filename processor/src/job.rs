@@ -15,6 +15,7 @@ use object_store::{
 use tokio::sync::Semaphore;
 
 use crate::plan::{ImageHistory, JobOutcome};
+use crate::pool::{PoolError, WorkerPool};
 use crate::render::{self, Limits, Rendered};
 
 /// What a job needs. Cheap to clone.
@@ -24,8 +25,14 @@ pub struct JobContext {
     pub store: Arc<dyn ObjectStore>,
     pub limits: Limits,
     pub max_upload_bytes: u64,
-    /// Bounds CPU-heavy renders to the number of cores, independently of I/O concurrency.
+    /// Bounds CPU-heavy renders to the number of cores, independently of I/O concurrency
+    /// (renders in this process; the worker pool has its own bound).
     pub cpu: Arc<Semaphore>,
+    /// Render worker processes; `None`: render on this process's blocking threads (tests and
+    /// benchmarks that run the stack in-process).
+    pub workers: Option<Arc<WorkerPool>>,
+    /// Worker crashes of one generation after which it ends `processing_crashed`.
+    pub crash_limit: u32,
     /// Store each version's content type with it (S3 serves it on presigned GETs; the local
     /// filesystem store can't keep attributes).
     pub typed_puts: bool,
@@ -43,7 +50,8 @@ impl Trigger {
     pub fn from_event(event: &Event) -> Option<Self> {
         let generation = match &event.body {
             EventBody::Uploaded(u) => u.generation,
-            EventBody::ReprocessRequested { generation } => *generation,
+            EventBody::ReprocessRequested { generation }
+            | EventBody::RedriveRequested { generation, .. } => *generation,
             _ => return None,
         };
         Some(Self {
@@ -147,7 +155,51 @@ async fn process_inner(
     }
 
     let bytes = fetch_original(ctx, &key, &etag).await?;
-    let rendered = render_blocking(ctx, bytes).await?;
+    let rendered = match ctx.workers.as_ref() {
+        None => render_blocking(ctx, bytes).await?,
+        Some(pool) => match pool.render(bytes, ctx.limits).await {
+            Ok(Ok(rendered)) => rendered,
+            Ok(Err(e)) => return Err(permanent(e.code, e.message)),
+            Err(PoolError::TimedOut(deadline)) => {
+                return Err(permanent(
+                    ErrorCode::ProcessingTimeout,
+                    format!(
+                        "rendering took longer than {}s; the render was stopped",
+                        deadline.as_secs()
+                    ),
+                ));
+            }
+            Err(PoolError::Crashed(why)) => {
+                let crash = h.crashes(t.generation) + 1;
+                let crashed = EventBody::RenderCrashed {
+                    generation: t.generation,
+                    crash,
+                    message: why.clone(),
+                };
+                ctx.log
+                    .append(&event(crashed), Guard::LastImageSeq(last))
+                    .await
+                    .map_err(append_outcome)?;
+                if crash >= ctx.crash_limit {
+                    return Err(permanent(
+                        ErrorCode::ProcessingCrashed,
+                        format!("the render crashed its worker {crash} times (last: {why})"),
+                    ));
+                }
+                return Err(JobOutcome::Transient {
+                    message: format!(
+                        "the render worker crashed ({crash} of {}): {why}",
+                        ctx.crash_limit
+                    ),
+                });
+            }
+            Err(PoolError::Unavailable(why)) => {
+                return Err(JobOutcome::Transient {
+                    message: format!("starting a render worker: {why}"),
+                });
+            }
+        },
+    };
 
     for v in &rendered.versions {
         let vkey = version_key(&t.project, &t.image, t.generation, v);

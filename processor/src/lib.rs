@@ -8,8 +8,11 @@
 
 pub mod job;
 pub mod plan;
+pub mod pool;
+pub mod protocol;
 pub mod worker;
 
 pub use gallery_render as render;
 pub use gallery_render::{Limits, render};
+pub use pool::{WorkerCommand, WorkerPool};
 pub use worker::{ProcessorConfig, run};

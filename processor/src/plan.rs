@@ -24,6 +24,8 @@ pub struct ImageHistory {
     started: BTreeMap<u32, DateTime<Utc>>,
     rendered: BTreeSet<(u32, VersionName)>,
     outcome: BTreeSet<u32>,
+    /// Render worker crashes recorded per generation.
+    crashes: BTreeMap<u32, u32>,
 }
 
 impl ImageHistory {
@@ -41,7 +43,8 @@ impl ImageHistory {
                     h.size = Some(u.size);
                     h.generation = h.generation.max(u.generation);
                 }
-                EventBody::ReprocessRequested { generation } => {
+                EventBody::ReprocessRequested { generation }
+                | EventBody::RedriveRequested { generation, .. } => {
                     h.generation = h.generation.max(*generation);
                 }
                 EventBody::ProcessingStarted { generation, .. } => {
@@ -56,6 +59,9 @@ impl ImageHistory {
                 EventBody::Failed(f) => {
                     h.outcome.insert(f.generation);
                 }
+                EventBody::RenderCrashed { generation, .. } => {
+                    *h.crashes.entry(*generation).or_insert(0) += 1;
+                }
             }
         }
         h
@@ -63,6 +69,11 @@ impl ImageHistory {
 
     pub fn started(&self, generation: u32) -> bool {
         self.started.contains_key(&generation)
+    }
+
+    /// Render worker crashes recorded for the generation.
+    pub fn crashes(&self, generation: u32) -> u32 {
+        self.crashes.get(&generation).copied().unwrap_or(0)
     }
 
     /// When the generation's first attempt started, if one did.

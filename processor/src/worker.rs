@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::job::{self, JobContext, Trigger};
 use crate::plan::{AckDecision, RetryPolicy, decide};
+use crate::pool::{WorkerCommand, WorkerPool};
 use crate::render::Limits;
 
 #[derive(Debug, Clone)]
@@ -36,6 +37,14 @@ pub struct ProcessorConfig {
     pub shutdown_grace: Duration,
     /// Store content types with versions (S3).
     pub typed_puts: bool,
+    /// Render in worker processes started with this command (the `gallery` binary does);
+    /// `None`: on this process's blocking threads.
+    pub render_workers: Option<WorkerCommand>,
+    /// A render's wall-clock limit in a worker (`GALLERY_JOB_DEADLINE`).
+    pub job_deadline: Duration,
+    /// Worker crashes of one generation before it ends `processing_crashed`
+    /// (`GALLERY_CRASH_LIMIT`).
+    pub crash_limit: u32,
 }
 
 impl Default for ProcessorConfig {
@@ -52,6 +61,9 @@ impl Default for ProcessorConfig {
             max_upload_bytes: 50_000_000,
             shutdown_grace: Duration::from_secs(7),
             typed_puts: false,
+            render_workers: None,
+            job_deadline: Duration::from_secs(120),
+            crash_limit: 3,
         }
     }
 }
@@ -78,6 +90,14 @@ pub async fn run(
         limits: config.limits,
         max_upload_bytes: config.max_upload_bytes,
         cpu: Arc::new(Semaphore::new(config.cpu_concurrency.max(1))),
+        workers: config.render_workers.clone().map(|cmd| {
+            Arc::new(WorkerPool::new(
+                cmd,
+                config.cpu_concurrency,
+                config.job_deadline,
+            ))
+        }),
+        crash_limit: config.crash_limit.max(1),
         typed_puts: config.typed_puts,
     };
     let slots = Arc::new(Semaphore::new(config.job_concurrency.max(1)));

@@ -146,6 +146,21 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
                 message: f.message.clone(),
             });
         }
+        EventBody::RedriveRequested { generation, .. } => {
+            // The same generation, driven again: back in the processor's hands.
+            same_generation(&rec, *generation)?;
+            if !matches!(rec.state, Uploaded | Processing) {
+                return Err(illegal(&rec));
+            }
+            rec.state = Processing;
+        }
+        EventBody::RenderCrashed { generation, .. } => {
+            // Recorded while processing; the image stays there until its outcome.
+            same_generation(&rec, *generation)?;
+            if rec.state != Processing {
+                return Err(illegal(&rec));
+            }
+        }
         EventBody::ReprocessRequested { generation } => {
             if !rec.state.is_terminal() || rec.etag.is_none() {
                 return Err(illegal(&rec));

@@ -15,15 +15,57 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use gallery_nats::{ReadError, StoredEvent, read};
 use gallery_schema::subjects::{STREAM, STREAM_SUBJECTS};
+use std::collections::HashMap;
+
+use gallery_schema::ProjectId;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::fold::apply;
 use crate::store::{Store, StoreError};
 
-/// Events fanned out to subscribers after they are committed. Subscribers that fall this far
-/// behind see `Lagged` and are expected to resume from the log (the WebSocket closes with 1013).
-const FANOUT_CAPACITY: usize = 4096;
+/// Events of one project buffered for its subscribers after they are committed. Subscribers that
+/// fall this far behind see `Lagged` and are expected to resume from the log (the WebSocket
+/// closes with 1013).
+const FANOUT_CAPACITY: usize = 1024;
+
+/// Per-project fan-out: a socket wakes only for its own project's events, so the cost of an
+/// event is its project's subscribers, not every socket of the process.
+#[derive(Default)]
+pub struct Fanout {
+    channels: std::sync::Mutex<HashMap<ProjectId, broadcast::Sender<Arc<StoredEvent>>>>,
+}
+
+impl Fanout {
+    pub fn subscribe(&self, project: &ProjectId) -> broadcast::Receiver<Arc<StoredEvent>> {
+        let mut channels = self.channels.lock().expect("fanout lock");
+        channels
+            .entry(project.clone())
+            .or_insert_with(|| broadcast::channel(FANOUT_CAPACITY).0)
+            .subscribe()
+    }
+
+    fn publish(&self, event: Arc<StoredEvent>) {
+        let mut channels = self.channels.lock().expect("fanout lock");
+        let project = &event.event.project_id;
+        // A send with no receivers left fails: the project's last socket is gone.
+        if let Some(tx) = channels.get(project)
+            && tx.send(event.clone()).is_err()
+        {
+            channels.remove(project);
+        }
+    }
+
+    /// Drops every channel: subscribers see `Closed` (the server is stopping).
+    fn close_all(&self) {
+        self.channels.lock().expect("fanout lock").clear();
+    }
+
+    /// Projects with at least one channel (tests).
+    pub fn projects(&self) -> usize {
+        self.channels.lock().expect("fanout lock").len()
+    }
+}
 
 /// What the api holds: the store for reads, the applied sequence to wait on, the fan-out.
 #[derive(Clone)]
@@ -31,7 +73,7 @@ pub struct ProjectorHandle {
     pub store: Store,
     applied: watch::Receiver<u64>,
     halted: watch::Receiver<Option<String>>,
-    events: broadcast::Sender<Arc<StoredEvent>>,
+    fanout: Arc<Fanout>,
 }
 
 impl ProjectorHandle {
@@ -47,8 +89,13 @@ impl ProjectorHandle {
             .is_ok_and(|r| r.is_ok())
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
-        self.events.subscribe()
+    /// Committed events of `project`, from now on.
+    pub fn subscribe(&self, project: &ProjectId) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.fanout.subscribe(project)
+    }
+
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
     }
 
     /// Why the projector stopped applying events, if it did.
@@ -61,19 +108,18 @@ pub struct Projector {
     store: Store,
     applied: watch::Sender<u64>,
     halted: watch::Sender<Option<String>>,
-    events: broadcast::Sender<Arc<StoredEvent>>,
+    fanout: Arc<Fanout>,
 }
 
 impl Projector {
     pub fn new(store: Store) -> Result<Self, StoreError> {
         let (applied, _) = watch::channel(store.last_seq()?);
         let (halted, _) = watch::channel(None);
-        let (events, _) = broadcast::channel(FANOUT_CAPACITY);
         Ok(Self {
             store,
             applied,
             halted,
-            events,
+            fanout: Arc::default(),
         })
     }
 
@@ -82,7 +128,7 @@ impl Projector {
             store: self.store.clone(),
             applied: self.applied.subscribe(),
             halted: self.halted.subscribe(),
-            events: self.events.clone(),
+            fanout: self.fanout.clone(),
         }
     }
 
@@ -113,6 +159,7 @@ impl Projector {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+        self.fanout.close_all();
         if let Err(err) = self.store.flush().await {
             tracing::error!(%err, "flushing the read model");
         }
@@ -168,8 +215,7 @@ impl Projector {
             Err(err) => return Err(err.into()),
         }
         self.applied.send_replace(stored.seq);
-        // No subscribers is normal.
-        let _ = self.events.send(Arc::new(stored));
+        self.fanout.publish(Arc::new(stored));
         Ok(())
     }
 }

@@ -2,8 +2,9 @@
 //! and rebuilt from the log, which is what makes it acceptable).
 //!
 //! Trees: `records` (image id → JSON record), `by_project` (`<project>/<image id bytes>` →
-//! empty, ordered by creation because image ids are UUIDv7), `meta` (`last_seq`). One
-//! transaction writes a record, its index entry and the sequence together.
+//! empty, ordered by creation because image ids are UUIDv7), `pending` (image id → empty, for
+//! every image in `uploaded` or `processing`: what the reconciler looks at), `meta`
+//! (`last_seq`). One transaction writes a record, its index entries and the sequence together.
 
 use std::path::Path;
 
@@ -30,8 +31,16 @@ pub struct Store {
     db: sled::Db,
     records: sled::Tree,
     by_project: sled::Tree,
+    pending: sled::Tree,
     meta: sled::Tree,
 }
+
+/// An image the processor still owes an outcome.
+fn is_pending(state: ImageState) -> bool {
+    matches!(state, ImageState::Uploaded | ImageState::Processing)
+}
+
+const PENDING_INDEX: &[u8] = b"pending_index";
 
 /// One page of a project's listing, newest first.
 #[derive(Debug, Clone)]
@@ -58,6 +67,7 @@ impl Store {
         let store = Self {
             records: db.open_tree("records")?,
             by_project: db.open_tree("by_project")?,
+            pending: db.open_tree("pending")?,
             meta: db.open_tree("meta")?,
             db,
         };
@@ -72,6 +82,15 @@ impl Store {
         };
         if version != RECORD_VERSION {
             return Err(StoreError::Version(version));
+        }
+        if store.meta.get(PENDING_INDEX)?.is_none() {
+            // A store from before the pending index: build it once.
+            for rec in store.all()? {
+                if is_pending(rec.state) {
+                    store.pending.insert(rec.image_id.as_bytes(), &[])?;
+                }
+            }
+            store.meta.insert(PENDING_INDEX, &[1])?;
         }
         Ok(store)
     }
@@ -96,11 +115,16 @@ impl Store {
     /// advances the sequence (an event the fold refused, or one that isn't ours).
     pub fn commit(&self, seq: u64, record: Option<&Record>) -> Result<(), StoreError> {
         let encoded = record.map(serde_json::to_vec).transpose()?;
-        (&self.records, &self.by_project, &self.meta)
-            .transaction(|(records, by_project, meta)| {
+        (&self.records, &self.by_project, &self.pending, &self.meta)
+            .transaction(|(records, by_project, pending, meta)| {
                 if let (Some(rec), Some(bytes)) = (record, &encoded) {
                     records.insert(rec.image_id.as_bytes(), bytes.as_slice())?;
                     by_project.insert(index_key(&rec.project_id, &rec.image_id), &[])?;
+                    if is_pending(rec.state) {
+                        pending.insert(rec.image_id.as_bytes(), &[])?;
+                    } else {
+                        pending.remove(rec.image_id.as_bytes())?;
+                    }
                 }
                 meta.insert(LAST_SEQ, &seq.to_be_bytes())?;
                 Ok::<_, ConflictableTransactionError<()>>(())
@@ -159,6 +183,53 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
+    }
+
+    /// Every image in `uploaded` or `processing`, oldest first.
+    pub fn pending(&self) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.pending.iter() {
+            let (key, _) = entry?;
+            let id: [u8; 16] = key.as_ref().try_into().unwrap_or([0; 16]);
+            if let Some(rec) = self.get(&ImageId::from_bytes(id))? {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Images in `error` with `code`, of one project or of all (an operator's re-drive).
+    pub fn errors(
+        &self,
+        project: Option<&ProjectId>,
+        code: gallery_schema::ErrorCode,
+    ) -> Result<Vec<Record>, StoreError> {
+        let matches = |r: &Record| {
+            r.state == ImageState::Error && r.error.as_ref().is_some_and(|e| e.code == code)
+        };
+        let mut out = Vec::new();
+        match project {
+            Some(p) => {
+                let mut cursor = None;
+                loop {
+                    let page = self.list(p, Some(ImageState::Error), 500, cursor.as_ref())?;
+                    out.extend(page.records.into_iter().filter(|r| matches(r)));
+                    match page.next_cursor {
+                        Some(c) => cursor = Some(c),
+                        None => break,
+                    }
+                }
+            }
+            None => {
+                for entry in self.records.iter() {
+                    let rec: Record = serde_json::from_slice(&entry?.1)?;
+                    if matches(&rec) {
+                        out.push(rec);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Every record, in image id order (rebuild comparisons and tests).

@@ -17,12 +17,16 @@ pub enum ErrorCode {
     UnsupportedFormat,
     ImageTooLarge,
     CorruptImage,
+    /// The render crashed its worker process `GALLERY_CRASH_LIMIT` times.
+    ProcessingCrashed,
+    /// The render ran past its deadline (`GALLERY_JOB_DEADLINE`).
+    ProcessingTimeout,
     RetriesExhausted,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 15] = [
         Self::InvalidRequest,
         Self::InvalidProjectId,
         Self::NotFound,
@@ -34,6 +38,8 @@ impl ErrorCode {
         Self::UnsupportedFormat,
         Self::ImageTooLarge,
         Self::CorruptImage,
+        Self::ProcessingCrashed,
+        Self::ProcessingTimeout,
         Self::RetriesExhausted,
         Self::Internal,
     ];
@@ -51,6 +57,8 @@ impl ErrorCode {
             Self::UnsupportedFormat => "unsupported_format",
             Self::ImageTooLarge => "image_too_large",
             Self::CorruptImage => "corrupt_image",
+            Self::ProcessingCrashed => "processing_crashed",
+            Self::ProcessingTimeout => "processing_timeout",
             Self::RetriesExhausted => "retries_exhausted",
             Self::Internal => "internal",
         }

@@ -34,6 +34,19 @@ pub enum EventBody {
     ReprocessRequested {
         generation: u32,
     },
+    /// The reconciler drives an unfinished generation through the processor again.
+    RedriveRequested {
+        generation: u32,
+        reason: String,
+        /// The image's last sequence when it was found stuck (part of the message id).
+        observed_seq: u64,
+    },
+    /// A render worker died rendering this generation (`crash` counts from 1).
+    RenderCrashed {
+        generation: u32,
+        crash: u32,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,10 +95,12 @@ pub enum EventKind {
     Processed,
     Failed,
     ReprocessRequested,
+    RenderCrashed,
+    RedriveRequested,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 9] = [
         Self::UploadRequested,
         Self::Uploaded,
         Self::ProcessingStarted,
@@ -93,6 +108,8 @@ impl EventKind {
         Self::Processed,
         Self::Failed,
         Self::ReprocessRequested,
+        Self::RenderCrashed,
+        Self::RedriveRequested,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +121,8 @@ impl EventKind {
             Self::Processed => "processed",
             Self::Failed => "failed",
             Self::ReprocessRequested => "reprocess_requested",
+            Self::RenderCrashed => "render_crashed",
+            Self::RedriveRequested => "redrive_requested",
         }
     }
 
@@ -117,7 +136,10 @@ impl EventKind {
         match self {
             Self::UploadRequested => ImageState::Init,
             Self::Uploaded | Self::ReprocessRequested => ImageState::Uploaded,
-            Self::ProcessingStarted | Self::VersionRendered => ImageState::Processing,
+            Self::ProcessingStarted
+            | Self::VersionRendered
+            | Self::RenderCrashed
+            | Self::RedriveRequested => ImageState::Processing,
             Self::Processed => ImageState::Done,
             Self::Failed => ImageState::Error,
         }
@@ -134,6 +156,8 @@ impl EventBody {
             Self::Processed { .. } => EventKind::Processed,
             Self::Failed(_) => EventKind::Failed,
             Self::ReprocessRequested { .. } => EventKind::ReprocessRequested,
+            Self::RenderCrashed { .. } => EventKind::RenderCrashed,
+            Self::RedriveRequested { .. } => EventKind::RedriveRequested,
         }
     }
 
@@ -145,7 +169,9 @@ impl EventBody {
             Self::Uploaded(u) => u.generation,
             Self::ProcessingStarted { generation, .. }
             | Self::Processed { generation, .. }
-            | Self::ReprocessRequested { generation } => *generation,
+            | Self::ReprocessRequested { generation }
+            | Self::RenderCrashed { generation, .. }
+            | Self::RedriveRequested { generation, .. } => *generation,
             Self::VersionRendered(v) => v.generation,
             Self::Failed(f) => f.generation,
         }
@@ -175,6 +201,12 @@ impl Event {
             EventBody::VersionRendered(v) => format!("{image}:{generation}:version:{}", v.version),
             EventBody::Processed { .. } | EventBody::Failed(_) => {
                 format!("{image}:{generation}:outcome")
+            }
+            EventBody::RenderCrashed { crash, .. } => {
+                format!("{image}:{generation}:render_crashed:{crash}")
+            }
+            EventBody::RedriveRequested { observed_seq, .. } => {
+                format!("{image}:{generation}:redrive_requested:{observed_seq}")
             }
             other => format!("{image}:{generation}:{}", other.kind().as_str()),
         }

@@ -13,6 +13,14 @@ pub const PROCESSOR_CONSUMER: &str = "processor";
 /// The upload watcher's durable pull consumer, shared by every api replica.
 pub const UPLOAD_WATCHER_CONSUMER: &str = "upload-watcher";
 
+/// The key-value bucket of `Idempotency-Key` answers of `POST /images/` (kept 24 h).
+pub const IDEMPOTENCY_BUCKET: &str = "gallery-idempotency";
+
+/// The key-value bucket of leases (one acting reconciler).
+pub const LEASE_BUCKET: &str = "gallery-leases";
+/// Operators' re-drive requests (`gallery redrive`), answered by one api replica.
+pub const ADMIN_REDRIVE: &str = "gallery.admin.redrive";
+
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 pub const HEADER_EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
 pub const HEADER_EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: &str =

@@ -85,6 +85,24 @@ impl Event {
                     generation: *generation,
                 })
             }
+            EventBody::RenderCrashed {
+                generation,
+                crash,
+                message,
+            } => Kind::RenderCrashed(pb::RenderCrashed {
+                generation: *generation,
+                crash: *crash,
+                message: message.clone(),
+            }),
+            EventBody::RedriveRequested {
+                generation,
+                reason,
+                observed_seq,
+            } => Kind::RedriveRequested(pb::RedriveRequested {
+                generation: *generation,
+                reason: reason.clone(),
+                observed_seq: *observed_seq,
+            }),
         };
         pb::Envelope {
             image_id: self.image_id.to_string(),
@@ -138,6 +156,16 @@ impl Event {
             }),
             Kind::ReprocessRequested(r) => EventBody::ReprocessRequested {
                 generation: r.generation,
+            },
+            Kind::RenderCrashed(c) => EventBody::RenderCrashed {
+                generation: c.generation,
+                crash: c.crash,
+                message: c.message,
+            },
+            Kind::RedriveRequested(r) => EventBody::RedriveRequested {
+                generation: r.generation,
+                reason: r.reason,
+                observed_seq: r.observed_seq,
             },
         };
         Ok(Event {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::{links, load_record, parse_image_id, wait_applied};
 use crate::content_type;
 use crate::error::{ApiError, ApiResult};
+use crate::idempotency;
 use crate::signing::UploadGrant;
 use crate::sigv4::{PostPolicy, post_form};
 use crate::state::{AppState, LinkMode};
@@ -114,8 +115,26 @@ pub fn original_key(project: &ProjectId, image: &ImageId) -> String {
     format!("originals/{project}/{image}")
 }
 
-pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+pub async fn create(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let req = parse_create(&body, state.config.max_upload_bytes)?;
+    // A retried request with the same Idempotency-Key gets the first answer again.
+    let idempotent = match idempotency::key_from(&headers)? {
+        Some(key) => {
+            let store = state.idempotency().await?;
+            let bucket_key = idempotency::bucket_key(&req.project_id, &key);
+            let body_sha256 = idempotency::body_hash(&body);
+            if let Some(stored) = idempotency::lookup(&store, &bucket_key).await? {
+                let first = idempotency::replay(&stored, &body_sha256)?;
+                return Ok(created(first));
+            }
+            Some((store, bucket_key, body_sha256))
+        }
+        None => None,
+    };
     let image_id = ImageId::new_v7();
     let key = original_key(&req.project_id, &image_id);
     let ttl = TimeDelta::from_std(state.config.upload_link_ttl).unwrap_or(TimeDelta::minutes(15));
@@ -185,7 +204,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
             )
         }
     };
-    let body = json!({
+    let mut body = json!({
         "image_id": image,
         "project_id": req.project_id.as_str(),
         "upload_link": upload_link,
@@ -193,13 +212,27 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
         "params": params,
         "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
-    let location = format!("/images/{image}");
-    Ok((
+    if let Some((store, bucket_key, body_sha256)) = idempotent {
+        let stored = idempotency::Stored {
+            body_sha256,
+            response: body,
+        };
+        // If a racing request stored its answer first, that one is the answer.
+        body = idempotency::remember(&store, &bucket_key, &stored)
+            .await?
+            .response;
+    }
+    Ok(created(body))
+}
+
+fn created(body: Value) -> Response {
+    let location = format!("/images/{}", body["image_id"].as_str().unwrap_or_default());
+    (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(body),
     )
-        .into_response())
+        .into_response()
 }
 
 pub async fn get_one(

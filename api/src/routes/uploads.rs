@@ -179,7 +179,18 @@ async fn receive_file(
     match linked {
         Ok(()) => {}
         Err(object_store::Error::AlreadyExists { .. }) => {
-            return Err(ApiError::conflict("this image has been uploaded already"));
+            // An earlier upload through this link stored its bytes, but its `uploaded` was not
+            // recorded (NATS failed over under it, say, and the client retried): record those
+            // bytes now, so the image goes on, and keep them rather than these.
+            let meta = state
+                .store
+                .head(&final_path)
+                .await
+                .map_err(|e| ApiError::internal("reading back an earlier upload", e))?;
+            record_upload(state, &rec, meta.size, &meta.e_tag.unwrap_or_default()).await?;
+            return Err(ApiError::conflict(
+                "this image has been uploaded already (the first upload is kept)",
+            ));
         }
         Err(e) => return Err(ApiError::internal("storing an upload", e)),
     }

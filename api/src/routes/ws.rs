@@ -4,8 +4,12 @@
 //! core-NATS subscription, which also sees rejected and duplicate publishes). With `since`, the
 //! socket first replays the project's events after `since` from JetStream, then goes live; it
 //! subscribes to live events *before* reading the replay and drops anything at or below the
-//! last sequence sent, so there is no gap and no duplicate. A client that falls behind the
-//! shared fan-out buffer is closed with 1013 and may resume with `since`.
+//! last sequence sent, so there is no gap and no duplicate. A socket subscribes to its own
+//! project's events only (the projector's per-project fan-out). A client that falls behind its
+//! project's fan-out buffer is closed with 1013; one whose send doesn't complete within
+//! [`SEND_TIMEOUT`] (it stopped reading) is dropped; one that answers no ping for three ping
+//! intervals is closed as dead. Each may resume with `since`. Incoming messages are limited to
+//! [`MAX_INCOMING`] bytes: clients have nothing to say beyond pongs and a close.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +23,7 @@ use gallery_nats::{ReadError, StoredEvent, read};
 use gallery_schema::{ProjectId, subjects};
 use serde::Deserialize;
 use tokio::sync::broadcast;
+use tracing::Instrument;
 
 use super::links;
 use crate::error::{ApiError, ApiResult};
@@ -30,7 +35,29 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_INTERNAL: u16 = 1011;
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
-const PING_EVERY: Duration = Duration::from_secs(20);
+/// How long one send may wait for a client that stopped reading.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest message or frame a client may send.
+pub const MAX_INCOMING: usize = 4 * 1024;
+
+/// Timing of a socket's keep-alive.
+#[derive(Debug, Clone, Copy)]
+pub struct Keepalive {
+    pub ping_every: Duration,
+    /// Closed when nothing (no pong, no message) came for this long.
+    pub dead_after: Duration,
+    pub send_timeout: Duration,
+}
+
+impl Keepalive {
+    pub fn every(ping_every: Duration) -> Self {
+        Self {
+            ping_every,
+            dead_after: ping_every * 3,
+            send_timeout: SEND_TIMEOUT,
+        }
+    }
+}
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -45,7 +72,9 @@ pub async fn subscribe(
 ) -> ApiResult<Response> {
     let project = ProjectId::parse(&project)?;
     let upgrade = upgrade
-        .map_err(|e| ApiError::invalid(format!("this endpoint speaks WebSocket only: {e}")))?;
+        .map_err(|e| ApiError::invalid(format!("this endpoint speaks WebSocket only: {e}")))?
+        .max_message_size(MAX_INCOMING)
+        .max_frame_size(MAX_INCOMING);
     let since =
         match q.since.as_deref() {
             None | Some("") => None,
@@ -54,7 +83,7 @@ pub async fn subscribe(
             })?),
         };
     // Subscribe first, then read the replay: whatever is committed in between is in one or both.
-    let live = state.projector.subscribe();
+    let live = state.projector.subscribe(&project);
     let replay = match since {
         Some(since) => {
             let filter = subjects::project_filter(&project);
@@ -80,14 +109,21 @@ async fn serve(
     replay: Option<BoxStream<'static, Result<StoredEvent, ReadError>>>,
     live: broadcast::Receiver<Arc<StoredEvent>>,
 ) {
+    static SOCKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let socket_id = SOCKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = tracing::info_span!("websocket", socket_id, %project, since);
     let (tx, rx) = socket.split();
+    let keepalive = Keepalive::every(state.config.ws_ping_every);
     let render = move |e: &StoredEvent| {
         serde_json::to_string(&ws_message(e, &links(&state))).expect("plain JSON")
     };
-    pump(tx, rx, &project, since, replay, live, render).await;
+    pump(tx, rx, &project, since, replay, live, keepalive, render)
+        .instrument(span)
+        .await;
 }
 
 /// The socket's logic, over any sink and stream of messages (unit-tested with channels).
+#[allow(clippy::too_many_arguments)]
 pub async fn pump<Tx, Rx, E>(
     mut tx: Tx,
     mut rx: Rx,
@@ -95,6 +131,7 @@ pub async fn pump<Tx, Rx, E>(
     since: u64,
     replay: Option<BoxStream<'static, Result<StoredEvent, ReadError>>>,
     mut live: broadcast::Receiver<Arc<StoredEvent>>,
+    keepalive: Keepalive,
     render: impl Fn(&StoredEvent) -> String,
 ) where
     Tx: Sink<Message> + Unpin,
@@ -105,7 +142,7 @@ pub async fn pump<Tx, Rx, E>(
         while let Some(item) = replay.next().await {
             match item {
                 Ok(e) if e.seq > last_sent => {
-                    if tx.send(Message::Text(render(&e).into())).await.is_err() {
+                    if !send(&mut tx, Message::Text(render(&e).into()), &keepalive).await {
                         return;
                     }
                     last_sent = e.seq;
@@ -124,20 +161,27 @@ pub async fn pump<Tx, Rx, E>(
             }
         }
     }
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut ping = tokio::time::interval(keepalive.ping_every);
     ping.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             incoming = rx.next() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => {} // pings are answered by the protocol layer; text is ignored
+                // Pongs (and pings, answered by the protocol layer) show the peer is alive;
+                // text is ignored.
+                Some(Ok(m)) => {
+                    tracing::debug!(kind = ?std::mem::discriminant(&m), "websocket message from a client");
+                    last_heard = tokio::time::Instant::now();
+                }
             },
             event = live.recv() => match event {
                 Ok(e) => {
+                    // The channel is the project's own; the check keeps a mix-up harmless.
                     if &e.event.project_id != project || e.seq <= last_sent {
                         continue;
                     }
-                    if tx.send(Message::Text(render(&e).into())).await.is_err() {
+                    if !send(&mut tx, Message::Text(render(&e).into()), &keepalive).await {
                         return;
                     }
                     last_sent = e.seq;
@@ -153,10 +197,33 @@ pub async fn pump<Tx, Rx, E>(
                 }
             },
             _ = ping.tick() => {
-                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                if last_heard.elapsed() >= keepalive.dead_after {
+                    let reason = format!("no pong; reconnect with ?since={last_sent}");
+                    tracing::info!(%project, "closing a websocket whose peer stopped answering");
+                    let _ = tokio::time::timeout(
+                        keepalive.send_timeout,
+                        close(&mut tx, CLOSE_GOING_AWAY, &reason),
+                    )
+                    .await;
+                    return;
+                }
+                if !send(&mut tx, Message::Ping(Default::default()), &keepalive).await {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Sends one message within the send timeout; `false` when the socket must be dropped (gone,
+/// or a client that stopped reading).
+async fn send<Tx: Sink<Message> + Unpin>(tx: &mut Tx, msg: Message, keepalive: &Keepalive) -> bool {
+    match tokio::time::timeout(keepalive.send_timeout, tx.send(msg)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::info!("dropping a websocket whose client stopped reading");
+            false
         }
     }
 }
@@ -167,4 +234,34 @@ async fn close<Tx: Sink<Message> + Unpin>(tx: &mut Tx, code: u16, reason: &str) 
         reason: reason.to_owned().into(),
     };
     let _ = tx.send(Message::Close(Some(frame))).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_answers_no_ping_is_closed() {
+        let (tx, mut out) = mpsc::unbounded::<Message>();
+        // A client that sends nothing, ever.
+        let rx = futures::stream::pending::<Result<Message, std::io::Error>>();
+        let (_events, live) = broadcast::channel(8);
+        let project = ProjectId::parse("p").unwrap();
+        let keepalive = Keepalive::every(Duration::from_secs(1));
+        let started = tokio::time::Instant::now();
+        pump(tx, rx, &project, 0, None, live, keepalive, |_| {
+            String::new()
+        })
+        .await;
+        assert!(started.elapsed() <= Duration::from_secs(5));
+        let mut last = None;
+        while let Ok(m) = out.try_recv() {
+            last = Some(m);
+        }
+        match last {
+            Some(Message::Close(Some(frame))) => assert!(frame.reason.contains("no pong")),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -1,0 +1,103 @@
+//! Nothing stays unfinished or lost to an outage: the reconciler re-drives an image stuck in
+//! `uploaded`, and an outage that outlasts the retry budget ends in a retryable
+//! `retries_exhausted` that `gallery redrive` (a NATS request any api answers) finishes.
+
+use std::time::Duration;
+
+use gallery::app::Roles;
+use gallery_e2e::{TestStack, jpeg_photo};
+use serde_json::Value;
+
+async fn events_of(stack: &TestStack, project: &str) -> Vec<String> {
+    let client = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let p = gallery_schema::ProjectId::parse(project).unwrap();
+    gallery_nats::read::read_until_now(
+        &js,
+        gallery_schema::subjects::project_filter(&p),
+        1,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|e| e.event.kind().as_str().to_owned())
+    .collect()
+}
+
+#[tokio::test]
+async fn the_reconciler_redrives_an_image_stuck_in_uploaded() {
+    // No processor at first: the upload's delivery waits, as if it had been lost.
+    let mut stack = TestStack::start_with(|c| {
+        c.roles = Roles::Api;
+        c.redrive_after = Duration::from_secs(1);
+        c.reconcile_every = Duration::from_secs(1);
+    })
+    .await
+    .unwrap();
+    let link = stack.request_link("stuck", "s.jpg").await.unwrap();
+    let id = link["image_id"].as_str().unwrap().to_owned();
+    stack.upload(&link, jpeg_photo(400, 300)).await.unwrap();
+    // The reconciler notices it within a few seconds and drives it again.
+    stack.wait_state(&id, "processing").await.unwrap();
+    assert!(
+        events_of(&stack, "stuck")
+            .await
+            .contains(&"redrive_requested".to_owned())
+    );
+    // With a processor, both the upload and the re-drive are consumed; one outcome.
+    stack.restart(|c| c.roles = Roles::All).await.unwrap();
+    stack.wait_state(&id, "done").await.unwrap();
+    let kinds = events_of(&stack, "stuck").await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "processed").count(),
+        1,
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_outage_past_the_budget_is_retryable_and_redrive_finishes_it() {
+    let mut stack = TestStack::start_s3_with(|c| {
+        c.roles = Roles::Api;
+        c.retry_budget = Duration::from_secs(2);
+        if let Some(s3) = c.s3.as_mut() {
+            s3.timeout = Duration::from_secs(1);
+            s3.retry_timeout = Duration::from_secs(1);
+        }
+    })
+    .await
+    .unwrap();
+    let link = stack.request_link("outage", "o.jpg").await.unwrap();
+    let id = link["image_id"].as_str().unwrap().to_owned();
+    let (status, body) = stack.upload(&link, jpeg_photo(400, 300)).await.unwrap();
+    assert!((200..300).contains(&status), "{status} {body}");
+    stack.wait_state(&id, "uploaded").await.unwrap();
+
+    // Storage goes away, then the processor starts: it retries for the budget, then gives up.
+    stack.s3.as_mut().unwrap().kill();
+    stack.restart(|c| c.roles = Roles::All).await.unwrap();
+    let rec = stack.wait_state(&id, "error").await.unwrap();
+    assert_eq!(rec["error"]["code"], "retries_exhausted", "{rec}");
+
+    // Storage is back; an operator re-drives what the outage left.
+    stack.s3.as_mut().unwrap().start_again().await.unwrap();
+    let client = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let answer = client
+        .request(
+            gallery_schema::subjects::ADMIN_REDRIVE,
+            serde_json::to_vec(&serde_json::json!({"project": "outage"}))
+                .unwrap()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(reply["redriven"], 1, "{reply}");
+    let rec = stack.wait_state(&id, "done").await.unwrap();
+    assert_eq!(rec["meta"]["versions"]["thumb"]["width"], 150);
+}

@@ -1,0 +1,19 @@
+//! `gallery render-worker` (hidden): the child process the processor renders in
+//! (`processor/src/pool.rs`). It limits its own address space first, so a memory blow-up on a
+//! hostile file fails this process's allocation instead of the machine's, then serves render
+//! requests on stdin/stdout until the processor closes the pipe. Logs go to stderr.
+
+use nix::sys::resource::{Resource, setrlimit};
+
+pub fn run(memory_limit: u64) -> anyhow::Result<()> {
+    if memory_limit > 0 {
+        setrlimit(Resource::RLIMIT_AS, memory_limit, memory_limit)
+            .map_err(|e| anyhow::anyhow!("setting the render worker's memory limit: {e}"))?;
+    }
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut input = std::io::BufReader::new(stdin.lock());
+    let mut output = std::io::BufWriter::new(stdout.lock());
+    gallery_processor::protocol::serve(&mut input, &mut output)?;
+    Ok(())
+}
