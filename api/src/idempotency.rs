@@ -4,9 +4,10 @@
 //! in a JetStream key-value bucket (`gallery-idempotency`, 24 h), so every api replica sees
 //! them and a restart keeps them.
 //!
-//! The same key with a different body is a 409: the client mixed up two requests. Two requests
-//! with one new key racing on two replicas both create an image; the first answer stored wins
-//! and is returned to both, and the loser's image expires unused (`upload_expired`).
+//! The key is reserved, with the image id, before the image is recorded: a first attempt that
+//! recorded the image but lost its answer (a NATS leader election, a timeout) is finished by
+//! the retry for that same image, never a second one. The same key with a different body is a
+//! 409: the client mixed up two requests.
 
 use async_nats::jetstream::kv;
 use axum::http::HeaderMap;
@@ -20,11 +21,22 @@ use crate::error::{ApiError, ApiResult};
 pub const HEADER: &str = "idempotency-key";
 const MAX_KEY: usize = 255;
 
-/// What is kept per key: the request body's hash and the answer.
+/// What is kept per key: the request body's hash, the image it is for, and the answer once
+/// given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stored {
     pub body_sha256: String,
-    pub response: Value,
+    pub image_id: String,
+    pub response: Option<Value>,
+}
+
+/// What a request with a key does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The first answer, again.
+    Replay(Value),
+    /// Go on with this image (reserved by this request or an earlier attempt of it).
+    Proceed(String),
 }
 
 /// The header's value, if any: 1-255 printable ASCII characters.
@@ -57,14 +69,17 @@ pub fn body_hash(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
-/// What to answer for a key already used: the stored answer, or 409 for another body.
-pub fn replay(stored: &Stored, body_sha256: &str) -> ApiResult<Value> {
+/// Pure: what to do for a key already used (409 for another body).
+pub fn decide(stored: &Stored, body_sha256: &str) -> ApiResult<Decision> {
     if stored.body_sha256 != body_sha256 {
         return Err(ApiError::conflict(
             "this Idempotency-Key was used with a different request body",
         ));
     }
-    Ok(stored.response.clone())
+    Ok(match &stored.response {
+        Some(first) => Decision::Replay(first.clone()),
+        None => Decision::Proceed(stored.image_id.clone()),
+    })
 }
 
 pub async fn lookup(store: &kv::Store, bucket_key: &str) -> ApiResult<Option<Stored>> {
@@ -80,19 +95,42 @@ pub async fn lookup(store: &kv::Store, bucket_key: &str) -> ApiResult<Option<Sto
         .transpose()
 }
 
-/// Keeps `stored` under the key; when another request stored one first, returns theirs.
-pub async fn remember(store: &kv::Store, bucket_key: &str, stored: &Stored) -> ApiResult<Stored> {
-    let bytes = serde_json::to_vec(stored).expect("plain JSON");
+/// Reserves the key for `image_id` (or finds what an earlier request of it reserved).
+pub async fn reserve(
+    store: &kv::Store,
+    bucket_key: &str,
+    body_sha256: &str,
+    image_id: &str,
+) -> ApiResult<Decision> {
+    let reservation = Stored {
+        body_sha256: body_sha256.to_owned(),
+        image_id: image_id.to_owned(),
+        response: None,
+    };
+    let bytes = serde_json::to_vec(&reservation).expect("plain JSON");
     match store.create(bucket_key, bytes.into()).await {
-        Ok(_) => Ok(stored.clone()),
+        Ok(_) => Ok(Decision::Proceed(image_id.to_owned())),
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
             match lookup(store, bucket_key).await? {
-                Some(first) => Ok(first),
-                None => Ok(stored.clone()),
+                Some(first) => decide(&first, body_sha256),
+                None => Err(ApiError::unavailable(
+                    "reserving the Idempotency-Key",
+                    "it vanished while being reserved",
+                )),
             }
         }
-        Err(e) => Err(ApiError::unavailable("storing the Idempotency-Key", e)),
+        Err(e) => Err(ApiError::unavailable("reserving the Idempotency-Key", e)),
     }
+}
+
+/// Keeps the answer under the key.
+pub async fn answer(store: &kv::Store, bucket_key: &str, stored: &Stored) -> ApiResult<()> {
+    let bytes = serde_json::to_vec(stored).expect("plain JSON");
+    store
+        .put(bucket_key, bytes.into())
+        .await
+        .map_err(|e| ApiError::unavailable("storing the Idempotency-Key answer", e))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -118,16 +156,23 @@ mod tests {
     }
 
     #[test]
-    fn a_replay_needs_the_same_body() {
-        let stored = Stored {
+    fn a_replay_needs_the_same_body_and_a_reservation_names_its_image() {
+        let mut stored = Stored {
             body_sha256: body_hash(b"{\"a\":1}"),
-            response: serde_json::json!({"image_id": "x"}),
+            image_id: "x".into(),
+            response: None,
         };
+        let same = body_hash(b"{\"a\":1}");
         assert_eq!(
-            replay(&stored, &body_hash(b"{\"a\":1}")).unwrap(),
-            stored.response
+            decide(&stored, &same).unwrap(),
+            Decision::Proceed("x".into())
         );
-        let err = replay(&stored, &body_hash(b"{\"a\":2}")).unwrap_err();
+        stored.response = Some(serde_json::json!({"image_id": "x"}));
+        assert_eq!(
+            decide(&stored, &same).unwrap(),
+            Decision::Replay(serde_json::json!({"image_id": "x"}))
+        );
+        let err = decide(&stored, &body_hash(b"{\"a\":2}")).unwrap_err();
         assert_eq!(err.status, axum::http::StatusCode::CONFLICT);
     }
 }

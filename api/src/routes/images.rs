@@ -121,21 +121,32 @@ pub async fn create(
     body: Bytes,
 ) -> ApiResult<Response> {
     let req = parse_create(&body, state.config.max_upload_bytes)?;
-    // A retried request with the same Idempotency-Key gets the first answer again.
+    let mut image_id = ImageId::new_v7();
+    // With an Idempotency-Key the key is reserved for this image first; a retry finds the
+    // reservation (or the answer) and goes on with the same image.
     let idempotent = match idempotency::key_from(&headers)? {
         Some(key) => {
             let store = state.idempotency().await?;
             let bucket_key = idempotency::bucket_key(&req.project_id, &key);
             let body_sha256 = idempotency::body_hash(&body);
-            if let Some(stored) = idempotency::lookup(&store, &bucket_key).await? {
-                let first = idempotency::replay(&stored, &body_sha256)?;
-                return Ok(created(first));
+            let decision = match idempotency::lookup(&store, &bucket_key).await? {
+                Some(stored) => idempotency::decide(&stored, &body_sha256)?,
+                None => {
+                    idempotency::reserve(&store, &bucket_key, &body_sha256, &image_id.to_string())
+                        .await?
+                }
+            };
+            match decision {
+                idempotency::Decision::Replay(first) => return Ok(created(first)),
+                idempotency::Decision::Proceed(reserved) => {
+                    image_id = ImageId::parse(&reserved)
+                        .map_err(|e| ApiError::internal("a reserved image id", e))?;
+                }
             }
             Some((store, bucket_key, body_sha256))
         }
         None => None,
     };
-    let image_id = ImageId::new_v7();
     let key = original_key(&req.project_id, &image_id);
     let ttl = TimeDelta::from_std(state.config.upload_link_ttl).unwrap_or(TimeDelta::minutes(15));
     // Whole seconds (the link carries seconds and the event must agree), rounded up so a link
@@ -144,39 +155,80 @@ pub async fn create(
     let secs = end.timestamp() + i64::from(end.timestamp_subsec_nanos() > 0);
     let expires_at = chrono::DateTime::from_timestamp(secs, 0).expect("in range");
     let max_bytes = req.size.unwrap_or(state.config.max_upload_bytes);
+    let requested = UploadRequested {
+        filename: req.filename,
+        object_key: key.clone(),
+        content_type: req.content_type.to_owned(),
+        declared_size: req.size,
+        link_expires_at: expires_at,
+        max_bytes,
+    };
     let event = Event::new(
         req.project_id.clone(),
         image_id,
-        EventBody::UploadRequested(UploadRequested {
-            filename: req.filename,
-            object_key: key.clone(),
-            content_type: req.content_type.to_owned(),
-            declared_size: req.size,
-            link_expires_at: expires_at,
-            max_bytes,
-        }),
+        EventBody::UploadRequested(requested.clone()),
     );
-    // A fresh id has no events: the guard makes a (vanishingly unlikely) id clash a conflict.
-    let appended = state
-        .log
-        .append(&event, Guard::LastImageSeq(0))
-        .await
-        .map_err(|e| ApiError::unavailable("recording the upload request", e))?;
-    wait_applied(&state, appended.seq).await;
+    // A fresh id has no events; one that has them was recorded by an earlier attempt of this
+    // very request (same Idempotency-Key): answer with what that attempt recorded.
+    let recorded = match state.log.append(&event, Guard::LastImageSeq(0)).await {
+        Ok(a) if !a.duplicate => {
+            wait_applied(&state, a.seq).await;
+            requested
+        }
+        Ok(_) | Err(AppendError::Conflict) => {
+            let history = state
+                .log
+                .image_history(&req.project_id, &image_id)
+                .await
+                .map_err(|e| ApiError::unavailable("re-reading the image", e))?;
+            let (seq, first) = history
+                .iter()
+                .find_map(|s| match &s.event.body {
+                    EventBody::UploadRequested(u) => Some((s.seq, u.clone())),
+                    _ => None,
+                })
+                .ok_or_else(|| ApiError::conflict("the image id is taken"))?;
+            wait_applied(&state, seq).await;
+            first
+        }
+        Err(e) => return Err(ApiError::unavailable("recording the upload request", e)),
+    };
+    let body = link_response(&state, &req.project_id, &image_id, &recorded);
+    if let Some((store, bucket_key, body_sha256)) = idempotent {
+        let stored = idempotency::Stored {
+            body_sha256,
+            image_id: image_id.to_string(),
+            response: Some(body.clone()),
+        };
+        idempotency::answer(&store, &bucket_key, &stored).await?;
+    }
+    Ok(created(body))
+}
 
+/// The answer to `POST /images/` for a recorded upload request: the link and its form fields.
+fn link_response(
+    state: &AppState,
+    project: &ProjectId,
+    image_id: &ImageId,
+    recorded: &UploadRequested,
+) -> Value {
     let image = image_id.to_string();
+    let key = recorded.object_key.clone();
+    let content_type = content_type::accept(&recorded.content_type).unwrap_or("image/jpeg");
+    let max_bytes = recorded.max_bytes;
+    let expires_at = recorded.link_expires_at;
     let (upload_link, params) = match &state.config.links {
         LinkMode::Local => {
             let grant = UploadGrant {
                 image_id: &image,
                 key: &key,
-                content_type: req.content_type,
+                content_type,
                 max_bytes,
                 expires: expires_at.timestamp(),
             };
             let params = json!({
                 "key": key,
-                "Content-Type": req.content_type,
+                "Content-Type": content_type,
                 "max_bytes": max_bytes.to_string(),
                 "expires": grant.expires.to_string(),
                 "signature": state.signer.sign_upload(&grant),
@@ -189,7 +241,7 @@ pub async fn create(
         LinkMode::S3(s3) => {
             let policy = PostPolicy {
                 key: &key,
-                content_type: req.content_type,
+                content_type,
                 max_bytes,
                 expires_at,
             };
@@ -204,25 +256,14 @@ pub async fn create(
             )
         }
     };
-    let mut body = json!({
+    json!({
         "image_id": image,
-        "project_id": req.project_id.as_str(),
+        "project_id": project.as_str(),
         "upload_link": upload_link,
         "method": "POST",
         "params": params,
         "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    });
-    if let Some((store, bucket_key, body_sha256)) = idempotent {
-        let stored = idempotency::Stored {
-            body_sha256,
-            response: body,
-        };
-        // If a racing request stored its answer first, that one is the answer.
-        body = idempotency::remember(&store, &bucket_key, &stored)
-            .await?
-            .response;
-    }
-    Ok(created(body))
+    })
 }
 
 fn created(body: Value) -> Response {
