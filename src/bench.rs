@@ -2,6 +2,9 @@
 //! thread, `--runs` times each, and prints per-image medians, the overall median and peak
 //! memory. For JPEGs it also times a full-size libjpeg-turbo decode alone (no scaling, no
 //! resize, no encode), interleaved with the renders, as the floor a render is compared with.
+//! With `--via-worker` every render is also timed through a render worker process (the
+//! processor's way: bytes over a pipe, versions back), interleaved, to show what the process
+//! boundary costs.
 //! Contract: the last line reads
 //! `render: N photos, median X ms/photo, Y photos/s/core` with Y = 1000 / X.
 
@@ -43,10 +46,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let mut per_image = Vec::new();
     let mut per_decode = Vec::new();
+    let mut per_worker = Vec::new();
+    let mut worker = if args.via_worker {
+        let exe = std::env::current_exe()?;
+        let mut child = std::process::Command::new(exe)
+            .arg("render-worker")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        gallery_processor::protocol::widen_pipe(&stdin);
+        gallery_processor::protocol::widen_pipe(&stdout);
+        let stdin = std::io::BufWriter::with_capacity(1 << 16, stdin);
+        let stdout = std::io::BufReader::with_capacity(1 << 16, stdout);
+        Some((child, stdin, stdout))
+    } else {
+        None
+    };
     for path in &files {
         let bytes = std::fs::read(path)?;
         let mut times = Vec::with_capacity(args.runs);
         let mut decodes = Vec::with_capacity(args.runs);
+        let mut via_worker = Vec::with_capacity(args.runs);
         let is_jpeg = bytes.starts_with(&[0xFF, 0xD8]);
         let mut outcome = String::new();
         for _ in 0..args.runs.max(1) {
@@ -57,6 +79,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Ok(r) => format!("{}x{}", r.upright.width, r.upright.height),
                 Err(e) => format!("refused: {} ({})", e.code, e.message),
             };
+            if let Some((_, stdin, stdout)) = worker.as_mut() {
+                let started = Instant::now();
+                gallery_processor::protocol::write_request(stdin, limits, &bytes)?;
+                let _ = gallery_processor::protocol::read_response(stdout)?;
+                via_worker.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
             if is_jpeg && !outcome.starts_with("refused") {
                 let started = Instant::now();
                 if gallery_processor::render::turbo::decode_rgb(&bytes, 8).is_ok() {
@@ -75,7 +103,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{:>9.1} ms  {:<14} {} {decode}", m, outcome, path.display());
         if !outcome.starts_with("refused") {
             per_image.push(m);
+            if !via_worker.is_empty() {
+                per_worker.push(median(&mut via_worker));
+            }
         }
+    }
+    if let Some((mut child, stdin, _)) = worker.take() {
+        drop(stdin);
+        let _ = child.wait();
     }
     if let Some(peak) = peak_rss_mib() {
         println!("peak memory: {peak:.0} MiB");
@@ -86,7 +121,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("libjpeg-turbo full decode alone: {n} JPEGs, median {d:.1} ms/photo");
     }
     let n = per_image.len();
-    let m = median(&mut per_image);
+    let m = median(&mut per_image.clone());
+    if !per_worker.is_empty() {
+        let w = median(&mut per_worker);
+        println!(
+            "render via a worker process: {} photos, median {w:.1} ms/photo ({:+.1} % against in-process)",
+            per_worker.len(),
+            (w / m - 1.0) * 100.0
+        );
+    }
     let rate = if m > 0.0 { 1000.0 / m } else { 0.0 };
     println!("render: {n} photos, median {m:.1} ms/photo, {rate:.2} photos/s/core");
     Ok(())

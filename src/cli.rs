@@ -319,6 +319,9 @@ pub struct BenchArgs {
     pub runs: usize,
     #[arg(long, default_value_t = 100_000_000)]
     pub max_pixels: u64,
+    /// Also time every render through a render worker process, as the processor runs them.
+    #[arg(long)]
+    pub via_worker: bool,
 }
 
 impl HttpArgs {

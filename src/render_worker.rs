@@ -12,8 +12,8 @@ pub fn run(memory_limit: u64) -> anyhow::Result<()> {
     }
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    let mut input = std::io::BufReader::new(stdin.lock());
-    let mut output = std::io::BufWriter::new(stdout.lock());
+    let mut input = std::io::BufReader::with_capacity(1 << 16, stdin.lock());
+    let mut output = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     gallery_processor::protocol::serve(&mut input, &mut output)?;
     Ok(())
 }

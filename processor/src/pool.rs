@@ -52,9 +52,14 @@ impl Worker {
             .spawn()?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
+        protocol::widen_pipe(&stdin);
+        protocol::widen_pipe(&stdout);
         Ok(Self {
             child,
-            io: Some((BufWriter::new(stdin), BufReader::new(stdout))),
+            io: Some((
+                BufWriter::with_capacity(1 << 16, stdin),
+                BufReader::with_capacity(1 << 16, stdout),
+            )),
         })
     }
 
