@@ -220,3 +220,47 @@ fn the_image_runs_as_a_non_root_user() {
         .expect("a USER line");
     assert!(!user.contains("root") && !user.ends_with(" 0"), "{user}");
 }
+
+#[test]
+fn the_cluster_variant_routes_three_nodes_and_points_gallery_at_all_of_them() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docker-compose.cluster.yml"
+    ))
+    .unwrap();
+    let mut doc: Value = serde_yaml::from_str(&text).unwrap();
+    doc.apply_merge().unwrap();
+    let s = &doc["services"];
+    let nodes = ["nats", "nats-2", "nats-3"];
+    let routes: BTreeSet<String> = nodes.iter().map(|n| format!("nats://{n}:6222")).collect();
+    let mut names = BTreeSet::new();
+    for node in nodes {
+        let service = &s[node];
+        assert!(
+            strings(&service["command"]).join(" ").contains("cluster.conf"),
+            "{node} runs the cluster config"
+        );
+        let env = env_of(service);
+        names.insert(env["NATS_SERVER_NAME"].clone());
+        let node_routes: BTreeSet<String> = ["NATS_ROUTE_1", "NATS_ROUTE_2", "NATS_ROUTE_3"]
+            .iter()
+            .map(|k| env[*k].clone())
+            .collect();
+        assert_eq!(node_routes, routes, "{node} routes to every node");
+        let mounted = strings(&service["volumes"]).join(" ");
+        assert!(mounted.contains("./nats/conf/cluster.conf:/etc/nats/cluster.conf"));
+    }
+    assert_eq!(names.len(), 3, "distinct server names");
+    for gallery in ["api", "processor"] {
+        let url = env_of(&s[gallery])["GALLERY_NATS_URL"].clone();
+        let hosts: BTreeSet<String> = url
+            .split(',')
+            .map(|u| u.trim_start_matches("nats://").trim_end_matches(":4222").to_owned())
+            .collect();
+        assert_eq!(hosts, nodes.iter().map(|n| (*n).to_owned()).collect());
+        assert_eq!(gallery_nats::server_addrs(&url).unwrap().len(), 3);
+        Cli::command()
+            .try_get_matches_from(["gallery", gallery, "--nats-url", &url])
+            .unwrap();
+    }
+}
