@@ -129,8 +129,20 @@ async fn ensure_topology(
     js: &async_nats::jetstream::Context,
     replicas: gallery_nats::Replicas,
 ) -> anyhow::Result<()> {
-    let cluster = topology::cluster_size(&client.server_info());
+    // A cluster that is still forming advertises fewer servers than it has: give its routes
+    // a moment before `auto` settles on a replica count that a restart won't change.
+    let mut cluster = topology::cluster_size(&client.server_info());
+    let forming_until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while client.server_info().cluster.is_some()
+        && cluster < 3
+        && replicas == gallery_nats::Replicas::Auto
+        && tokio::time::Instant::now() < forming_until
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cluster = topology::cluster_size(&client.server_info());
+    }
     let replicas = replicas.resolve(cluster);
+    tracing::info!(cluster, replicas, "stream replicas");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match topology::ensure_topology(js, replicas, &ProcessorConsumerConfig::default()).await {
@@ -295,6 +307,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         let rcfg = gallery_api::reconciler::ReconcilerConfig {
             every: cfg.reconcile_every,
             stuck_after: cfg.redrive_after,
+            processing_after: cfg.retry_budget + cfg.redrive_after,
         };
         let (rjs, rclient, rstore) = (js.clone(), client.clone(), handle.store.clone());
         supervisor.spawn(&intake_tasks, "reconciler", intake.clone(), move |ctx| {
@@ -433,20 +446,42 @@ pub async fn backup(args: crate::cli::BackupArgs) -> anyhow::Result<()> {
     let client = gallery_nats::connect(&args.nats_url, Duration::from_secs(10)).await?;
     let js = async_nats::jetstream::new(client);
     let fresh = !args.out.exists() || std::fs::metadata(&args.out)?.len() == 0;
-    let file = std::fs::OpenOptions::new()
+    // Where the file ends decides where this run starts: no gap, no repeat.
+    let next = if fresh {
+        1
+    } else {
+        let mut existing = std::io::BufReader::new(std::fs::File::open(&args.out)?);
+        gallery_nats::backup::last_seq_in(&mut existing)
+            .with_context(|| format!("{} is not a whole backup", args.out.display()))?
+            + 1
+    };
+    let since = args.since.unwrap_or(next);
+    anyhow::ensure!(
+        since == next,
+        "{} ends before seq {next}; --since {since} would leave a gap or repeat records",
+        args.out.display()
+    );
+    // Written to a side file first and appended only when complete, so an interrupted run
+    // leaves the backup as it was.
+    let part = args.out.with_extension("part");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&part)?);
+    let stats = gallery_nats::backup::backup(&js, &mut out, since, fresh).await?;
+    let bytes = out.into_inner().map_err(|e| e.into_error())?;
+    drop(bytes);
+    let mut target = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&args.out)
         .with_context(|| format!("opening {}", args.out.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    let stats = gallery_nats::backup::backup(&js, &mut out, args.since, fresh).await?;
+    std::io::copy(&mut std::fs::File::open(&part)?, &mut target)?;
+    target.sync_all()?;
+    std::fs::remove_file(&part)?;
     println!(
-        "backed up {} events ({} payload bytes) to {}; last seq {} (next: --since {})",
+        "backed up {} events ({} payload bytes) to {}; it now ends at seq {}",
         stats.records,
         stats.payload_bytes,
         args.out.display(),
-        stats.last_seq,
-        stats.last_seq + 1
+        stats.last_seq
     );
     Ok(())
 }

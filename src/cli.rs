@@ -61,13 +61,14 @@ pub struct RedriveArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct BackupArgs {
-    /// The backup file; appended to when it exists (an incremental backup: pass --since with
-    /// one past the last sequence the previous run printed).
+    /// The backup file; when it exists, the run appends what came after its last record (an
+    /// incremental backup).
     #[arg(long)]
     pub out: PathBuf,
-    /// The first stream sequence to copy.
-    #[arg(long, default_value_t = 1)]
-    pub since: u64,
+    /// The first stream sequence to copy (default: 1, or one past the file's last record). A
+    /// value that would leave a gap or repeat records in the file is refused.
+    #[arg(long)]
+    pub since: Option<u64>,
     #[arg(long, env = "GALLERY_NATS_URL")]
     pub nats_url: String,
 }

@@ -10,6 +10,17 @@ pub fn run(memory_limit: u64) -> anyhow::Result<()> {
         setrlimit(Resource::RLIMIT_AS, memory_limit, memory_limit)
             .map_err(|e| anyhow::anyhow!("setting the render worker's memory limit: {e}"))?;
     }
+    // If the processor dies (kill -9, the OOM killer), a busy or hung worker must not live on:
+    // when this process is re-parented, it exits.
+    let parent = nix::unistd::getppid();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            if nix::unistd::getppid() != parent {
+                std::process::exit(1);
+            }
+        }
+    });
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut input = std::io::BufReader::with_capacity(1 << 16, stdin.lock());

@@ -237,7 +237,9 @@ fn the_cluster_variant_routes_three_nodes_and_points_gallery_at_all_of_them() {
     for node in nodes {
         let service = &s[node];
         assert!(
-            strings(&service["command"]).join(" ").contains("cluster.conf"),
+            strings(&service["command"])
+                .join(" ")
+                .contains("cluster.conf"),
             "{node} runs the cluster config"
         );
         let env = env_of(service);
@@ -255,7 +257,11 @@ fn the_cluster_variant_routes_three_nodes_and_points_gallery_at_all_of_them() {
         let url = env_of(&s[gallery])["GALLERY_NATS_URL"].clone();
         let hosts: BTreeSet<String> = url
             .split(',')
-            .map(|u| u.trim_start_matches("nats://").trim_end_matches(":4222").to_owned())
+            .map(|u| {
+                u.trim_start_matches("nats://")
+                    .trim_end_matches(":4222")
+                    .to_owned()
+            })
             .collect();
         assert_eq!(hosts, nodes.iter().map(|n| (*n).to_owned()).collect());
         assert_eq!(gallery_nats::server_addrs(&url).unwrap().len(), 3);

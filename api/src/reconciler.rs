@@ -42,8 +42,12 @@ pub enum ReconcileError {
 pub struct ReconcilerConfig {
     /// How often the acting reconciler looks.
     pub every: Duration,
-    /// How long after its last event an unfinished image counts as stuck.
+    /// How long after its last event an image in `uploaded` counts as stuck.
     pub stuck_after: Duration,
+    /// The same for an image in `processing`: its processor may be retrying through an outage
+    /// (which appends nothing) for the whole retry budget, so this is the budget plus
+    /// `stuck_after`; re-driving it sooner would only add deliveries.
+    pub processing_after: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -51,17 +55,26 @@ impl Default for ReconcilerConfig {
         Self {
             every: Duration::from_secs(60),
             stuck_after: Duration::from_secs(30 * 60),
+            processing_after: Duration::from_secs(24 * 60 * 60 + 30 * 60),
         }
     }
 }
 
-/// Pure: the pending records that have waited `stuck_after` or longer since their last event.
-pub fn stuck(pending: &[Record], now: DateTime<Utc>, stuck_after: Duration) -> Vec<&Record> {
-    let after = chrono::TimeDelta::from_std(stuck_after).unwrap_or(chrono::TimeDelta::MAX);
+/// Pure: the pending records that have waited long enough since their last event: `uploaded`
+/// ones `stuck_after`, `processing` ones `processing_after`.
+pub fn stuck<'a>(
+    pending: &'a [Record],
+    now: DateTime<Utc>,
+    cfg: &ReconcilerConfig,
+) -> Vec<&'a Record> {
+    let delta = |d: Duration| chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
     pending
         .iter()
-        .filter(|r| matches!(r.state, ImageState::Uploaded | ImageState::Processing))
-        .filter(|r| now - r.updated_at >= after)
+        .filter(|r| match r.state {
+            ImageState::Uploaded => now - r.updated_at >= delta(cfg.stuck_after),
+            ImageState::Processing => now - r.updated_at >= delta(cfg.processing_after),
+            _ => false,
+        })
         .collect()
 }
 
@@ -110,10 +123,10 @@ impl Lease {
 pub async fn reconcile_once(
     log: &EventLog,
     store: &Store,
-    stuck_after: Duration,
+    cfg: &ReconcilerConfig,
 ) -> Result<(usize, usize), ReconcileError> {
     let pending = store.pending()?;
-    let found = stuck(&pending, Utc::now(), stuck_after);
+    let found = stuck(&pending, Utc::now(), cfg);
     let mut redriven = 0;
     for rec in &found {
         let waited = (Utc::now() - rec.updated_at).num_seconds();
@@ -243,10 +256,19 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             msg = requests.next() => {
                 let Some(msg) = msg else { break };
-                let req: RedriveRequest = serde_json::from_slice(&msg.payload).unwrap_or_default();
-                let reply = match redrive_errors(&log, &store, &req).await {
-                    Ok(r) => r,
-                    Err(e) => RedriveReply { error: Some(format!("{e:#}")), ..Default::default() },
+                // A request that doesn't parse is refused, never read as "everything".
+                let reply = match serde_json::from_slice::<RedriveRequest>(&msg.payload) {
+                    Err(e) => RedriveReply {
+                        error: Some(format!("not a re-drive request: {e}")),
+                        ..Default::default()
+                    },
+                    Ok(req) => match redrive_errors(&log, &store, &req).await {
+                        Ok(r) => r,
+                        Err(e) => RedriveReply {
+                            error: Some(format!("{e:#}")),
+                            ..Default::default()
+                        },
+                    },
                 };
                 if let Some(to) = msg.reply {
                     let body = serde_json::to_vec(&reply).expect("plain JSON");
@@ -261,7 +283,7 @@ pub async fn run(
                     continue;
                 }
                 last_pass = Some(tokio::time::Instant::now());
-                match reconcile_once(&log, &store, cfg.stuck_after).await {
+                match reconcile_once(&log, &store, &cfg).await {
                     Ok((found, redriven)) if found > 0 => {
                         tracing::warn!(found, redriven, "reconciler pass");
                     }
@@ -319,8 +341,21 @@ mod tests {
             record(std::slice::from_ref(&uploaded), now),
             record(&[], old), // init: the upload watcher's business
         ];
-        let found = stuck(&records, now, Duration::from_secs(1800));
+        let cfg = ReconcilerConfig::default();
+        let found = stuck(&records, now, &cfg);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].image_id, records[0].image_id);
+        // Processing through a long outage is not stuck until the retry budget has passed too.
+        let started = EventBody::ProcessingStarted {
+            attempt: 1,
+            generation: 1,
+        };
+        let busy = vec![
+            record(&[uploaded.clone(), started.clone()], old),
+            record(&[uploaded, started], now - chrono::TimeDelta::hours(25)),
+        ];
+        let found = stuck(&busy, now, &cfg);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].image_id, busy[1].image_id);
     }
 }

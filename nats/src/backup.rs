@@ -23,6 +23,19 @@ use gallery_schema::subjects::{HEADER_MSG_ID, STREAM, STREAM_SUBJECTS};
 
 pub const MAGIC: &[u8] = b"GALLERY-LOG-BACKUP 1\n";
 
+/// NATS's own maximum payload is 64 MiB; events are a few hundred bytes.
+const MAX_PAYLOAD: u64 = 64 << 20;
+
+/// The last sequence a backup file holds (0 for an empty or header-only file), read through it.
+pub fn last_seq_in(r: &mut impl Read) -> io::Result<u64> {
+    read_header(r)?;
+    let mut last = 0;
+    while let Some(record) = read_record(r)? {
+        last = record.seq;
+    }
+    Ok(last)
+}
+
 /// One stored message of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -77,8 +90,21 @@ pub fn read_record(r: &mut impl Read) -> io::Result<Option<Record>> {
     }
     let mut len = [0; 4];
     r.read_exact(&mut len)?;
-    let mut payload = vec![0; u32::from_le_bytes(len) as usize];
-    r.read_exact(&mut payload)?;
+    let len = u64::from(u32::from_le_bytes(len));
+    if len > MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "record larger than a message",
+        ));
+    }
+    let mut payload = Vec::with_capacity(len as usize);
+    r.take(len).read_to_end(&mut payload)?;
+    if payload.len() as u64 != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "record cut short",
+        ));
+    }
     let msg_id = strings.pop().expect("two strings");
     let subject = strings.pop().expect("two strings");
     Ok(Some(Record {
@@ -187,12 +213,31 @@ pub async fn backup(
     Ok(stats)
 }
 
-/// Publishes a backup into the stream, which must end where the backup begins (empty for a
-/// full backup): every record must land at its original sequence.
+/// Publishes a backup into the stream at the original sequences. Records the stream already
+/// holds (a restore that was interrupted, then run again) are skipped; the first one after
+/// them must continue the stream exactly.
 pub async fn restore(js: &jetstream::Context, input: &mut impl Read) -> Result<Stats, BackupError> {
     read_header(input)?;
+    let have = js
+        .get_stream(STREAM)
+        .await
+        .map_err(|e| BackupError::Read(e.to_string()))?
+        .info()
+        .await
+        .map_err(|e| BackupError::Read(e.to_string()))?
+        .state
+        .last_sequence;
     let mut stats = Stats::default();
     while let Some(record) = read_record(input)? {
+        if record.seq == 0 {
+            return Err(BackupError::Restore {
+                seq: 0,
+                message: "a record without a sequence: not a backup of ours".into(),
+            });
+        }
+        if record.seq <= have {
+            continue;
+        }
         let mut headers = HeaderMap::new();
         if !record.msg_id.is_empty() {
             headers.insert(HEADER_MSG_ID, record.msg_id.as_str());

@@ -104,15 +104,8 @@ pub async fn read_until_now(
                 Err(ReadError::Decode { seq, source }) => {
                     tracing::warn!(seq, %source, "skipping undecodable event");
                 }
-                // A newer version's event in one image's history: what this build knows of the
-                // image is still right; the projector is what must not skip it.
-                Err(ReadError::UnknownKind { seq, kind, .. }) => {
-                    tracing::warn!(
-                        seq,
-                        kind,
-                        "skipping an event of a kind unknown to this version"
-                    );
-                }
+                // A newer version's event in one image's history: this build can't know what it
+                // means for the image (nor guard an append after it), so it doesn't act on it.
                 Err(other) => return Err(other),
             }
         }

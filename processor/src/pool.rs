@@ -128,6 +128,12 @@ impl WorkerPool {
             .await
             .expect("semaphore never closed");
         let idle = self.idle.lock().expect("pool lock").pop();
+        // An idle worker that died meanwhile (the OOM killer, an operator) is not this image's
+        // crash: start a fresh one instead.
+        let idle = idle.and_then(|mut w| match w.child.try_wait() {
+            Ok(None) => Some(w),
+            _ => None,
+        });
         let mut worker = match idle {
             Some(w) => w,
             None => {

@@ -39,6 +39,9 @@ pub struct Fanout {
 impl Fanout {
     pub fn subscribe(&self, project: &ProjectId) -> broadcast::Receiver<Arc<StoredEvent>> {
         let mut channels = self.channels.lock().expect("fanout lock");
+        // Channels whose sockets are all gone (projects that got no event since): without this,
+        // subscribing to ever new projects would grow the map for good.
+        channels.retain(|_, tx| tx.receiver_count() > 0);
         channels
             .entry(project.clone())
             .or_insert_with(|| broadcast::channel(FANOUT_CAPACITY).0)

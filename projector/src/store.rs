@@ -191,8 +191,15 @@ impl Store {
         for entry in self.pending.iter() {
             let (key, _) = entry?;
             let id: [u8; 16] = key.as_ref().try_into().unwrap_or([0; 16]);
-            if let Some(rec) = self.get(&ImageId::from_bytes(id))? {
-                out.push(rec);
+            match self.get(&ImageId::from_bytes(id)) {
+                Ok(Some(rec)) => out.push(rec),
+                Ok(None) => {}
+                // Re-folded by the projector on its next event; one bad record must not stop
+                // the reconciler for every other image.
+                Err(StoreError::Corrupt(err)) => {
+                    tracing::warn!(%err, "skipping an unreadable pending record");
+                }
+                Err(err) => return Err(err),
             }
         }
         Ok(out)

@@ -200,11 +200,7 @@ pub async fn pump<Tx, Rx, E>(
                 if last_heard.elapsed() >= keepalive.dead_after {
                     let reason = format!("no pong; reconnect with ?since={last_sent}");
                     tracing::info!(%project, "closing a websocket whose peer stopped answering");
-                    let _ = tokio::time::timeout(
-                        keepalive.send_timeout,
-                        close(&mut tx, CLOSE_GOING_AWAY, &reason),
-                    )
-                    .await;
+                    close(&mut tx, CLOSE_GOING_AWAY, &reason).await;
                     return;
                 }
                 if !send(&mut tx, Message::Ping(Default::default()), &keepalive).await {
@@ -228,18 +224,71 @@ async fn send<Tx: Sink<Message> + Unpin>(tx: &mut Tx, msg: Message, keepalive: &
     }
 }
 
+/// Sends a close frame, waiting at most [`SEND_TIMEOUT`] for a peer that stopped reading.
 async fn close<Tx: Sink<Message> + Unpin>(tx: &mut Tx, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: reason.to_owned().into(),
     };
-    let _ = tx.send(Message::Close(Some(frame))).await;
+    let _ = tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Close(Some(frame)))).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures::channel::mpsc;
+
+    /// A client whose socket never takes another byte.
+    struct Stuck;
+    impl Sink<Message> for Stuck {
+        type Error = std::io::Error;
+        fn poll_ready(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Pending
+        }
+        fn start_send(self: std::pin::Pin<&mut Self>, _: Message) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Pending
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stopped_reading_is_dropped_after_the_send_timeout() {
+        let (events, live) = broadcast::channel(8);
+        let project = ProjectId::parse("p").unwrap();
+        let event = StoredEvent {
+            seq: 7,
+            event: gallery_schema::Event::new(
+                project.clone(),
+                gallery_schema::ImageId::new_v7(),
+                gallery_schema::EventBody::ReprocessRequested { generation: 2 },
+            ),
+        };
+        events.send(Arc::new(event)).unwrap();
+        // Pings far apart: only the send timeout can end this socket.
+        let keepalive = Keepalive::every(Duration::from_secs(3600));
+        let rx = futures::stream::pending::<Result<Message, std::io::Error>>();
+        let started = tokio::time::Instant::now();
+        pump(Stuck, rx, &project, 0, None, live, keepalive, |_| {
+            "x".into()
+        })
+        .await;
+        let took = started.elapsed();
+        assert!(took >= SEND_TIMEOUT && took < SEND_TIMEOUT * 2, "{took:?}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_answers_no_ping_is_closed() {
