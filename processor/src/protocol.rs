@@ -80,8 +80,10 @@ fn invalid(what: &str) -> io::Error {
 
 /// The largest original a request may carry (the upload limit is far below it).
 const MAX_INPUT: u64 = 1 << 32;
-/// The largest version a response may carry.
-const MAX_VERSION: u64 = 1 << 30;
+/// The largest version a response may carry: the biggest box (2500x2500) as uncompressed RGBA
+/// is 25 MB, so a worker claiming more is lying, and the processor (which holds the
+/// credentials) won't allocate for it.
+const MAX_VERSION: u64 = 64 << 20;
 
 pub fn write_request(w: &mut impl Write, limits: Limits, bytes: &[u8]) -> io::Result<()> {
     w.write_all(MAGIC)?;
