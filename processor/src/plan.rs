@@ -153,6 +153,18 @@ impl RetryPolicy {
     }
 }
 
+/// When the failure budget of a delivery began: the later of the generation's first attempt
+/// and the trigger's arrival in the log. A backlog that waited for processors, or an image
+/// re-driven long after its first attempt, gets a whole budget from now on; `None` (the log
+/// was unreadable, so nothing is known) means it hasn't begun.
+pub fn budget_start(
+    first_started: Option<DateTime<Utc>>,
+    trigger_published: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    let first = first_started?;
+    Some(trigger_published.map_or(first, |t| t.max(first)))
+}
+
 /// The one place that decides a delivery's acknowledgement. `delivered` counts this delivery
 /// (1 on the first); `elapsed` is how long ago this generation's first attempt started.
 ///
@@ -323,6 +335,18 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn the_budget_starts_at_the_later_of_first_attempt_and_trigger() {
+        let t0 = DateTime::<Utc>::from_timestamp(1_000_000, 0).unwrap();
+        let day = chrono::TimeDelta::days(1);
+        assert_eq!(budget_start(None, Some(t0)), None, "nothing known");
+        assert_eq!(budget_start(Some(t0), None), Some(t0));
+        // A re-drive a day after the first attempt: a fresh budget from the re-drive.
+        assert_eq!(budget_start(Some(t0), Some(t0 + day)), Some(t0 + day));
+        // An upload that waited a day for processors: the budget starts at the first attempt.
+        assert_eq!(budget_start(Some(t0 + day), Some(t0)), Some(t0 + day));
     }
 
     #[test]

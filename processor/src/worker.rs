@@ -211,9 +211,12 @@ async fn handle(
             }
         }
     };
-    // Unknown start (the log was unreadable): the budget can't have begun.
-    let elapsed = attempt
-        .first_started_at
+    // When the trigger reached the log.
+    let published = msg.info().ok().and_then(|i| {
+        let nanos = i64::try_from(i.published.unix_timestamp_nanos()).ok()?;
+        Some(chrono::DateTime::from_timestamp_nanos(nanos))
+    });
+    let elapsed = crate::plan::budget_start(attempt.first_started_at, published)
         .and_then(|at| (chrono::Utc::now() - at).to_std().ok())
         .unwrap_or_default();
     let outcome = attempt.outcome;
