@@ -101,3 +101,38 @@ async fn an_outage_past_the_budget_is_retryable_and_redrive_finishes_it() {
     let rec = stack.wait_state(&id, "done").await.unwrap();
     assert_eq!(rec["meta"]["versions"]["thumb"]["width"], 150);
 }
+
+#[tokio::test]
+async fn an_event_kind_from_a_newer_version_halts_the_projector_instead_of_being_skipped() {
+    let stack = TestStack::start().await.unwrap();
+    let before = stack.request_link("upgrade", "a.jpg").await.unwrap();
+    let client = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    // What a newer version might append: a kind this build has no variant for.
+    let image = before["image_id"].as_str().unwrap();
+    let ack = js
+        .publish(format!("images.upgrade.{image}.deleted"), Vec::new().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // The projector stops there, says why on /ready, and has not marked it seen.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = stack.get_json("/ready").await.unwrap();
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/ready stayed green"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let problems = body["problems"].to_string();
+    assert!(problems.contains("projector: halted"), "{body}");
+    assert!(problems.contains("deleted"), "{body}");
+    assert!(body["seq"].as_u64().unwrap() < ack.sequence, "{body}");
+}
