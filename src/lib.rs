@@ -2,6 +2,7 @@
 //! processor into the run modes of docs/ARCHITECTURE.md §10. `main.rs` only parses the command line and calls
 //! in here, so tests start the whole stack in-process with [`app::start`].
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod cli;

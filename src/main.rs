@@ -54,11 +54,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => gallery::app::run_until_signal(args.into_config()?).await,
         Command::Api(args) => gallery::app::run_until_signal(args.into_config()?).await,
         Command::Processor(args) => gallery::app::run_until_signal(args.into_config()?).await,
-        Command::Rebuild(args) => gallery::app::rebuild(args).await,
+        Command::Rebuild(args) => gallery::admin::rebuild(args).await,
         Command::Bench(args) => gallery::bench::run(args),
-        Command::Backup(args) => gallery::app::backup(args).await,
-        Command::Redrive(args) => gallery::app::redrive(args).await,
-        Command::Restore(args) => gallery::app::restore(args).await,
+        Command::Backup(args) => gallery::admin::backup(args).await,
+        Command::Redrive(args) => gallery::admin::redrive(args).await,
+        Command::Restore(args) => gallery::admin::restore(args).await,
         Command::RenderWorker(_) => unreachable!("handled before the runtime starts"),
     }
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use gallery_e2e::garage::S3Server;
 use gallery_e2e::jpeg_photo;
-use gallery_e2e::procs::{Client, Proc, burst, free_port, settle, wait_ready};
+use gallery_e2e::procs::{Client, Proc, burst, free_port, wait_ready};
+use gallery_e2e::tally::settle;
 use gallery_nats::{NatsCluster, NatsServer};
 
 const SECRET: &str = "fault-suite-shared-secret-0123456789";

@@ -68,16 +68,7 @@ fn to_stored(msg: &jetstream::Message) -> Result<StoredEvent, ReadError> {
 /// build doesn't know it: the subject's kind is not ours and the envelope had no kind we know
 /// (protobuf skips an unknown `oneof` variant), or a version name is new.
 pub fn unknown_kind(subject: &str, err: &DecodeError) -> Option<String> {
-    let mut parts = subject.split('.');
-    let (Some("images"), Some(_), Some(_), Some(kind), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return None;
-    };
+    let (_, _, kind) = gallery_schema::subjects::subject_tokens(subject)?;
     match err {
         DecodeError::MissingKind if gallery_schema::EventKind::parse(kind).is_none() => {
             Some(kind.to_owned())

@@ -189,50 +189,56 @@ pub async fn ensure_topology(
 /// How long a lease outlives its holder's last renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
+/// How long `POST /images/` remembers an `Idempotency-Key`.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The bucket of leases: a value disappears `LEASE_TTL` after it was last written.
 pub async fn ensure_lease_bucket(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<jetstream::kv::Store, TopologyError> {
-    if let Ok(store) = js.get_key_value(LEASE_BUCKET).await {
-        return Ok(store);
-    }
-    js.create_key_value(jetstream::kv::Config {
-        bucket: LEASE_BUCKET.to_owned(),
-        description: "leases: one acting reconciler".into(),
-        history: 1,
-        max_age: LEASE_TTL,
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
-        ..Default::default()
-    })
+    ensure_bucket(
+        js,
+        LEASE_BUCKET,
+        "leases: one acting reconciler",
+        LEASE_TTL,
+        replicas,
+    )
     .await
-    .map_err(|e| TopologyError::Bucket(e.to_string()))
 }
 
-/// How long `POST /images/` remembers an `Idempotency-Key`.
-pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// The bucket of `Idempotency-Key` answers: one value per key, gone after 24 h. Created when
-/// missing; an existing one is left as the operator has it.
+/// The bucket of `Idempotency-Key` answers: one value per key, gone after 24 h.
 pub async fn ensure_idempotency_bucket(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<jetstream::kv::Store, TopologyError> {
-    if let Ok(store) = js.get_key_value(IDEMPOTENCY_BUCKET).await {
+    let about = "answers of POST /images/ by Idempotency-Key";
+    ensure_bucket(js, IDEMPOTENCY_BUCKET, about, IDEMPOTENCY_WINDOW, replicas).await
+}
+
+/// A key-value bucket keeping one value per key for `max_age`: created when missing, an
+/// existing one left as the operator has it.
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    max_age: Duration,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, TopologyError> {
+    if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
     js.create_key_value(jetstream::kv::Config {
-        bucket: IDEMPOTENCY_BUCKET.to_owned(),
-        description: "answers of POST /images/ by Idempotency-Key".into(),
+        bucket: name.to_owned(),
+        description: description.to_owned(),
         history: 1,
-        max_age: IDEMPOTENCY_WINDOW,
+        max_age,
         storage: stream::StorageType::File,
         num_replicas: replicas,
         ..Default::default()
     })
     .await
-    .map_err(|e| TopologyError::Bucket(e.to_string()))
+    .map_err(|e| TopologyError::Bucket(format!("{name}: {e}")))
 }
 
 /// Settings of the processor's shared durable consumer.

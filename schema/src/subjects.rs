@@ -45,8 +45,9 @@ pub fn kind_filter(kind: EventKind) -> String {
     format!("images.*.*.{}", kind.as_str())
 }
 
-/// Splits a subject back into its parts; `None` for anything that isn't ours.
-pub fn parse_subject(subject: &str) -> Option<(ProjectId, ImageId, EventKind)> {
+/// The raw tokens `(project, image, kind)` of `images.<p>.<i>.<kind>`, unchecked; `None` for
+/// a subject of another shape.
+pub fn subject_tokens(subject: &str) -> Option<(&str, &str, &str)> {
     let mut parts = subject.split('.');
     let (Some("images"), Some(p), Some(i), Some(k), None) = (
         parts.next(),
@@ -57,6 +58,12 @@ pub fn parse_subject(subject: &str) -> Option<(ProjectId, ImageId, EventKind)> {
     ) else {
         return None;
     };
+    Some((p, i, k))
+}
+
+/// Splits a subject back into its parts; `None` for anything that isn't ours.
+pub fn parse_subject(subject: &str) -> Option<(ProjectId, ImageId, EventKind)> {
+    let (p, i, k) = subject_tokens(subject)?;
     Some((
         ProjectId::parse(p).ok()?,
         ImageId::parse(i).ok()?,

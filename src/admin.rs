@@ -1,0 +1,120 @@
+//! The operator's commands beside the service: `gallery redrive` (through a running api),
+//! `gallery backup` and `gallery restore` (the event log out and back), `gallery rebuild` (the
+//! read model from the log, service stopped). See docs/ARCHITECTURE.md §9 and §10.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::app::{connect_nats, ensure_topology};
+use crate::cli::{BackupArgs, RebuildArgs, RedriveArgs, RestoreArgs};
+use crate::readmodel;
+
+/// `gallery redrive`: asks a running api (any replica) to re-drive settled errors.
+pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
+    use gallery_api::reconciler::{RedriveReply, RedriveRequest};
+    let client = gallery_nats::connect(&args.nats_url, Duration::from_secs(10)).await?;
+    let req = RedriveRequest {
+        project: args.project,
+        code: Some(args.code),
+    };
+    let answer = tokio::time::timeout(
+        Duration::from_secs(120),
+        client.request(
+            gallery_schema::subjects::ADMIN_REDRIVE,
+            serde_json::to_vec(&req)?.into(),
+        ),
+    )
+    .await
+    .context("no answer within 120 s")?
+    .context("no api is running to answer (gallery api or up)")?;
+    let reply: RedriveReply = serde_json::from_slice(&answer.payload)?;
+    if let Some(err) = reply.error {
+        anyhow::bail!("{err}");
+    }
+    println!(
+        "found {} images, re-drove {}: {}",
+        reply.found,
+        reply.redriven,
+        reply.image_ids.join(" ")
+    );
+    Ok(())
+}
+
+/// `gallery backup`: appends the log from `--since` to a file.
+pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let client = gallery_nats::connect(&args.nats_url, Duration::from_secs(10)).await?;
+    let js = async_nats::jetstream::new(client);
+    let fresh = !args.out.exists() || std::fs::metadata(&args.out)?.len() == 0;
+    // Where the file ends decides where this run starts: no gap, no repeat.
+    let next = if fresh {
+        1
+    } else {
+        let mut existing = std::io::BufReader::new(std::fs::File::open(&args.out)?);
+        gallery_nats::backup::last_seq_in(&mut existing)
+            .with_context(|| format!("{} is not a whole backup", args.out.display()))?
+            + 1
+    };
+    let since = args.since.unwrap_or(next);
+    anyhow::ensure!(
+        since == next,
+        "{} ends before seq {next}; --since {since} would leave a gap or repeat records",
+        args.out.display()
+    );
+    // Written to a side file first and appended only when complete, so an interrupted run
+    // leaves the backup as it was.
+    let part = args.out.with_extension("part");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&part)?);
+    let stats = gallery_nats::backup::backup(&js, &mut out, since, fresh).await?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let mut target = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.out)
+        .with_context(|| format!("opening {}", args.out.display()))?;
+    std::io::copy(&mut std::fs::File::open(&part)?, &mut target)?;
+    target.sync_all()?;
+    std::fs::remove_file(&part)?;
+    println!(
+        "backed up {} events ({} payload bytes) to {}; it now ends at seq {}",
+        stats.records,
+        stats.payload_bytes,
+        args.out.display(),
+        stats.last_seq
+    );
+    Ok(())
+}
+
+/// `gallery restore`: declares the topology, then publishes the backup in order.
+pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let client = gallery_nats::connect(&args.nats_url, Duration::from_secs(10)).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    ensure_topology(&client, &js, args.topology.stream_replicas).await?;
+    let file = std::fs::File::open(&args.from)
+        .with_context(|| format!("opening {}", args.from.display()))?;
+    let mut input = std::io::BufReader::new(file);
+    let stats = gallery_nats::backup::restore(&js, &mut input).await?;
+    println!(
+        "restored {} events up to seq {}; run `gallery rebuild` (or start the api) to fold them",
+        stats.records, stats.last_seq
+    );
+    Ok(())
+}
+
+/// `gallery rebuild`: refuses while a gallery uses the data dir's read model.
+pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
+    let _lock = readmodel::lock(&args.data_dir)?;
+    let (_url, nats, client) = connect_nats(&args.data_dir, args.nats_url.as_deref()).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    ensure_topology(&client, &js, args.topology.stream_replicas).await?;
+    let dir = readmodel::dir(&args.data_dir);
+    let started = std::time::Instant::now();
+    let applied = gallery_projector::rebuild(&js, &dir).await?;
+    println!(
+        "rebuilt {} from {applied} events in {:.1?}",
+        dir.display(),
+        started.elapsed()
+    );
+    drop(nats);
+    Ok(())
+}
