@@ -7,8 +7,35 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::app::{connect_nats, ensure_topology};
-use crate::cli::{BackupArgs, RebuildArgs, RedriveArgs, RestoreArgs};
+use crate::cli::{BackupArgs, RebuildArgs, RedriveArgs, RestoreArgs, TokenArgs};
 use crate::readmodel;
+
+/// `gallery token`: mints a token with the keys file (created in the data dir when it is the
+/// default one and missing, as `gallery up` does) and prints it on stdout.
+pub fn token(args: TokenArgs) -> anyhow::Result<()> {
+    use gallery_api::auth::{MAX_TTL, Rights, Scope, TokenKeys};
+    let scope = Scope::parse(&args.project)?;
+    let rights = Rights::parse(&args.rights)?;
+    anyhow::ensure!(
+        !args.ttl.is_zero() && args.ttl <= MAX_TTL,
+        "--ttl must be between 1 second and 366 days"
+    );
+    let keys = match &args.keys.token_keys_file {
+        Some(path) => TokenKeys::load(path)?,
+        None => {
+            TokenKeys::load_or_create(&args.data_dir.join(crate::config::DEFAULT_TOKEN_KEYS_FILE))?
+        }
+    };
+    let expires_at = chrono::Utc::now() + chrono::TimeDelta::from_std(args.ttl)?;
+    let token = keys.mint(&scope, rights, expires_at)?;
+    eprintln!(
+        "token for {scope} ({rights}), key {}, expires {}",
+        keys.signing_kid(),
+        expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    println!("{token}");
+    Ok(())
+}
 
 /// `gallery redrive`: asks a running api (any replica) to re-drive settled errors.
 pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use gallery_api::auth::TokenKeys;
 use gallery_api::sigv4::Credentials;
 use gallery_api::state::{LinkMode, S3Links};
 use gallery_api::{ApiConfig, AppState, Readiness, RoleBoard};
@@ -112,13 +113,13 @@ pub(crate) async fn connect_nats(
             let server = NatsServer::start_in(&data_dir.join("nats"))
                 .await
                 .context("starting the local nats-server")?;
-            tracing::info!(url = %server.url(), "started local nats-server");
+            tracing::info!(address = %server.address(), "started local nats-server (loopback, with a generated credential)");
             (server.url(), Some(server))
         }
     };
     let client = gallery_nats::connect(&url, Duration::from_secs(10))
         .await
-        .with_context(|| format!("connecting to NATS at {url}"))?;
+        .with_context(|| format!("connecting to NATS at {}", gallery_nats::redact(&url)))?;
     Ok((url, child, client))
 }
 
@@ -189,12 +190,35 @@ fn processor_config(cfg: &AppConfig) -> ProcessorConfig {
     p
 }
 
-fn api_config(cfg: &AppConfig, addr: SocketAddr) -> ApiConfig {
+fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
     let mut api = ApiConfig::new(
         cfg.public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}")),
     );
+    // The keys exist either way (generated into the data dir when no file is named), so
+    // `gallery token` works and switching auth on later needs nothing else.
+    let keys_path = cfg.token_keys_path();
+    let keys = if cfg.token_keys_file.is_some() {
+        TokenKeys::load(&keys_path)?
+    } else {
+        TokenKeys::load_or_create(&keys_path)?
+    };
+    if cfg.auth.resolve(addr) {
+        tracing::info!(keys = %keys_path.display(), signing_kid = keys.signing_kid(), "auth is on: requests need project tokens");
+        api.auth = Some(Arc::new(keys));
+    } else {
+        let note = format!(
+            "auth is OFF: anyone who can reach {addr} can read and upload to every project \
+             (--auth on to require tokens; `gallery token` mints them)"
+        );
+        tracing::warn!("{note}");
+        eprintln!("{note}");
+    }
+    if let Some(origins) = &cfg.allowed_origins {
+        api.allowed_origins = origins.iter().map(|o| o.trim().to_owned()).collect();
+    }
+    api.upload_grace = cfg.upload_grace;
     api.upload_link_ttl = cfg.upload_link_ttl;
     api.download_link_ttl = cfg.download_link_ttl;
     api.max_upload_bytes = cfg.max_upload_bytes;
@@ -210,7 +234,7 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> ApiConfig {
             },
         });
     }
-    api
+    Ok(api)
 }
 
 /// Starts the roles of `cfg` and returns once the http listener is bound.
@@ -334,7 +358,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
             store.clone(),
             handle,
             &secret,
-            api_config(&cfg, addr),
+            api_config(&cfg, addr)?,
             board.clone(),
         );
         gallery_api::router(state)
@@ -349,15 +373,13 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         }))
     };
     let std_listener = Arc::new(std_listener);
+    let serve_cfg = cfg.http;
     supervisor.spawn(&intake_tasks, "http", intake.clone(), move |ctx| {
         let (router, std_listener) = (router.clone(), std_listener.clone());
         async move {
             let listener = tokio::net::TcpListener::from_std(std_listener.try_clone()?)?;
             ctx.running();
-            let token = ctx.shutdown.clone();
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await?;
+            gallery_api::serve::serve(listener, router, serve_cfg, ctx.shutdown.clone()).await?;
             Ok(())
         }
     });

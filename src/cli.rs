@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use gallery_api::auth::AuthMode;
 use gallery_nats::Replicas;
 
 use crate::config::{AppConfig, DEFAULT_SHUTDOWN_GRACE, RenderWorker, Roles, S3Config};
@@ -42,6 +43,8 @@ pub enum Command {
     Backup(BackupArgs),
     /// Publishes a backup into an empty stream (or one that ends where the backup begins).
     Restore(RestoreArgs),
+    /// Mints a project token (prints it) with the keys file of the deployment.
+    Token(TokenArgs),
     /// A render worker process (started by the processor, not by hand).
     #[command(hide = true)]
     RenderWorker(RenderWorkerArgs),
@@ -251,6 +254,64 @@ pub struct HttpArgs {
     /// WebSocket ping interval; a client that answers no ping for three intervals is closed.
     #[arg(long, env = "GALLERY_WS_PING_INTERVAL", default_value = "20s", value_parser = duration)]
     pub ws_ping_interval: Duration,
+    /// Project tokens: on, off, or auto (on unless the listen address is loopback).
+    #[arg(long, env = "GALLERY_AUTH", default_value = "auto")]
+    pub auth: AuthMode,
+    #[command(flatten)]
+    pub keys: TokenKeysArgs,
+    /// Comma-separated origins whose web pages may open WebSockets (default: the public URL's
+    /// origin). A request without Origin (not a browser) is always allowed.
+    #[arg(long, env = "GALLERY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// How long a client may take to send a request's headers.
+    #[arg(long, env = "GALLERY_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub http_header_timeout: Duration,
+    /// How long a connection may move no byte either way before it is closed (keep it above
+    /// the WebSocket ping interval: a socket that answers pings is not idle).
+    #[arg(long, env = "GALLERY_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub http_idle_timeout: Duration,
+    /// Connections served at once (default: what the file-descriptor limit leaves room for, at
+    /// most 50,000).
+    #[arg(long, env = "GALLERY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+}
+
+/// The connection cap when none is configured: the open-file limit minus room for NATS,
+/// storage, the read model and render workers, between 256 and 50,000.
+pub fn default_max_connections() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    usize::try_from(soft.saturating_sub(1024))
+        .unwrap_or(usize::MAX)
+        .clamp(256, 50_000)
+}
+
+/// Where the token keys are.
+#[derive(Args, Debug, Clone)]
+pub struct TokenKeysArgs {
+    /// A JSON list of {"kid", "secret"[, "verify_until"]}; the first key signs. Default:
+    /// token-keys.json in the data dir, generated when missing.
+    #[arg(long, env = "GALLERY_TOKEN_KEYS_FILE")]
+    pub token_keys_file: Option<PathBuf>,
+}
+
+/// `gallery token`: mints a project token with the deployment's keys file.
+#[derive(Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// A project id, or a prefix of ids ending in `*` (`*` alone: every project).
+    #[arg(long)]
+    pub project: String,
+    /// Comma-separated: upload, read, subscribe, admin.
+    #[arg(long, default_value = "upload,read,subscribe")]
+    pub rights: String,
+    /// Lifetime (e.g. 24h, 30d; at most 366 days).
+    #[arg(long, default_value = "24h", value_parser = duration)]
+    pub ttl: Duration,
+    #[arg(long, env = "GALLERY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub keys: TokenKeysArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -357,6 +418,12 @@ impl HttpArgs {
         cfg.download_link_ttl = Duration::from_secs(self.download_link_ttl);
         cfg.upload_grace = Duration::from_secs(self.upload_grace);
         cfg.ws_ping_every = self.ws_ping_interval;
+        cfg.auth = self.auth;
+        cfg.http.header_timeout = self.http_header_timeout;
+        cfg.http.idle_timeout = self.http_idle_timeout;
+        cfg.http.max_connections = self.max_connections.unwrap_or_else(default_max_connections);
+        cfg.token_keys_file = self.keys.token_keys_file.clone();
+        cfg.allowed_origins = self.allowed_origins.clone();
     }
 }
 

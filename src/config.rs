@@ -71,7 +71,27 @@ pub struct AppConfig {
     pub crash_limit: u32,
     /// `None`: local storage under the data dir.
     pub s3: Option<S3Config>,
+    /// Whether requests need project tokens (`auto`: unless listening on loopback).
+    pub auth: gallery_api::auth::AuthMode,
+    /// Token signing keys; `None`: `token-keys.json` in the data dir, generated when missing.
+    pub token_keys_file: Option<PathBuf>,
+    /// Origins whose pages may open WebSockets; `None`: the public URL's.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Timeouts and the connection cap of the HTTP listener.
+    pub http: gallery_api::serve::ServeConfig,
 }
+
+impl AppConfig {
+    /// The keys file tokens are signed and checked with.
+    pub fn token_keys_path(&self) -> PathBuf {
+        self.token_keys_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(DEFAULT_TOKEN_KEYS_FILE))
+    }
+}
+
+/// The keys file's name in the data dir when `GALLERY_TOKEN_KEYS_FILE` is not set.
+pub const DEFAULT_TOKEN_KEYS_FILE: &str = "token-keys.json";
 
 /// The program whose hidden `render-worker` command renders, and its memory limit.
 #[derive(Debug, Clone)]
@@ -139,6 +159,10 @@ impl AppConfig {
             job_deadline: Duration::from_secs(120),
             crash_limit: 3,
             s3: None,
+            auth: gallery_api::auth::AuthMode::Auto,
+            token_keys_file: None,
+            allowed_origins: None,
+            http: gallery_api::serve::ServeConfig::default(),
         }
     }
 }

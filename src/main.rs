@@ -59,6 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(args) => gallery::admin::backup(args).await,
         Command::Redrive(args) => gallery::admin::redrive(args).await,
         Command::Restore(args) => gallery::admin::restore(args).await,
+        Command::Token(args) => gallery::admin::token(args),
         Command::RenderWorker(_) => unreachable!("handled before the runtime starts"),
     }
 }

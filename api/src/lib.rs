@@ -3,12 +3,15 @@
 //! [`AppState`]; [`serve`] runs them on a bound listener until a cancellation token fires, so
 //! tests start it on port 0 in-process.
 
+pub mod access;
+pub mod auth;
 pub mod content_type;
 pub mod error;
 pub mod idempotency;
 pub mod readiness;
 pub mod reconciler;
 pub mod routes;
+pub mod serve;
 pub mod signing;
 pub mod sigv4;
 pub mod state;
@@ -32,6 +35,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
+        .route("/config", get(routes::tokens::config))
+        .route("/tokens", post(routes::tokens::mint))
         .route("/images", post(routes::images::create))
         .route("/images/", post(routes::images::create))
         .route("/images/{id}", get(routes::images::get_one))
@@ -55,13 +60,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` fires, then lets open requests finish.
+/// Serves until `shutdown` fires, then lets open requests finish (with the default timeouts
+/// and caps of [`serve::ServeConfig`]).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    serve::serve(
+        listener,
+        router(state),
+        serve::ServeConfig::default(),
+        shutdown,
+    )
+    .await
 }

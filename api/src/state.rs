@@ -41,12 +41,22 @@ pub struct ApiConfig {
     pub links: LinkMode,
     /// WebSocket ping interval; a peer silent for three intervals is closed.
     pub ws_ping_every: Duration,
+    /// Token keys when auth is on; `None`: every request is allowed (`--auth off`).
+    pub auth: Option<Arc<crate::auth::TokenKeys>>,
+    /// Origins whose pages may open WebSockets (`GALLERY_ALLOWED_ORIGINS`).
+    pub allowed_origins: Vec<String>,
+    /// How long after its link's expiry an upload may still be streaming in.
+    pub upload_grace: Duration,
 }
 
 impl ApiConfig {
     pub fn new(public_url: impl Into<String>) -> Self {
+        let public_url = public_url.into().trim_end_matches('/').to_owned();
         Self {
-            public_url: public_url.into().trim_end_matches('/').to_owned(),
+            allowed_origins: crate::access::default_origins(&public_url),
+            auth: None,
+            upload_grace: Duration::from_secs(600),
+            public_url,
             upload_link_ttl: Duration::from_secs(15 * 60),
             download_link_ttl: Duration::from_secs(60 * 60),
             max_upload_bytes: 50_000_000,
@@ -69,6 +79,24 @@ pub struct Inner {
     pub(crate) config: ApiConfig,
     pub(crate) readiness: Arc<crate::readiness::Readiness>,
     idempotency: tokio::sync::OnceCell<jetstream::kv::Store>,
+    /// Images whose upload is streaming in right now (local mode).
+    uploading: std::sync::Mutex<std::collections::HashSet<gallery_schema::ImageId>>,
+}
+
+/// Marks an image's upload as in progress until dropped.
+pub(crate) struct UploadSlot {
+    state: AppState,
+    image: gallery_schema::ImageId,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        self.state
+            .uploading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.image);
+    }
 }
 
 impl AppState {
@@ -92,6 +120,7 @@ impl AppState {
         Self(Arc::new(Inner {
             readiness,
             idempotency: tokio::sync::OnceCell::new(),
+            uploading: Default::default(),
             log: EventLog::new(js.clone()),
             js,
             store,
@@ -103,6 +132,19 @@ impl AppState {
 }
 
 impl AppState {
+    /// Claims the one upload slot of `image`; `None` while another upload of it is running.
+    pub(crate) fn begin_upload(&self, image: gallery_schema::ImageId) -> Option<UploadSlot> {
+        let fresh = self
+            .uploading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(image);
+        fresh.then(|| UploadSlot {
+            state: self.clone(),
+            image,
+        })
+    }
+
     /// The `Idempotency-Key` bucket (declared with the topology), looked up once.
     pub(crate) async fn idempotency(&self) -> crate::error::ApiResult<jetstream::kv::Store> {
         self.idempotency

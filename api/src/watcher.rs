@@ -222,7 +222,7 @@ async fn check(
     cfg: &WatcherConfig,
     msg: &jetstream::Message,
 ) -> Result<Option<Duration>, String> {
-    let Ok(event) = Event::decode(&msg.payload) else {
+    let Ok(event) = Event::decode_checked(&msg.subject, &msg.payload) else {
         return Ok(None);
     };
     let EventBody::UploadRequested(req) = &event.body else {

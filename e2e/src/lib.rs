@@ -26,6 +26,8 @@ pub struct TestStack {
     pub config: AppConfig,
     /// The S3 server in S3 mode (dropped after the stack).
     pub s3: Option<garage::S3Server>,
+    /// Sent as `Authorization: Bearer` by the helpers below when set (stacks with auth on).
+    pub token: Option<String>,
 }
 
 impl TestStack {
@@ -52,6 +54,7 @@ impl TestStack {
             data,
             config,
             s3: None,
+            token: None,
         })
     }
 
@@ -100,13 +103,40 @@ impl TestStack {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let resp = self.http.post(self.url(path)).json(body).send().await?;
+        self.post_json_as(path, body, self.token.as_deref()).await
+    }
+
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.get_json_as(path, self.token.as_deref()).await
+    }
+
+    /// `POST` with this token (or none), whatever the stack's own token is.
+    pub async fn post_json_as(
+        &self,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await?;
         let status = resp.status().as_u16();
         Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
 
-    pub async fn get_json(&self, path: &str) -> anyhow::Result<(u16, Value)> {
-        let resp = self.http.get(self.url(path)).send().await?;
+    /// `GET` with this token (or none), whatever the stack's own token is.
+    pub async fn get_json_as(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.get(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await?;
         let status = resp.status().as_u16();
         Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
@@ -172,15 +202,25 @@ impl TestStack {
     }
 
     pub async fn ws(&self, project: &str, since: Option<u64>) -> anyhow::Result<WsClient> {
-        let base = self.base().replacen("http://", "ws://", 1);
-        let url = match since {
-            Some(s) => format!("{base}/projects/{project}/ws?since={s}"),
-            None => format!("{base}/projects/{project}/ws"),
-        };
-        let (stream, _) = tokio_tungstenite::connect_async(url)
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = self.ws_url(project, since).into_client_request()?;
+        if let Some(token) = &self.token {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse()?);
+        }
+        let (stream, _) = tokio_tungstenite::connect_async(req)
             .await
             .context("websocket connect")?;
         Ok(WsClient { stream })
+    }
+
+    /// `ws://…/projects/{project}/ws[?since=…]`.
+    pub fn ws_url(&self, project: &str, since: Option<u64>) -> String {
+        let base = self.base().replacen("http://", "ws://", 1);
+        match since {
+            Some(s) => format!("{base}/projects/{project}/ws?since={s}"),
+            None => format!("{base}/projects/{project}/ws"),
+        }
     }
 }
 
@@ -212,7 +252,7 @@ pub async fn upload_with_params(
 }
 
 pub struct WsClient {
-    stream: tokio_tungstenite::WebSocketStream<
+    pub stream: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
 }

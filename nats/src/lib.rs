@@ -36,6 +36,44 @@ pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, std::io::
     Ok(addrs)
 }
 
+/// `%XX` escapes of a URL's user or password, decoded.
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A URL list with any `user:password@` removed, for logs and error messages.
+pub fn redact(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| {
+            let u = u.trim();
+            match (u.find("://"), u.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    format!("{}://***@{}", &u[..scheme], &u[at + 1..])
+                }
+                _ => u.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Connects to NATS (one URL or a comma-separated list of a cluster's servers) with retries,
 /// for up to `wait`: a freshly started server (or one that is restarting) is not refused as down.
 pub async fn connect(
@@ -43,9 +81,21 @@ pub async fn connect(
     wait: Duration,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
     let addrs = server_addrs(urls).map_err(async_nats::ConnectError::from)?;
+    // async-nats reads no credential from a URL: take `user:password@` from the first that has
+    // one (every server of a cluster takes the same).
+    let credential = addrs.iter().find_map(|a| {
+        Some((
+            percent_decode(a.username()?),
+            percent_decode(a.password().unwrap_or_default()),
+        ))
+    });
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let attempt = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some((user, password)) = &credential {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        let attempt = options
             .name("lite-gallery")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
@@ -83,5 +133,21 @@ mod tests {
         assert_eq!(addrs[1].port(), 4223);
         assert!(super::server_addrs(" , ").is_err());
         assert!(super::server_addrs("nats://a:1,bad url with spaces").is_err());
+    }
+
+    #[test]
+    fn url_credentials_are_percent_decoded() {
+        assert_eq!(super::percent_decode("p%40ss%3Aw"), "p@ss:w");
+        assert_eq!(super::percent_decode("plain%"), "plain%");
+        assert_eq!(super::percent_decode("%zz"), "%zz");
+        assert_eq!(super::percent_decode("%é"), "%é");
+    }
+
+    #[test]
+    fn credentials_are_redacted_from_urls() {
+        assert_eq!(
+            super::redact("nats://gallery:s3cret@127.0.0.1:4222, tls://n2:4222"),
+            "nats://***@127.0.0.1:4222,tls://n2:4222"
+        );
     }
 }

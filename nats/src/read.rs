@@ -55,7 +55,7 @@ fn to_stored(msg: &jetstream::Message) -> Result<StoredEvent, ReadError> {
         .info()
         .map_err(|e| ReadError::Messages(e.to_string()))?
         .stream_sequence;
-    let event = Event::decode(&msg.payload).map_err(|source| {
+    let event = Event::decode_checked(&msg.subject, &msg.payload).map_err(|source| {
         match unknown_kind(&msg.subject, &source) {
             Some(kind) => ReadError::UnknownKind { seq, kind, source },
             None => ReadError::Decode { seq, source },

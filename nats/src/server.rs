@@ -2,6 +2,11 @@
 //! dir, and every test harness runs one on a free loopback port with a temporary store. The
 //! child is stopped (SIGTERM, then SIGKILL after a deadline) when the handle is dropped.
 //!
+//! The server listens on loopback only and takes one user, whose password is generated into
+//! `credential` in its directory (mode 0600) on first start and kept: a connection without
+//! it is refused. [`NatsServer::url`] carries the credential (`nats://gallery:<password>@…`);
+//! log [`NatsServer::address`] instead.
+//!
 //! JetStream syncs to disk before acknowledging (`sync_interval: always`): an acked event
 //! survives a power cut, at ~13k appends/s measured here, far above the reference load.
 
@@ -55,9 +60,14 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The user of the embedded server.
+pub const EMBEDDED_USER: &str = "gallery";
+
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    /// The password of [`EMBEDDED_USER`]; `None`: no authorization (test clusters).
+    password: Option<String>,
     dir: PathBuf,
     /// The config's text, kept so [`NatsServer::restart`] starts the same server again.
     config: String,
@@ -96,13 +106,16 @@ impl NatsServer {
     async fn spawn(binary: &Path, dir: &Path) -> Result<Self, ServerError> {
         let port = free_port()?;
         let store = dir.join("jetstream");
+        let password = credential(dir)?;
         let config = format!(
-            "# written by gallery on every start\n\
+            "# written by gallery on every start; holds the credential: keep it private\n\
              listen: \"127.0.0.1:{port}\"\n\
              server_name: \"gallery-embedded\"\n\
+             authorization {{\n  user: \"{EMBEDDED_USER}\"\n  password: \"{password}\"\n}}\n\
              jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n"
         );
         let mut server = Self::with_config(dir, port, config);
+        server.password = Some(password);
         server.launch(binary)?;
         server.wait_ready(Duration::from_secs(15)).await?;
         Ok(server)
@@ -112,6 +125,7 @@ impl NatsServer {
         Self {
             child: None,
             port,
+            password: None,
             dir: dir.to_owned(),
             config,
             log_path: dir.join("nats-server.log"),
@@ -121,7 +135,7 @@ impl NatsServer {
 
     fn launch(&mut self, binary: &Path) -> Result<(), ServerError> {
         let conf = self.dir.join("nats-server.conf");
-        std::fs::write(&conf, &self.config)?;
+        write_private(&conf, self.config.as_bytes())?;
         // A fresh log per start: "Server is ready" must come from this one.
         let log = std::fs::File::create(&self.log_path)?;
         let child = Command::new(binary)
@@ -183,12 +197,26 @@ impl NatsServer {
         text[text.floor_char_boundary(start)..].to_owned()
     }
 
+    /// The URL clients connect with, credential included.
     pub fn url(&self) -> String {
+        match &self.password {
+            Some(password) => format!("nats://{EMBEDDED_USER}:{password}@127.0.0.1:{}", self.port),
+            None => self.address(),
+        }
+    }
+
+    /// The URL without the credential (for logs and error messages).
+    pub fn address(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The directory holding the store, the config, the log and the credential.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Stops the server: SIGTERM (JetStream flushes and closes its files), SIGKILL after 10 s.
@@ -287,6 +315,39 @@ fn terminate(child: &mut Child, grace: Duration) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The embedded server's password: read from `dir/credential`, or generated there (32 random
+/// bytes, hex, mode 0600) on first start.
+fn credential(dir: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let path = dir.join("credential");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if existing.len() >= 32 && existing.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(existing.to_owned());
+        }
+    }
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    let password: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, password.as_bytes())?;
+    Ok(password)
+}
+
+/// Writes a file only its owner can read or write (0600).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open: tighten it.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(bytes)
 }
 
 /// Stops a nats-server that an earlier, crashed run left on this store.

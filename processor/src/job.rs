@@ -68,9 +68,12 @@ pub fn version_key(
     generation: u32,
     rendered: &render::RenderedVersion,
 ) -> String {
-    format!(
-        "versions/{project}/{image}/{generation}/{}.{}",
-        rendered.version, rendered.extension
+    gallery_schema::keys::version_key(
+        project,
+        image,
+        generation,
+        rendered.version,
+        rendered.extension,
     )
 }
 

@@ -177,7 +177,7 @@ async fn handle(
     release: &CancellationToken,
 ) {
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-    let trigger = Event::decode(&msg.payload)
+    let trigger = Event::decode_checked(&msg.subject, &msg.payload)
         .ok()
         .as_ref()
         .and_then(Trigger::from_event);

@@ -23,10 +23,16 @@ pub enum ErrorCode {
     ProcessingTimeout,
     RetriesExhausted,
     Internal,
+    /// No token, or one that is not valid (HTTP only).
+    Unauthorized,
+    /// A valid token without the right for this project (HTTP only).
+    Forbidden,
+    /// Too many requests from one address or token; `Retry-After` says when (HTTP only).
+    RateLimited,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::InvalidRequest,
         Self::InvalidProjectId,
         Self::NotFound,
@@ -42,6 +48,9 @@ impl ErrorCode {
         Self::ProcessingTimeout,
         Self::RetriesExhausted,
         Self::Internal,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +70,9 @@ impl ErrorCode {
             Self::ProcessingTimeout => "processing_timeout",
             Self::RetriesExhausted => "retries_exhausted",
             Self::Internal => "internal",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
         }
     }
 

@@ -8,6 +8,7 @@ pub mod error_code;
 pub mod event;
 pub mod fit;
 pub mod ids;
+pub mod keys;
 pub mod sniff;
 pub mod state;
 pub mod subjects;

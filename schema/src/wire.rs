@@ -23,6 +23,20 @@ pub enum DecodeError {
     UnknownVersion(String),
     #[error("timestamp out of range")]
     Timestamp,
+    /// The subject names another project, image or kind than the envelope: a forged or
+    /// misrouted message (docs/ARCHITECTURE.md §2).
+    #[error("subject {subject:?} does not match the envelope ({project}.{image}.{kind})")]
+    SubjectMismatch {
+        subject: String,
+        project: String,
+        image: String,
+        kind: &'static str,
+    },
+    /// An object key that is not the one our layout gives for this image (`keys.rs`).
+    #[error("foreign object key {0:?}")]
+    ForeignKey(String),
+    #[error("content type {0:?} is not one a version is stored with")]
+    VersionType(String),
 }
 
 fn millis(at: DateTime<Utc>) -> i64 {
@@ -175,6 +189,58 @@ impl Event {
             body,
         })
     }
+
+    /// The one decode step for a message read from NATS (the fold, the WebSocket's live and
+    /// replayed messages, the processor and the upload watcher all go through it): decodes, then
+    /// refuses an event whose subject doesn't name its own project, image and kind, and one that
+    /// names an object other than the keys our layout gives for its image. Whoever can publish
+    /// to the stream can't make the api sign a link to another image's file.
+    pub fn decode_checked(subject: &str, bytes: &[u8]) -> Result<Self, DecodeError> {
+        let event = Self::decode(bytes)?;
+        event.check_subject(subject)?;
+        event.check_keys()?;
+        Ok(event)
+    }
+
+    fn check_subject(&self, subject: &str) -> Result<(), DecodeError> {
+        let kind = self.kind().as_str();
+        let matches = crate::subjects::subject_tokens(subject).is_some_and(|(p, i, k)| {
+            p == self.project_id.as_str() && i == self.image_id.to_string() && k == kind
+        });
+        if matches {
+            Ok(())
+        } else {
+            Err(DecodeError::SubjectMismatch {
+                subject: subject.chars().take(300).collect(),
+                project: self.project_id.to_string(),
+                image: self.image_id.to_string(),
+                kind,
+            })
+        }
+    }
+
+    fn check_keys(&self) -> Result<(), DecodeError> {
+        let (p, i) = (&self.project_id, &self.image_id);
+        match &self.body {
+            EventBody::UploadRequested(u) if u.object_key != crate::keys::original_key(p, i) => {
+                Err(DecodeError::ForeignKey(
+                    u.object_key.chars().take(300).collect(),
+                ))
+            }
+            EventBody::VersionRendered(v) => {
+                if !crate::keys::is_version_key(&v.key, p, i, v.generation, v.version) {
+                    return Err(DecodeError::ForeignKey(v.key.chars().take(300).collect()));
+                }
+                if !matches!(v.content_type.as_str(), "image/jpeg" | "image/png") {
+                    return Err(DecodeError::VersionType(
+                        v.content_type.chars().take(100).collect(),
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -235,6 +301,94 @@ mod tests {
             };
             assert_eq!(Event::decode(&e.encode()).unwrap(), e);
         }
+    }
+
+    fn version_event(p: &ProjectId, i: ImageId, key: String, content_type: &str) -> Event {
+        Event::new(
+            p.clone(),
+            i,
+            EventBody::VersionRendered(VersionRendered {
+                version: VersionName::Thumb,
+                key,
+                width: 150,
+                height: 100,
+                bytes: 9,
+                content_type: content_type.into(),
+                generation: 1,
+            }),
+        )
+    }
+
+    #[test]
+    fn checked_decode_refuses_forged_subjects_and_foreign_keys() {
+        let p = ProjectId::parse("p1").unwrap();
+        let i = ImageId::new_v7();
+        let other = ImageId::new_v7();
+        let own = crate::keys::version_key(&p, &i, 1, VersionName::Thumb, "jpg");
+        let e = version_event(&p, i, own, "image/jpeg");
+        let subject = crate::subjects::event_subject(&p, &i, e.kind());
+        // (The wire keeps milliseconds: compare with the unchecked decode.)
+        let plain = Event::decode(&e.encode()).unwrap();
+        assert_eq!(Event::decode_checked(&subject, &e.encode()).unwrap(), plain);
+
+        // The right event on another image's, project's or kind's subject.
+        let q = ProjectId::parse("p2").unwrap();
+        for wrong in [
+            crate::subjects::event_subject(&p, &other, e.kind()),
+            crate::subjects::event_subject(&q, &i, e.kind()),
+            crate::subjects::event_subject(&p, &i, crate::EventKind::Processed),
+            format!("images.p1.{i}.version_rendered.extra"),
+            "elsewhere".to_owned(),
+        ] {
+            assert!(
+                matches!(
+                    Event::decode_checked(&wrong, &e.encode()),
+                    Err(DecodeError::SubjectMismatch { .. })
+                ),
+                "{wrong}"
+            );
+        }
+        // Keys of another image or another generation, originals and odd extensions.
+        for key in [
+            crate::keys::version_key(&p, &other, 1, VersionName::Thumb, "jpg"),
+            crate::keys::version_key(&p, &i, 2, VersionName::Thumb, "jpg"),
+            crate::keys::version_key(&p, &i, 1, VersionName::D2500, "jpg"),
+            crate::keys::original_key(&p, &i),
+            format!("versions/p1/{i}/1/thumb.svg"),
+        ] {
+            let forged = version_event(&p, i, key.clone(), "image/jpeg");
+            assert!(
+                matches!(
+                    Event::decode_checked(&subject, &forged.encode()),
+                    Err(DecodeError::ForeignKey(_))
+                ),
+                "{key}"
+            );
+        }
+        let own = crate::keys::version_key(&p, &i, 1, VersionName::Thumb, "jpg");
+        let html = version_event(&p, i, own, "text/html");
+        assert!(matches!(
+            Event::decode_checked(&subject, &html.encode()),
+            Err(DecodeError::VersionType(_))
+        ));
+        // An upload request for somebody else's original.
+        let req = Event::new(
+            p.clone(),
+            i,
+            EventBody::UploadRequested(UploadRequested {
+                filename: "a.jpg".into(),
+                object_key: crate::keys::original_key(&p, &other),
+                content_type: "image/jpeg".into(),
+                declared_size: None,
+                link_expires_at: from_millis(1_700_000_000_000).unwrap(),
+                max_bytes: 5,
+            }),
+        );
+        let subject = crate::subjects::event_subject(&p, &i, req.kind());
+        assert!(matches!(
+            Event::decode_checked(&subject, &req.encode()),
+            Err(DecodeError::ForeignKey(_))
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `GET /files/{key}`: signed downloads of originals and versions (local mode). Served with the
-//! stored type and `nosniff`, so a file can't be reinterpreted as HTML or script.
+//! stored type, `nosniff` and `Content-Security-Policy: sandbox`, so a file can't be
+//! reinterpreted as HTML or script, nor run as a page of the api's origin.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -67,6 +68,9 @@ pub async fn download(
             (header::CONTENT_TYPE, content_type),
             (header::CONTENT_LENGTH, size.to_string()),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            // Never active content on the api's origin, whatever the bytes are: a sandboxed
+            // document runs no script and has an opaque origin.
+            (header::CONTENT_SECURITY_POLICY, "sandbox".to_owned()),
             // Keys are immutable (versions carry their generation), so the bytes behind a URL
             // never change.
             (

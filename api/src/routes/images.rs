@@ -15,6 +15,8 @@ use gallery_schema::{
 use serde_json::{Value, json};
 
 use super::{links, load_record, parse_image_id, wait_applied};
+use crate::access::Access;
+use crate::auth::Right;
 use crate::content_type;
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency;
@@ -111,16 +113,15 @@ pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
     })
 }
 
-pub fn original_key(project: &ProjectId, image: &ImageId) -> String {
-    format!("originals/{project}/{image}")
-}
-
 pub async fn create(
     State(state): State<AppState>,
+    access: Access,
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    access.signed_in()?;
     let req = parse_create(&body, state.config.max_upload_bytes)?;
+    access.require(&req.project_id, Right::Upload)?;
     let mut image_id = ImageId::new_v7();
     // With an Idempotency-Key the key is reserved for this image first; a retry finds the
     // reservation (or the answer) and goes on with the same image.
@@ -147,7 +148,7 @@ pub async fn create(
         }
         None => None,
     };
-    let key = original_key(&req.project_id, &image_id);
+    let key = gallery_schema::keys::original_key(&req.project_id, &image_id);
     let ttl = TimeDelta::from_std(state.config.upload_link_ttl).unwrap_or(TimeDelta::minutes(15));
     // Whole seconds (the link carries seconds and the event must agree), rounded up so a link
     // never lives shorter than the configured time.
@@ -278,17 +279,21 @@ fn created(body: Value) -> Response {
 
 pub async fn get_one(
     State(state): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let rec = load_record(&state, &parse_image_id(&id)?)?;
+    access.signed_in()?;
+    let rec = access.image(&state, &parse_image_id(&id)?, Right::Read)?;
     Ok(Json(record_json(&rec, &links(&state))))
 }
 
 pub async fn reprocess(
     State(state): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let rec = load_record(&state, &parse_image_id(&id)?)?;
+    access.signed_in()?;
+    let rec = access.image(&state, &parse_image_id(&id)?, Right::Upload)?;
     if !rec.state.is_terminal() {
         return Err(ApiError::conflict(format!(
             "the image is {}; only done or error images can be reprocessed",
@@ -331,9 +336,11 @@ pub async fn reprocess(
 /// object that is too large or not an image ends the image in `error` instead.
 pub async fn complete(
     State(state): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let mut rec = load_record(&state, &parse_image_id(&id)?)?;
+    access.signed_in()?;
+    let mut rec = access.image(&state, &parse_image_id(&id)?, Right::Upload)?;
     if rec.state == ImageState::Init {
         let found = inspect_upload(state.store.as_ref(), &rec.original_key, rec.max_bytes)
             .await

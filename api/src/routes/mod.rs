@@ -5,6 +5,7 @@ pub mod files;
 pub mod health;
 pub mod images;
 pub mod projects;
+pub mod tokens;
 pub mod uploads;
 pub mod ws;
 

@@ -7,6 +7,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::links;
+use crate::access::Access;
+use crate::auth::Right;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::view::record_json;
@@ -23,10 +25,13 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<AppState>,
+    access: Access,
     Path(project): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
+    access.signed_in()?;
     let project = ProjectId::parse(&project)?;
+    access.require(&project, Right::Read)?;
     let limit = match q.limit.as_deref() {
         None => DEFAULT_LIMIT,
         Some(raw) => raw

@@ -138,13 +138,27 @@ async fn receive_file(
         return Err(ApiError::conflict("this image has been uploaded already"));
     }
     let max_bytes = max_bytes.min(state.config.max_upload_bytes);
+    // One upload per image at a time: a link can't be used to stream many copies at once.
+    let Some(_one_at_a_time) = state.begin_upload(image) else {
+        return Err(ApiError::conflict(
+            "an upload for this image is already in progress",
+        ));
+    };
+    // The bytes must be in before the link's expiry plus the grace: a trickle can't keep a
+    // connection (and a temporary object) forever.
+    let grace = i64::try_from(state.config.upload_grace.as_secs()).unwrap_or(i64::MAX);
+    let left = expires
+        .saturating_add(grace)
+        .saturating_sub(now_secs())
+        .max(0);
+    let deadline = std::time::Duration::from_secs(left as u64);
 
     // Write to a private temporary key, then link it into place only if nothing is there: two
     // racing uploads through one link can't replace each other's bytes.
     let tmp = ObjectPath::from(format!("tmp/uploads/{image}-{}", uuid::Uuid::new_v4()));
     let mut writer = BufWriter::new(state.store.clone(), tmp.clone());
     let mut size: u64 = 0;
-    let streamed: ApiResult<()> = async {
+    let streaming = async {
         while let Some(chunk) = file.chunk().await.map_err(multipart_error)? {
             size += chunk.len() as u64;
             if size > max_bytes {
@@ -166,8 +180,14 @@ async fn receive_file(
             .await
             .map_err(|e| ApiError::internal("finishing an upload", e))?;
         Ok(())
-    }
-    .await;
+    };
+    let streamed: ApiResult<()> = match tokio::time::timeout(deadline, streaming).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::new(
+            ErrorCode::LinkExpired,
+            "the upload link expired while the upload was still arriving; ask for a new one",
+        )),
+    };
     if let Err(err) = streamed {
         let _ = writer.abort().await;
         let _ = state.store.delete(&tmp).await;

@@ -20,12 +20,14 @@ use axum::response::Response;
 use futures::stream::BoxStream;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use gallery_nats::{ReadError, StoredEvent, read};
-use gallery_schema::{ProjectId, subjects};
+use gallery_schema::{ErrorCode, ProjectId, subjects};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tracing::Instrument;
 
 use super::links;
+use crate::access::{Access, WS_PROTOCOL, origin_allowed};
+use crate::auth::Right;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::view::ws_message;
@@ -66,15 +68,36 @@ pub struct WsQuery {
 
 pub async fn subscribe(
     State(state): State<AppState>,
+    access: Access,
+    headers: axum::http::HeaderMap,
     Path(project): Path<String>,
     Query(q): Query<WsQuery>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    // Another site's page, running in a visitor's browser, may not read this deployment.
+    let origin = headers
+        .get(axum::http::header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    if !origin_allowed(origin, &state.config.allowed_origins) {
+        tracing::info!(
+            origin = origin.unwrap_or_default(),
+            "websocket from an origin not allowed"
+        );
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this origin may not open WebSockets here (GALLERY_ALLOWED_ORIGINS)",
+        ));
+    }
+    access.signed_in()?;
     let project = ProjectId::parse(&project)?;
+    access.require(&project, Right::Subscribe)?;
     let upgrade = upgrade
         .map_err(|e| ApiError::invalid(format!("this endpoint speaks WebSocket only: {e}")))?
         .max_message_size(MAX_INCOMING)
-        .max_frame_size(MAX_INCOMING);
+        .max_frame_size(MAX_INCOMING)
+        // A browser offers the token as a subprotocol next to this one; the server answers with
+        // this one, never echoing the token.
+        .protocols([WS_PROTOCOL]);
     let since =
         match q.since.as_deref() {
             None | Some("") => None,

@@ -1,0 +1,157 @@
+//! `GET /config` (what a client must know before its first call) and `POST /tokens` (an admin
+//! token mints narrower tokens).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use gallery_schema::ErrorCode;
+use serde_json::{Value, json};
+
+use crate::access::Access;
+use crate::auth::{MAX_TTL, Right, Rights, Scope};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// `{"auth_required": bool, "max_upload_bytes": n}`: open to everyone, so clients (and the
+/// web page) know whether to ask for a token.
+pub async fn config(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "auth_required": state.config.auth.is_some(),
+        "max_upload_bytes": state.config.max_upload_bytes,
+    }))
+}
+
+/// A mint request: `{"project": "<id or prefix*>", "rights": "read,subscribe" | [..],
+/// "ttl": "24h" | seconds}` (pure, unit-tested).
+#[derive(Debug, PartialEq)]
+pub struct MintRequest {
+    pub scope: Scope,
+    pub rights: Rights,
+    pub ttl: Duration,
+}
+
+pub fn parse_mint(body: &[u8]) -> ApiResult<MintRequest> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the body must be a JSON object: {e}")))?;
+    let field = |name: &str| value.get(name).filter(|v| !v.is_null());
+    let scope = match field("project") {
+        Some(Value::String(s)) => Scope::parse(s).map_err(|e| ApiError::invalid(e.to_string()))?,
+        Some(_) => return Err(ApiError::invalid("project must be a string")),
+        None => {
+            return Err(ApiError::invalid(
+                "project is required (an id, or a prefix ending in *)",
+            ));
+        }
+    };
+    let rights = match field("rights") {
+        Some(Value::String(s)) => Rights::parse(s),
+        Some(Value::Array(items)) => {
+            let names: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+            let names = names.ok_or_else(|| ApiError::invalid("rights must be strings"))?;
+            Rights::parse(&names.join(","))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "rights must be a list or a comma-separated string",
+            ));
+        }
+        None => return Err(ApiError::invalid("rights is required")),
+    }
+    .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let ttl = match field("ttl") {
+        None => Duration::from_secs(24 * 3600),
+        Some(Value::Number(n)) => Duration::from_secs(
+            n.as_u64()
+                .ok_or_else(|| ApiError::invalid("ttl must be a whole number of seconds"))?,
+        ),
+        Some(Value::String(s)) => humantime::parse_duration(s.trim())
+            .map_err(|e| ApiError::invalid(format!("ttl {s:?}: {e} (try 1h or 30d)")))?,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "ttl must be seconds or a duration like 24h",
+            ));
+        }
+    };
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err(ApiError::invalid(
+            "ttl must be between 1 second and 366 days",
+        ));
+    }
+    Ok(MintRequest { scope, rights, ttl })
+}
+
+/// Mints a token inside the caller's scope, expiring no later than the caller's own token.
+pub async fn mint(
+    State(state): State<AppState>,
+    access: Access,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let Some(keys) = state.config.auth.as_deref() else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "tokens are off on this deployment (--auth off): every request is allowed",
+        ));
+    };
+    access.signed_in()?;
+    let req = parse_mint(&body)?;
+    let grant = access
+        .grant()
+        .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "minting needs an admin token"))?;
+    if !grant.rights.contains(Right::Admin) || !grant.scope.covers_scope(&req.scope) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("the token does not grant admin on {}", req.scope),
+        ));
+    }
+    let wanted = Utc::now()
+        + chrono::TimeDelta::from_std(req.ttl).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let expires_at = wanted.min(grant.expires_at);
+    let token = keys
+        .mint(&req.scope, req.rights, expires_at)
+        .map_err(|e| ApiError::internal("minting a token", e))?;
+    tracing::info!(scope = %req.scope, rights = %req.rights, by_kid = %grant.kid, "token minted");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "project": req.scope.to_string(),
+            "rights": req.rights.names(),
+            "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        })),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mint_requests_are_validated() {
+        let ok = parse_mint(br#"{"project":"acme-*","rights":["read","subscribe"],"ttl":"2h"}"#)
+            .unwrap();
+        assert_eq!(ok.scope, Scope::Prefix("acme-".into()));
+        assert_eq!(ok.rights, Rights::parse("read,subscribe").unwrap());
+        assert_eq!(ok.ttl, Duration::from_secs(7200));
+        let secs = parse_mint(br#"{"project":"p","rights":"upload","ttl":60}"#).unwrap();
+        assert_eq!(secs.ttl, Duration::from_secs(60));
+        for bad in [
+            "x",
+            r#"{"rights":"read"}"#,
+            r#"{"project":"a.b","rights":"read"}"#,
+            r#"{"project":"p","rights":"write"}"#,
+            r#"{"project":"p","rights":[1]}"#,
+            r#"{"project":"p","rights":"read","ttl":0}"#,
+            r#"{"project":"p","rights":"read","ttl":"400d"}"#,
+            r#"{"project":"p","rights":"read","ttl":-1}"#,
+        ] {
+            let err = parse_mint(bad.as_bytes()).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidRequest, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,720 @@
+//! The security suite, against real processes: project tokens on every route, the WebSocket's
+//! token and Origin checks, key rotation, forged events published straight to NATS, the closed
+//! embedded broker, and connections that are cut when they stall.
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use futures::{SinkExt, StreamExt};
+use gallery_api::auth::{KeyEntry, Rights, Scope, TokenKeys};
+use gallery_e2e::{TestStack, jpeg_photo};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn keys_of(stack: &TestStack) -> TokenKeys {
+    TokenKeys::load(&stack.data_dir().join("token-keys.json")).unwrap()
+}
+
+fn mint(keys: &TokenKeys, project: &str, rights: &str) -> String {
+    keys.mint(
+        &Scope::parse(project).unwrap(),
+        Rights::parse(rights).unwrap(),
+        Utc::now() + TimeDelta::hours(1),
+    )
+    .unwrap()
+}
+
+async fn secured() -> TestStack {
+    let mut stack = TestStack::start_with(|c| c.auth = gallery_api::auth::AuthMode::On)
+        .await
+        .unwrap();
+    stack.token = Some(mint(&keys_of(&stack), "*", "upload,read,subscribe,admin"));
+    stack
+}
+
+/// An image of `project`, uploaded and rendered, using the stack's admin token.
+async fn done_image(stack: &TestStack, project: &str) -> String {
+    let link = stack.request_link(project, "photo.jpg").await.unwrap();
+    let id = link["image_id"].as_str().unwrap().to_owned();
+    let (status, body) = stack.upload(&link, jpeg_photo(400, 300)).await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    stack.wait_state(&id, "done").await.unwrap();
+    id
+}
+
+/// A WebSocket handshake with these extra headers: `Ok(selected subprotocol)` on 101, or
+/// `Err(status)`.
+async fn ws_handshake(
+    stack: &TestStack,
+    project: &str,
+    headers: &[(&'static str, String)],
+) -> Result<(Option<String>, gallery_e2e::WsClient), u16> {
+    let mut req = stack
+        .ws_url(project, Some(0))
+        .into_client_request()
+        .unwrap();
+    for (name, value) in headers {
+        req.headers_mut()
+            .insert(*name, value.parse().expect("header value"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((stream, resp)) => {
+            let protocol = resp
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap().to_owned());
+            Ok((protocol, gallery_e2e::WsClient { stream }))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(other) => panic!("websocket handshake: {other}"),
+    }
+}
+
+fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+}
+
+#[tokio::test]
+async fn tokens_scope_every_route_to_their_project_and_rights() {
+    let stack = secured().await;
+    let keys = keys_of(&stack);
+    let (status, config) = stack.get_json_as("/config", None).await.unwrap();
+    assert_eq!((status, &config["auth_required"]), (200, &json!(true)));
+
+    let a_image = done_image(&stack, "sec-a").await;
+    let a_rw = mint(&keys, "sec-a", "upload,read,subscribe");
+    let a_read = mint(&keys, "sec-a", "read");
+    let b_all = mint(&keys, "sec-b", "upload,read,subscribe,admin");
+    let expired = keys
+        .mint(
+            &Scope::parse("sec-a").unwrap(),
+            Rights::parse("read").unwrap(),
+            Utc::now() - TimeDelta::seconds(1),
+        )
+        .unwrap();
+    let stranger = TokenKeys::from_entries(vec![KeyEntry {
+        kid: "k1".into(),
+        secret: "9c1d5b0e7a3f4c2d8e6b1a0f9e8d7c6b5a4f3e2d1c0b9a8f".into(),
+        verify_until: None,
+    }])
+    .unwrap();
+    let wrong_key = mint(&stranger, "*", "upload,read,subscribe,admin");
+
+    let create = json!({"filename": "x.jpg", "project_id": "sec-a"});
+    let list = "/projects/sec-a/images";
+    let one = format!("/images/{a_image}");
+    let reprocess = format!("/images/{a_image}/reprocess");
+    let complete = format!("/images/{a_image}/complete");
+
+    // No token, an expired one, one signed with a key we don't have: 401 everywhere.
+    for token in [None, Some(expired.as_str()), Some(wrong_key.as_str())] {
+        let (s, b) = stack
+            .post_json_as("/images/", &create, token)
+            .await
+            .unwrap();
+        assert_error(s, &b, 401, "unauthorized");
+        let (s, b) = stack.get_json_as(list, token).await.unwrap();
+        assert_error(s, &b, 401, "unauthorized");
+        let (s, b) = stack.get_json_as(&one, token).await.unwrap();
+        assert_error(s, &b, 401, "unauthorized");
+        let (s, b) = stack
+            .post_json_as(&reprocess, &json!({}), token)
+            .await
+            .unwrap();
+        assert_error(s, &b, 401, "unauthorized");
+        let headers: Vec<(&'static str, String)> = token
+            .map(|t| vec![("authorization", format!("Bearer {t}"))])
+            .unwrap_or_default();
+        assert_eq!(
+            ws_handshake(&stack, "sec-a", &headers).await.err(),
+            Some(401)
+        );
+    }
+    let resp = stack.http.get(stack.url(list)).send().await.unwrap();
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+
+    // Another project's token: 403 on project routes, 404 on the image (nothing learned).
+    let (s, b) = stack
+        .post_json_as("/images/", &create, Some(&b_all))
+        .await
+        .unwrap();
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = stack.get_json_as(list, Some(&b_all)).await.unwrap();
+    assert_error(s, &b, 403, "forbidden");
+    for path in [&one, &reprocess, &complete] {
+        let (s, b) = if path == &one {
+            stack.get_json_as(path, Some(&b_all)).await.unwrap()
+        } else {
+            stack
+                .post_json_as(path, &json!({}), Some(&b_all))
+                .await
+                .unwrap()
+        };
+        assert_error(s, &b, 404, "not_found");
+        let text = b.to_string();
+        assert!(
+            !text.contains("photo.jpg") && !text.contains("sec-a"),
+            "{text}"
+        );
+    }
+    let bearer_b = vec![("authorization", format!("Bearer {b_all}"))];
+    assert_eq!(
+        ws_handshake(&stack, "sec-a", &bearer_b).await.err(),
+        Some(403)
+    );
+    // Its own project works.
+    let (s, _) = stack
+        .get_json_as("/projects/sec-b/images", Some(&b_all))
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+
+    // A read-only token reads but can't upload, reprocess or subscribe.
+    let (s, b) = stack.get_json_as(list, Some(&a_read)).await.unwrap();
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["images"][0]["image_id"], a_image.as_str());
+    assert!(b["images"][0]["versions"]["original"].is_string());
+    let (s, b) = stack
+        .post_json_as("/images/", &create, Some(&a_read))
+        .await
+        .unwrap();
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = stack
+        .post_json_as(&reprocess, &json!({}), Some(&a_read))
+        .await
+        .unwrap();
+    assert_error(s, &b, 403, "forbidden");
+    let read_only = vec![("authorization", format!("Bearer {a_read}"))];
+    assert_eq!(
+        ws_handshake(&stack, "sec-a", &read_only).await.err(),
+        Some(403)
+    );
+
+    // The project's own upload token: link, upload (the link is the capability), reprocess.
+    let (s, link) = stack
+        .post_json_as("/images/", &create, Some(&a_rw))
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "{link}");
+    let (s, b) = stack.upload(&link, jpeg_photo(300, 200)).await.unwrap();
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = stack
+        .post_json_as(&reprocess, &json!({}), Some(&a_rw))
+        .await
+        .unwrap();
+    assert_eq!(s, 202, "{b}");
+
+    // A version is served sandboxed, never as active content of the api's origin.
+    let rec = stack.wait_state(&a_image, "done").await.unwrap();
+    let resp = stack
+        .http
+        .get(rec["versions"]["thumb"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-security-policy"], "sandbox");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn websockets_take_the_token_as_a_subprotocol_and_check_the_origin() {
+    let stack = secured().await;
+    let keys = keys_of(&stack);
+    let sub = mint(&keys, "sec-ws", "subscribe");
+    let offer = format!("gallery.v1, gallery.bearer.{sub}");
+
+    // A browser's way: the token rides as a subprotocol; the server selects gallery.v1.
+    let origin = stack.base();
+    let (protocol, mut ws) = ws_handshake(
+        &stack,
+        "sec-ws",
+        &[
+            ("sec-websocket-protocol", offer.clone()),
+            ("origin", origin),
+        ],
+    )
+    .await
+    .expect("handshake");
+    assert_eq!(protocol.as_deref(), Some("gallery.v1"));
+    let id = done_image(&stack, "sec-ws").await;
+    let events = ws.collect_until(&id, "processed").await.unwrap();
+    assert!(events.iter().any(|e| e["type"] == "version_rendered"));
+
+    // Another site's page may not, whatever token it holds.
+    let evil = [
+        ("sec-websocket-protocol", offer.clone()),
+        ("origin", "https://evil.example".to_owned()),
+    ];
+    assert_eq!(ws_handshake(&stack, "sec-ws", &evil).await.err(), Some(403));
+    // The token is never taken from the query string.
+    let url = format!("{}&token={sub}", stack.ws_url("sec-ws", Some(0)));
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 401)
+        }
+        other => panic!(
+            "a token in the query string was accepted: {:?}",
+            other.is_ok()
+        ),
+    }
+
+    // A 1 MiB message from a client ends its socket.
+    let (_, mut ws) = ws_handshake(&stack, "sec-ws", &[("sec-websocket-protocol", offer)])
+        .await
+        .expect("handshake");
+    let _ = ws
+        .stream
+        .send(Message::Text("x".repeat(1 << 20).into()))
+        .await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.stream.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a 1 MiB message did not end the socket");
+}
+
+#[tokio::test]
+async fn admins_mint_narrower_tokens_and_rotated_keys_keep_working_for_their_window() {
+    let mut stack = secured().await;
+    let keys = keys_of(&stack);
+    let tenant_admin = mint(&keys, "tenant-*", "admin");
+    let reader = mint(&keys, "tenant-1", "read");
+
+    let ask = json!({"project": "tenant-1", "rights": ["read", "subscribe"], "ttl": "1h"});
+    let (s, minted) = stack
+        .post_json_as("/tokens", &ask, Some(&tenant_admin))
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "{minted}");
+    assert_eq!(minted["rights"], json!(["read", "subscribe"]));
+    let minted = minted["token"].as_str().unwrap().to_owned();
+    let (s, _) = stack
+        .get_json_as("/projects/tenant-1/images", Some(&minted))
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    // Outside its scope, or without admin: refused.
+    let outside = json!({"project": "other", "rights": "read"});
+    let (s, b) = stack
+        .post_json_as("/tokens", &outside, Some(&tenant_admin))
+        .await
+        .unwrap();
+    assert_error(s, &b, 403, "forbidden");
+    let wider = json!({"project": "*", "rights": "read"});
+    let (s, b) = stack
+        .post_json_as("/tokens", &wider, Some(&tenant_admin))
+        .await
+        .unwrap();
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = stack
+        .post_json_as("/tokens", &ask, Some(&reader))
+        .await
+        .unwrap();
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = stack.post_json_as("/tokens", &ask, None).await.unwrap();
+    assert_error(s, &b, 401, "unauthorized");
+
+    // Rotation: a new key signs, the old one still verifies until its window ends.
+    let path = stack.data_dir().join("token-keys.json");
+    let mut entries: Vec<KeyEntry> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    entries[0].verify_until = Some(Utc::now() + TimeDelta::hours(1));
+    entries.insert(
+        0,
+        KeyEntry {
+            kid: "k-next".into(),
+            secret: "5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b5e4d3c2b1a0f9e8d".into(),
+            verify_until: None,
+        },
+    );
+    std::fs::write(&path, serde_json::to_string(&entries).unwrap()).unwrap();
+    stack.restart(|_| {}).await.unwrap();
+    let rotated = keys_of(&stack);
+    assert_eq!(rotated.signing_kid(), "k-next");
+    let fresh = mint(&rotated, "tenant-1", "read");
+    for token in [&reader, &fresh] {
+        let (s, b) = stack
+            .get_json_as("/projects/tenant-1/images", Some(token))
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "{b}");
+    }
+    // The old key's window has ended: its tokens stop working; the new ones go on.
+    entries[1].verify_until = Some(Utc::now() - TimeDelta::seconds(1));
+    std::fs::write(&path, serde_json::to_string(&entries).unwrap()).unwrap();
+    stack.restart(|_| {}).await.unwrap();
+    let (s, b) = stack
+        .get_json_as("/projects/tenant-1/images", Some(&reader))
+        .await
+        .unwrap();
+    assert_error(s, &b, 401, "unauthorized");
+    let (s, _) = stack
+        .get_json_as("/projects/tenant-1/images", Some(&fresh))
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn hostile_ids_get_a_json_4xx_on_every_route_that_takes_one() {
+    let stack = secured().await;
+    let token = stack.token.clone();
+    let corpus = [
+        "a.b",
+        "*",
+        ">",
+        "a%2Eb",
+        "a%2A",
+        "%3E",
+        "..",
+        "a%20b",
+        "a%00b",
+        "images.x.>",
+        "%2F..%2F",
+        "a$b",
+        "~",
+        "%E2%80%AE",
+    ];
+    for id in corpus {
+        for (method, path) in [
+            ("GET", format!("/projects/{id}/images")),
+            ("GET", format!("/projects/{id}/ws")),
+            ("GET", format!("/images/{id}")),
+            ("POST", format!("/images/{id}/reprocess")),
+            ("POST", format!("/images/{id}/complete")),
+            ("POST", format!("/uploads/{id}")),
+        ] {
+            let mut req = if method == "GET" {
+                stack.http.get(stack.url(&path))
+            } else {
+                stack.http.post(stack.url(&path)).json(&json!({}))
+            };
+            if let Some(t) = &token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            assert!(
+                (400..500).contains(&status),
+                "{method} {path}: {status} {body}"
+            );
+            assert!(body["error"]["code"].is_string(), "{method} {path}: {body}");
+        }
+        let body = json!({"filename": "a.jpg", "project_id": id});
+        let (s, b) = stack.post_json("/images/", &body).await.unwrap();
+        assert!((400..500).contains(&s), "{id}: {s} {b}");
+    }
+}
+
+#[tokio::test]
+async fn a_forged_event_with_a_foreign_key_never_reaches_the_read_model_or_a_client() {
+    use gallery_schema::{Event, EventBody, EventKind, ImageId, ProjectId, VersionName};
+    use gallery_schema::{VersionRendered, keys, subjects};
+    // No processor: the test plays it, so the image sits in `processing` where the fold
+    // accepts version_rendered events, forged ones included if they got past the decode step.
+    let stack = TestStack::start_with(|c| c.roles = gallery::app::Roles::Api)
+        .await
+        .unwrap();
+    let mut ws = stack.ws("mallory", None).await.unwrap();
+    let link = stack.request_link("mallory", "bait.jpg").await.unwrap();
+    let target = link["image_id"].as_str().unwrap().to_owned();
+    stack.upload(&link, jpeg_photo(64, 64)).await.unwrap();
+    stack.wait_state(&target, "uploaded").await.unwrap();
+
+    let nats = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let publish = |subject: String, event: &Event| {
+        let js = js.clone();
+        let payload = event.encode();
+        async move {
+            js.publish(subject, payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    let (p, i) = (
+        ProjectId::parse("mallory").unwrap(),
+        ImageId::parse(&target).unwrap(),
+    );
+    let started = Event::new(
+        p.clone(),
+        i,
+        EventBody::ProcessingStarted {
+            attempt: 1,
+            generation: 1,
+        },
+    );
+    publish(
+        subjects::event_subject(&p, &i, EventKind::ProcessingStarted),
+        &started,
+    )
+    .await;
+    stack.wait_state(&target, "processing").await.unwrap();
+
+    let rendered = |key: String| {
+        Event::new(
+            p.clone(),
+            i,
+            EventBody::VersionRendered(VersionRendered {
+                version: VersionName::Thumb,
+                key,
+                width: 10,
+                height: 10,
+                bytes: 10,
+                content_type: "image/jpeg".into(),
+                generation: 1,
+            }),
+        )
+    };
+    let victim_p = ProjectId::parse("victim").unwrap();
+    let victim = ImageId::new_v7();
+    let subject = subjects::event_subject(&p, &i, EventKind::VersionRendered);
+    // Keys of somebody else's original and version, and of no image at all.
+    for key in [
+        keys::original_key(&victim_p, &victim),
+        keys::version_key(&victim_p, &victim, 1, VersionName::Thumb, "jpg"),
+        "secrets/anything".to_owned(),
+    ] {
+        publish(subject.clone(), &rendered(key)).await;
+    }
+    // The image's own, valid event, but on another image's subject: misrouted.
+    let own = rendered(keys::version_key(&p, &i, 1, VersionName::Thumb, "jpg"));
+    let elsewhere = subjects::event_subject(&p, &ImageId::new_v7(), EventKind::VersionRendered);
+    publish(elsewhere, &own).await;
+
+    // A legitimate event after them: once it is in the listing, the forged ones were read.
+    let later = stack.request_link("mallory", "later.jpg").await.unwrap();
+    let later = later["image_id"].as_str().unwrap().to_owned();
+    stack.wait_state(&later, "init").await.unwrap();
+    let rec = stack.image(&target).await.unwrap();
+    assert_eq!(rec["state"], "processing");
+    assert!(
+        rec["versions"]["thumb"].is_null(),
+        "a forged version got in: {rec}"
+    );
+    // The project's socket saw the legitimate events and nothing forged.
+    let events = ws.collect_until(&later, "upload_requested").await.unwrap();
+    assert!(events.iter().any(|e| e["type"] == "processing_started"));
+    for e in &events {
+        assert_ne!(
+            e["type"], "version_rendered",
+            "a forged event reached a client: {e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_embedded_nats_listens_on_loopback_and_refuses_connections_without_its_credential() {
+    let server = gallery_nats::NatsServer::start_temp().await.unwrap();
+    assert!(server.url().contains('@'), "the URL carries the credential");
+    let anonymous = tokio::time::timeout(
+        Duration::from_secs(10),
+        async_nats::connect(server.address()),
+    )
+    .await
+    .expect("an answer");
+    assert!(anonymous.is_err(), "connected without the credential");
+    let wrong = server
+        .address()
+        .replacen("nats://", "nats://gallery:wrong@", 1);
+    let refused = async_nats::ConnectOptions::new()
+        .user_and_password("gallery".into(), "wrong".into())
+        .connect(server.address())
+        .await;
+    assert!(refused.is_err(), "connected with a wrong password");
+    let wrong_client = gallery_nats::connect(&wrong, Duration::from_secs(2)).await;
+    assert!(
+        wrong_client.is_err()
+            || wrong_client.unwrap().connection_state() != async_nats::connection::State::Connected
+    );
+    let client = gallery_nats::connect(&server.url(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    // Only loopback is listened on.
+    let info = client.server_info();
+    assert_eq!(info.host, "127.0.0.1");
+    // The credential and the config that holds it are private to their owner.
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["credential", "nats-server.conf"] {
+        let dir = server.dir();
+        let mode = std::fs::metadata(dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{file} is readable by others: {mode:o}");
+    }
+}
+
+#[tokio::test]
+async fn slow_header_and_stalled_body_clients_are_cut_off_while_others_are_served() {
+    let stack = TestStack::start_with(|c| {
+        c.http.header_timeout = Duration::from_secs(2);
+        c.http.idle_timeout = Duration::from_secs(3);
+        c.ws_ping_every = Duration::from_millis(500);
+    })
+    .await
+    .unwrap();
+    let addr = stack.running.as_ref().unwrap().addr;
+
+    // Half a request line, then a byte a second: cut at the header timeout.
+    let slow_header = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        loop {
+            tokio::select! {
+                n = s.read(&mut buf) => {
+                    // Closed (0 or an error), or a 408 before closing.
+                    match n {
+                        Ok(0) | Err(_) => return started.elapsed(),
+                        Ok(_) => continue,
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if s.write_all(b"X").await.is_err() {
+                        return started.elapsed();
+                    }
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "never cut off");
+        }
+    });
+    // A body announced but never sent: cut at the idle timeout.
+    let stalled_body = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"POST /images/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"file",
+        )
+        .await
+        .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+                Ok(Ok(_)) => continue,
+                Err(_) => panic!("a stalled body was never cut off"),
+            }
+        }
+    });
+    // Meanwhile a normal client is served, and a WebSocket that answers pings (its reader
+    // never stops, as a browser's doesn't) stays open past the idle timeout.
+    let mut ws = stack.ws("calm", None).await.unwrap();
+    let (tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        loop {
+            let next = ws.next_json_within(Duration::from_secs(60)).await;
+            let end = next.is_err();
+            let _ = tx.send(next.map_err(|e| format!("{e:#}")));
+            if end {
+                return;
+            }
+        }
+    });
+    let (s, _) = stack.get_json("/health").await.unwrap();
+    assert_eq!(s, 200);
+    let cut_header = slow_header.await.unwrap();
+    let cut_body = stalled_body.await.unwrap();
+    assert!(
+        cut_header < Duration::from_secs(6),
+        "slow header held {cut_header:?}"
+    );
+    assert!(
+        cut_body < Duration::from_secs(8),
+        "stalled body held {cut_body:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let id = done_image(&stack, "calm").await;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), messages.recv())
+            .await
+            .expect("an event in time")
+            .expect("the reader is running")
+            .expect("the socket stayed open");
+        if msg["image_id"] == id.as_str() && msg["type"] == "processed" {
+            break;
+        }
+    }
+    reader.abort();
+}
+
+#[tokio::test]
+async fn an_upload_that_outlives_its_link_is_stopped_and_one_image_takes_one_upload_at_a_time() {
+    let stack = TestStack::start_with(|c| {
+        c.upload_link_ttl = Duration::from_secs(2);
+        c.upload_grace = Duration::from_secs(1);
+    })
+    .await
+    .unwrap();
+    let link = stack.request_link("trickle", "slow.jpg").await.unwrap();
+    let id = link["image_id"].as_str().unwrap().to_owned();
+    let photo = jpeg_photo(200, 200);
+    // A body that trickles in for 20 s: the link (2 s) plus the grace (1 s) ends it.
+    let trickle = {
+        let chunks: Vec<Vec<u8>> = photo.chunks(64).map(<[u8]>::to_vec).collect();
+        futures::stream::iter(chunks).then(|c| async move {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            Ok::<_, std::io::Error>(c)
+        })
+    };
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in link["params"].as_object().unwrap() {
+        form = form.text(k.clone(), v.as_str().unwrap().to_owned());
+    }
+    form = form.part(
+        "file",
+        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(trickle))
+            .file_name("slow.jpg")
+            .mime_str("image/jpeg")
+            .unwrap(),
+    );
+    let http = stack.http.clone();
+    let url = link["upload_link"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let slow = tokio::spawn(async move { http.post(url).multipart(form).send().await });
+    // While it trickles, a second upload through the same link is refused.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, b) = stack.upload(&link, photo.clone()).await.unwrap();
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{b}"
+    );
+    match slow.await.unwrap() {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            assert_eq!(status, 410, "{body}");
+            assert_eq!(body["error"]["code"], "link_expired");
+        }
+        // The server may close the connection before the client finishes sending.
+        Err(err) => assert!(err.is_request() || err.is_body(), "{err}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let rec = stack.image(&id).await.unwrap();
+    assert_ne!(rec["state"], "uploaded");
+    assert!(rec["meta"]["size"].is_null(), "{rec}");
+}
