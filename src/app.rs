@@ -219,6 +219,16 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
         api.allowed_origins = origins.iter().map(|o| o.trim().to_owned()).collect();
     }
     api.upload_grace = cfg.upload_grace;
+    if cfg.rate_limits.resolve(addr) {
+        api.rate_limits = Some(cfg.limits.clone());
+    } else {
+        let note = format!(
+            "rate limits are OFF on {addr} (loopback: local benchmarks measure the service, not \
+             the limiter; --rate-limits on to apply them)"
+        );
+        tracing::info!("{note}");
+        eprintln!("{note}");
+    }
     api.upload_link_ttl = cfg.upload_link_ttl;
     api.download_link_ttl = cfg.download_link_ttl;
     api.max_upload_bytes = cfg.max_upload_bytes;
@@ -373,7 +383,12 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         }))
     };
     let std_listener = Arc::new(std_listener);
-    let serve_cfg = cfg.http;
+    let mut serve_cfg = cfg.http;
+    // Per-address connection caps need the real client address: not behind a proxy.
+    if cfg.roles.api() && cfg.rate_limits.resolve(addr) && cfg.limits.trusted_proxy_header.is_none()
+    {
+        serve_cfg.max_per_address = Some(cfg.max_connections_per_address);
+    }
     supervisor.spawn(&intake_tasks, "http", intake.clone(), move |ctx| {
         let (router, std_listener) = (router.clone(), std_listener.clone());
         async move {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use gallery_api::auth::AuthMode;
+use gallery_api::auth::Switch;
+use gallery_api::limits::{Rate, RateLimits};
 use gallery_nats::Replicas;
 
 use crate::config::{AppConfig, DEFAULT_SHUTDOWN_GRACE, RenderWorker, Roles, S3Config};
@@ -256,7 +257,7 @@ pub struct HttpArgs {
     pub ws_ping_interval: Duration,
     /// Project tokens: on, off, or auto (on unless the listen address is loopback).
     #[arg(long, env = "GALLERY_AUTH", default_value = "auto")]
-    pub auth: AuthMode,
+    pub auth: Switch,
     #[command(flatten)]
     pub keys: TokenKeysArgs,
     /// Comma-separated origins whose web pages may open WebSockets (default: the public URL's
@@ -274,6 +275,40 @@ pub struct HttpArgs {
     /// most 50,000).
     #[arg(long, env = "GALLERY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Per-address and per-token limits (docs/ARCHITECTURE.md §11).
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// on, off, or auto (on unless the listen address is loopback).
+    #[arg(long, env = "GALLERY_RATE_LIMITS", default_value = "auto")]
+    pub rate_limits: Switch,
+    /// Upload-link requests per client address: RATE:BURST (per second).
+    #[arg(long, env = "GALLERY_RATE_LINKS", default_value = "20:100")]
+    pub rate_links: Rate,
+    /// Upload-link requests per token: RATE:BURST.
+    #[arg(long, env = "GALLERY_RATE_TOKEN_LINKS", default_value = "200:1000")]
+    pub rate_token_links: Rate,
+    /// Reprocess requests per address and per token: RATE:BURST.
+    #[arg(long, env = "GALLERY_RATE_REPROCESS", default_value = "2:20")]
+    pub rate_reprocess: Rate,
+    /// WebSocket connects per address and per token: RATE:BURST.
+    #[arg(long, env = "GALLERY_RATE_WS", default_value = "5:50")]
+    pub rate_ws: Rate,
+    /// Connections one client address may hold at once (not applied behind a trusted proxy,
+    /// where every connection comes from the proxy).
+    #[arg(
+        long,
+        env = "GALLERY_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    pub max_connections_per_address: usize,
+    /// The header a trusted load balancer puts the client address in (e.g. x-forwarded-for;
+    /// its last entry is used). Set it only when every request comes through that proxy.
+    #[arg(long, env = "GALLERY_TRUSTED_PROXY_HEADER")]
+    pub trusted_proxy_header: Option<axum::http::HeaderName>,
 }
 
 /// The connection cap when none is configured: the open-file limit minus room for NATS,
@@ -422,6 +457,15 @@ impl HttpArgs {
         cfg.http.header_timeout = self.http_header_timeout;
         cfg.http.idle_timeout = self.http_idle_timeout;
         cfg.http.max_connections = self.max_connections.unwrap_or_else(default_max_connections);
+        cfg.rate_limits = self.limits.rate_limits;
+        cfg.limits = RateLimits {
+            links: self.limits.rate_links,
+            token_links: self.limits.rate_token_links,
+            reprocess: self.limits.rate_reprocess,
+            ws: self.limits.rate_ws,
+            trusted_proxy_header: self.limits.trusted_proxy_header.clone(),
+        };
+        cfg.max_connections_per_address = self.limits.max_connections_per_address;
         cfg.token_keys_file = self.keys.token_keys_file.clone();
         cfg.allowed_origins = self.allowed_origins.clone();
     }

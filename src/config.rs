@@ -72,13 +72,19 @@ pub struct AppConfig {
     /// `None`: local storage under the data dir.
     pub s3: Option<S3Config>,
     /// Whether requests need project tokens (`auto`: unless listening on loopback).
-    pub auth: gallery_api::auth::AuthMode,
+    pub auth: gallery_api::auth::Switch,
     /// Token signing keys; `None`: `token-keys.json` in the data dir, generated when missing.
     pub token_keys_file: Option<PathBuf>,
     /// Origins whose pages may open WebSockets; `None`: the public URL's.
     pub allowed_origins: Option<Vec<String>>,
     /// Timeouts and the connection cap of the HTTP listener.
     pub http: gallery_api::serve::ServeConfig,
+    /// Whether per-address and per-token limits apply (`auto`: unless listening on loopback).
+    pub rate_limits: gallery_api::auth::Switch,
+    /// The limits when they apply.
+    pub limits: gallery_api::limits::RateLimits,
+    /// Connections one address may hold when limits apply.
+    pub max_connections_per_address: usize,
 }
 
 impl AppConfig {
@@ -159,10 +165,13 @@ impl AppConfig {
             job_deadline: Duration::from_secs(120),
             crash_limit: 3,
             s3: None,
-            auth: gallery_api::auth::AuthMode::Auto,
+            auth: gallery_api::auth::Switch::Auto,
             token_keys_file: None,
             allowed_origins: None,
             http: gallery_api::serve::ServeConfig::default(),
+            rate_limits: gallery_api::auth::Switch::Auto,
+            limits: gallery_api::limits::RateLimits::default(),
+            max_connections_per_address: 256,
         }
     }
 }

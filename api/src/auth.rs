@@ -397,15 +397,16 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Whether auth is checked. `auto` is on unless the api listens on loopback only.
+/// `--auth` and `--rate-limits`: on, off, or `auto`, which is on unless the api listens on
+/// loopback only (a developer's `gallery up`, or local benchmarks from one address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMode {
+pub enum Switch {
     Auto,
     On,
     Off,
 }
 
-impl std::str::FromStr for AuthMode {
+impl std::str::FromStr for Switch {
     type Err = String;
     fn from_str(raw: &str) -> Result<Self, String> {
         match raw.trim().to_ascii_lowercase().as_str() {
@@ -417,7 +418,7 @@ impl std::str::FromStr for AuthMode {
     }
 }
 
-impl AuthMode {
+impl Switch {
     pub fn resolve(self, listen: std::net::SocketAddr) -> bool {
         match self {
             Self::On => true,
@@ -600,10 +601,10 @@ mod tests {
 
     #[test]
     fn auto_is_open_on_loopback_only() {
-        assert!(!AuthMode::Auto.resolve("127.0.0.1:8080".parse().unwrap()));
-        assert!(!AuthMode::Auto.resolve("[::1]:8080".parse().unwrap()));
-        assert!(AuthMode::Auto.resolve("0.0.0.0:8080".parse().unwrap()));
-        assert!(AuthMode::On.resolve("127.0.0.1:1".parse().unwrap()));
-        assert!(!AuthMode::Off.resolve("0.0.0.0:1".parse().unwrap()));
+        assert!(!Switch::Auto.resolve("127.0.0.1:8080".parse().unwrap()));
+        assert!(!Switch::Auto.resolve("[::1]:8080".parse().unwrap()));
+        assert!(Switch::Auto.resolve("0.0.0.0:8080".parse().unwrap()));
+        assert!(Switch::On.resolve("127.0.0.1:1".parse().unwrap()));
+        assert!(!Switch::Off.resolve("0.0.0.0:1".parse().unwrap()));
     }
 }

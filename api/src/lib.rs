@@ -8,6 +8,7 @@ pub mod auth;
 pub mod content_type;
 pub mod error;
 pub mod idempotency;
+pub mod limits;
 pub mod readiness;
 pub mod reconciler;
 pub mod routes;
@@ -32,15 +33,23 @@ pub use state::{ApiConfig, AppState};
 pub fn router(state: AppState) -> Router {
     // Room for the form fields and multipart framing around the largest accepted file.
     let upload_limit = state.config.max_upload_bytes as usize + 64 * 1024;
+    let mut create = post(routes::images::create);
+    let mut reprocess = post(routes::images::reprocess);
+    let mut subscribe = get(routes::ws::subscribe);
+    if let Some(l) = &state.config.rate_limits {
+        create = limits::limit(create, l, l.links, l.token_links);
+        reprocess = limits::limit(reprocess, l, l.reprocess, l.reprocess);
+        subscribe = limits::limit(subscribe, l, l.ws, l.ws);
+    }
     Router::new()
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
         .route("/config", get(routes::tokens::config))
         .route("/tokens", post(routes::tokens::mint))
-        .route("/images", post(routes::images::create))
-        .route("/images/", post(routes::images::create))
+        .route("/images", create.clone())
+        .route("/images/", create)
         .route("/images/{id}", get(routes::images::get_one))
-        .route("/images/{id}/reprocess", post(routes::images::reprocess))
+        .route("/images/{id}/reprocess", reprocess)
         .route("/images/{id}/complete", post(routes::images::complete))
         .route(
             "/uploads/{id}",
@@ -48,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/files/{*key}", get(routes::files::download))
         .route("/projects/{id}/images", get(routes::projects::list))
-        .route("/projects/{id}/ws", get(routes::ws::subscribe))
+        .route("/projects/{id}/ws", subscribe)
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError {

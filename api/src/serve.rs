@@ -8,6 +8,8 @@
 //!   all been waiting for [`ServeConfig::idle_timeout`] is cut. A body that is still flowing
 //!   and a WebSocket that answers pings (every 20 s by default) are never idle;
 //! - a cap on concurrent connections: past it, new connections wait in the listen backlog;
+//! - optionally a cap per client address: past it, a connection gets a canned 429 and is
+//!   closed (off behind a load balancer, where every connection comes from the balancer);
 //! - each request carries the peer address (`ConnectInfo<SocketAddr>`) for per-address limits.
 
 use std::future::Future;
@@ -42,6 +44,8 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// How long open requests may finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Connections one client address may hold at once; `None`: no cap.
+    pub max_per_address: Option<usize>,
 }
 
 impl Default for ServeConfig {
@@ -51,6 +55,7 @@ impl Default for ServeConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 16_000,
             shutdown_grace: Duration::from_secs(5),
+            max_per_address: None,
         }
     }
 }
@@ -71,6 +76,7 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let per_address = Arc::new(PerAddress::default());
     let graceful = GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
@@ -90,6 +96,16 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let address_slot = match cfg.max_per_address {
+            Some(cap) => match per_address.enter(crate::limits::address_key(peer.ip()), cap) {
+                Some(slot) => Some(slot),
+                None => {
+                    tokio::spawn(refuse(stream));
+                    continue;
+                }
+            },
+            None => None,
+        };
         let io = TokioIo::new(IdleTimeout::new(stream, cfg.idle_timeout));
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -106,6 +122,7 @@ pub async fn serve(
                 tracing::debug!(%peer, err = %err, "connection ended with an error");
             }
             drop(permit);
+            drop(address_slot);
         });
     }
     drop(listener);
@@ -116,6 +133,59 @@ pub async fn serve(
         tracing::info!("open connections cut after the shutdown grace");
     }
     Ok(())
+}
+
+/// Open connections per client address.
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    ip: std::net::IpAddr,
+}
+
+impl PerAddress {
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr, cap: usize) -> Option<AddressSlot> {
+        let mut table = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = table.entry(ip).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut table = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = table.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                table.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Answers a connection over its address's cap with a 429 and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str =
+        r#"{"error":{"code":"rate_limited","message":"too many connections from this address"}}"#;
+    let response = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// A socket that fails with `TimedOut` once reads and writes have waited `timeout` without a

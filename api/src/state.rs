@@ -47,6 +47,8 @@ pub struct ApiConfig {
     pub allowed_origins: Vec<String>,
     /// How long after its link's expiry an upload may still be streaming in.
     pub upload_grace: Duration,
+    /// Per-address and per-token rate limits; `None`: off (`--rate-limits off`).
+    pub rate_limits: Option<crate::limits::RateLimits>,
 }
 
 impl ApiConfig {
@@ -55,6 +57,7 @@ impl ApiConfig {
         Self {
             allowed_origins: crate::access::default_origins(&public_url),
             auth: None,
+            rate_limits: None,
             upload_grace: Duration::from_secs(600),
             public_url,
             upload_link_ttl: Duration::from_secs(15 * 60),

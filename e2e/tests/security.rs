@@ -27,7 +27,7 @@ fn mint(keys: &TokenKeys, project: &str, rights: &str) -> String {
 }
 
 async fn secured() -> TestStack {
-    let mut stack = TestStack::start_with(|c| c.auth = gallery_api::auth::AuthMode::On)
+    let mut stack = TestStack::start_with(|c| c.auth = gallery_api::auth::Switch::On)
         .await
         .unwrap();
     stack.token = Some(mint(&keys_of(&stack), "*", "upload,read,subscribe,admin"));
@@ -717,4 +717,181 @@ async fn an_upload_that_outlives_its_link_is_stopped_and_one_image_takes_one_upl
     let rec = stack.image(&id).await.unwrap();
     assert_ne!(rec["state"], "uploaded");
     assert!(rec["meta"]["size"].is_null(), "{rec}");
+}
+
+/// An HTTP client whose connections come from `ip` (any 127.x address is this machine).
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// `POST /images/` `n` times at once from `client`; the statuses, and one 429's body and
+/// `Retry-After`.
+async fn link_flood(
+    stack: &TestStack,
+    client: &reqwest::Client,
+    token: Option<&str>,
+    n: usize,
+) -> (Vec<u16>, Option<(Value, String)>) {
+    let body = json!({"filename": "f.jpg", "project_id": "flood"});
+    let requests = (0..n).map(|_| {
+        let mut req = client.post(stack.url("/images/")).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    });
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for resp in futures::future::join_all(requests).await {
+        let resp = resp.unwrap();
+        let status = resp.status().as_u16();
+        statuses.push(status);
+        if status == 429 && limited.is_none() {
+            let retry = resp.headers()["retry-after"].to_str().unwrap().to_owned();
+            limited = Some((resp.json().await.unwrap(), retry));
+        }
+    }
+    (statuses, limited)
+}
+
+#[tokio::test]
+async fn a_link_flood_from_one_address_is_limited_while_another_address_is_served() {
+    use gallery_api::limits::Rate;
+    let stack = TestStack::start_with(|c| {
+        c.rate_limits = gallery_api::auth::Switch::On;
+        c.limits.links = Rate {
+            per_second: 2.0,
+            burst: 5,
+        };
+    })
+    .await
+    .unwrap();
+    let flooder = client_from("127.0.0.2");
+    let (statuses, limited) = link_flood(&stack, &flooder, None, 40).await;
+    let served = statuses.iter().filter(|s| **s == 201).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert!((5..=8).contains(&served), "{statuses:?}");
+    assert_eq!(served + refused, 40, "{statuses:?}");
+    let (body, retry_after) = limited.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(retry_after.parse::<u64>().unwrap() >= 1);
+    // Another address is served meanwhile.
+    let neighbour = client_from("127.0.0.3");
+    let (statuses, _) = link_flood(&stack, &neighbour, None, 3).await;
+    assert_eq!(statuses, vec![201, 201, 201]);
+    // And the flooder again once its quota has refilled.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (statuses, _) = link_flood(&stack, &flooder, None, 1).await;
+    assert_eq!(statuses, vec![201]);
+}
+
+#[tokio::test]
+async fn a_link_flood_with_one_token_is_limited_while_another_token_is_served() {
+    use gallery_api::limits::Rate;
+    let mut stack = TestStack::start_with(|c| {
+        c.auth = gallery_api::auth::Switch::On;
+        c.rate_limits = gallery_api::auth::Switch::On;
+        c.limits.links = Rate {
+            per_second: 1000.0,
+            burst: 1000,
+        };
+        c.limits.token_links = Rate {
+            per_second: 2.0,
+            burst: 5,
+        };
+    })
+    .await
+    .unwrap();
+    let keys = keys_of(&stack);
+    let noisy = mint(&keys, "flood", "upload");
+    let quiet = mint(&keys, "flood", "upload");
+    stack.token = None;
+    // From several addresses: the token, not the address, is what is limited.
+    let mut statuses = Vec::new();
+    for ip in ["127.0.0.4", "127.0.0.5", "127.0.0.6"] {
+        let (s, _) = link_flood(&stack, &client_from(ip), Some(&noisy), 10).await;
+        statuses.extend(s);
+    }
+    let served = statuses.iter().filter(|s| **s == 201).count();
+    assert!((5..=8).contains(&served), "{statuses:?}");
+    let (quiet_statuses, _) = link_flood(&stack, &client_from("127.0.0.4"), Some(&quiet), 3).await;
+    assert_eq!(quiet_statuses, vec![201, 201, 201]);
+}
+
+#[tokio::test]
+async fn websocket_connects_and_connections_per_address_are_capped() {
+    use gallery_api::limits::Rate;
+    let stack = TestStack::start_with(|c| {
+        c.rate_limits = gallery_api::auth::Switch::On;
+        c.limits.ws = Rate {
+            per_second: 1.0,
+            burst: 3,
+        };
+        c.max_connections_per_address = 4;
+    })
+    .await
+    .unwrap();
+    let addr = stack.running.as_ref().unwrap().addr;
+    let connect_from = |ip: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    // WebSocket connects: a burst of 3, then 429.
+    let mut outcomes = Vec::new();
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let stream = connect_from("127.0.0.7").await;
+        let req = stack.ws_url("capped", None).into_client_request().unwrap();
+        match tokio_tungstenite::client_async(req, stream).await {
+            Ok((ws, _)) => {
+                outcomes.push(101);
+                open.push(ws);
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                outcomes.push(resp.status().as_u16())
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(outcomes, vec![101, 101, 101, 429, 429]);
+    drop(open);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Connections: four held open from one address; the fifth gets a 429 and is closed,
+    // while another address connects.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = connect_from("127.0.0.8").await;
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    let mut fifth = connect_from("127.0.0.8").await;
+    let mut answer = String::new();
+    fifth.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("rate_limited"));
+    let other = client_from("127.0.0.9");
+    let resp = other.get(stack.url("/health")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // A held connection that closes frees its slot.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = connect_from("127.0.0.8").await;
+    again
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = again.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
