@@ -40,7 +40,12 @@ pub fn token(args: TokenArgs) -> anyhow::Result<()> {
 /// `gallery redrive`: asks a running api (any replica) to re-drive settled errors.
 pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
     use gallery_api::reconciler::{RedriveReply, RedriveRequest};
-    let client = gallery_nats::connect(&args.nats_url, Duration::from_secs(10)).await?;
+    let client = gallery_nats::connect_with(
+        &args.nats_url,
+        &args.nats.resolve()?,
+        Duration::from_secs(10),
+    )
+    .await?;
     let req = RedriveRequest {
         project: args.project,
         code: Some(args.code),
@@ -70,7 +75,12 @@ pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
 
 /// `gallery backup`: appends the log from `--since` to a file.
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
-    let client = gallery_nats::connect(&args.nats_url, Duration::from_secs(10)).await?;
+    let client = gallery_nats::connect_with(
+        &args.nats_url,
+        &args.nats.resolve()?,
+        Duration::from_secs(10),
+    )
+    .await?;
     let js = async_nats::jetstream::new(client);
     let fresh = !args.out.exists() || std::fs::metadata(&args.out)?.len() == 0;
     // Where the file ends decides where this run starts: no gap, no repeat.
@@ -114,7 +124,12 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
 
 /// `gallery restore`: declares the topology, then publishes the backup in order.
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let client = gallery_nats::connect(&args.nats_url, Duration::from_secs(10)).await?;
+    let client = gallery_nats::connect_with(
+        &args.nats_url,
+        &args.nats.resolve()?,
+        Duration::from_secs(10),
+    )
+    .await?;
     let js = async_nats::jetstream::new(client.clone());
     ensure_topology(&client, &js, args.topology.stream_replicas).await?;
     let file = std::fs::File::open(&args.from)
@@ -131,7 +146,12 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
 /// `gallery rebuild`: refuses while a gallery uses the data dir's read model.
 pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let _lock = readmodel::lock(&args.data_dir)?;
-    let (_url, nats, client) = connect_nats(&args.data_dir, args.nats_url.as_deref()).await?;
+    let (_url, nats, client) = connect_nats(
+        &args.data_dir,
+        args.nats_url.as_deref(),
+        &args.nats.resolve()?,
+    )
+    .await?;
     let js = async_nats::jetstream::new(client.clone());
     ensure_topology(&client, &js, args.topology.stream_replicas).await?;
     let dir = readmodel::dir(&args.data_dir);

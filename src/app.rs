@@ -106,6 +106,7 @@ async fn stream_last_seq(js: &async_nats::jetstream::Context) -> anyhow::Result<
 pub(crate) async fn connect_nats(
     data_dir: &std::path::Path,
     url: Option<&str>,
+    auth: &gallery_nats::NatsAuth,
 ) -> anyhow::Result<(String, Option<NatsServer>, async_nats::Client)> {
     let (url, child) = match url {
         Some(url) => (url.to_owned(), None),
@@ -117,7 +118,7 @@ pub(crate) async fn connect_nats(
             (server.url(), Some(server))
         }
     };
-    let client = gallery_nats::connect(&url, Duration::from_secs(10))
+    let client = gallery_nats::connect_with(&url, auth, Duration::from_secs(10))
         .await
         .with_context(|| format!("connecting to NATS at {}", gallery_nats::redact(&url)))?;
     Ok((url, child, client))
@@ -249,6 +250,9 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
 
 /// Starts the roles of `cfg` and returns once the http listener is bound.
 pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
+    // One TLS crypto backend for every client (NATS, S3), chosen before any connection: with
+    // two compiled in and none chosen, a TLS connection panics (docs/ARCHITECTURE.md §11).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating the data dir {}", cfg.data_dir.display()))?;
     // One api process per read model: refuse early and clearly.
@@ -257,7 +261,8 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
     } else {
         None
     };
-    let (nats_url, nats, client) = connect_nats(&cfg.data_dir, cfg.nats_url.as_deref()).await?;
+    let (nats_url, nats, client) =
+        connect_nats(&cfg.data_dir, cfg.nats_url.as_deref(), &cfg.nats_auth).await?;
     let js = async_nats::jetstream::new(client.clone());
     if cfg.roles.api() {
         ensure_topology(&client, &js, cfg.stream_replicas).await?;

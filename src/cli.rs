@@ -61,6 +61,8 @@ pub struct RedriveArgs {
     /// Images in `error` with this code.
     #[arg(long, default_value = "retries_exhausted")]
     pub code: String,
+    #[command(flatten)]
+    pub nats: NatsAuthArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -75,6 +77,8 @@ pub struct BackupArgs {
     pub since: Option<u64>,
     #[arg(long, env = "GALLERY_NATS_URL")]
     pub nats_url: String,
+    #[command(flatten)]
+    pub nats: NatsAuthArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -86,6 +90,8 @@ pub struct RestoreArgs {
     pub nats_url: String,
     #[command(flatten)]
     pub topology: TopologyArgs,
+    #[command(flatten)]
+    pub nats: NatsAuthArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -111,6 +117,8 @@ pub struct Common {
     pub max_side: u32,
     #[command(flatten)]
     pub s3: S3Args,
+    #[command(flatten)]
+    pub nats: NatsAuthArgs,
 }
 
 /// S3 mode: on when a bucket is named. Endpoint, credentials and region use the standard AWS
@@ -130,8 +138,12 @@ pub struct S3Args {
     pub s3_region: String,
     #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
     pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "AWS_ACCESS_KEY_ID_FILE")]
+    pub s3_access_key_id_file: Option<PathBuf>,
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<String>,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY_FILE")]
+    pub s3_secret_access_key_file: Option<PathBuf>,
     /// Allow a plain-HTTP endpoint.
     #[arg(long, env = "AWS_ALLOW_HTTP")]
     pub s3_allow_http: bool,
@@ -142,6 +154,73 @@ pub struct S3Args {
     /// failure policy (GALLERY_RETRY_BUDGET) takes over.
     #[arg(long, env = "GALLERY_S3_RETRY_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub s3_retry_timeout: Duration,
+}
+
+/// Credentials and TLS for NATS (docs/ARCHITECTURE.md §11). Without them a `user:password@`
+/// in the URL is used; the embedded server of `gallery up` needs none of this.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NatsAuthArgs {
+    /// The NATS user of this role (api, processor or admin in nats/conf).
+    #[arg(long, env = "GALLERY_NATS_USER")]
+    pub nats_user: Option<String>,
+    #[arg(long, env = "GALLERY_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// A file holding the password (docker secrets).
+    #[arg(long, env = "GALLERY_NATS_PASSWORD_FILE")]
+    pub nats_password_file: Option<PathBuf>,
+    /// A .creds file (JWT and NKey seed) instead of a user and password.
+    #[arg(long, env = "GALLERY_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// The CA certificate (PEM) of the servers: TLS is then required.
+    #[arg(long, env = "GALLERY_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// A client certificate (PEM), for servers that verify clients; needs --nats-key.
+    #[arg(long, env = "GALLERY_NATS_CERT", requires = "nats_key")]
+    pub nats_cert: Option<PathBuf>,
+    #[arg(long, env = "GALLERY_NATS_KEY", requires = "nats_cert")]
+    pub nats_key: Option<PathBuf>,
+}
+
+impl NatsAuthArgs {
+    pub fn resolve(&self) -> anyhow::Result<gallery_nats::NatsAuth> {
+        let password = secret(
+            self.nats_password.clone(),
+            self.nats_password_file.as_deref(),
+            "GALLERY_NATS_PASSWORD",
+        )?;
+        anyhow::ensure!(
+            password.is_none() || self.nats_user.is_some(),
+            "GALLERY_NATS_PASSWORD needs GALLERY_NATS_USER"
+        );
+        Ok(gallery_nats::NatsAuth {
+            user: self.nats_user.clone(),
+            password,
+            creds_file: self.nats_creds.clone(),
+            ca_file: self.nats_ca.clone(),
+            client_cert: self.nats_cert.clone().zip(self.nats_key.clone()),
+        })
+    }
+}
+
+/// A secret given directly or as a file (`X_FILE`, as docker secrets provide them); the file's
+/// trailing newline is not part of it.
+pub fn secret(
+    direct: Option<String>,
+    file: Option<&std::path::Path>,
+    name: &str,
+) -> anyhow::Result<Option<String>> {
+    match (direct, file) {
+        (Some(_), Some(_)) => anyhow::bail!("set {name} or {name}_FILE, not both"),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{name}_FILE {}: {e}", path.display()))?;
+            let value = text.trim_end_matches(['\n', '\r']).to_owned();
+            anyhow::ensure!(!value.is_empty(), "{name}_FILE {} is empty", path.display());
+            Ok(Some(value))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// `30s`, `5m`, `24h`, `1h 30m` (humantime), or plain seconds.
@@ -211,8 +290,17 @@ impl S3Args {
         let Some(bucket) = self.s3_bucket else {
             return Ok(None);
         };
-        let (Some(access_key_id), Some(secret_access_key)) =
-            (self.s3_access_key_id, self.s3_secret_access_key)
+        let access_key_id = secret(
+            self.s3_access_key_id,
+            self.s3_access_key_id_file.as_deref(),
+            "AWS_ACCESS_KEY_ID",
+        )?;
+        let secret_access_key = secret(
+            self.s3_secret_access_key,
+            self.s3_secret_access_key_file.as_deref(),
+            "AWS_SECRET_ACCESS_KEY",
+        )?;
+        let (Some(access_key_id), Some(secret_access_key)) = (access_key_id, secret_access_key)
         else {
             anyhow::bail!(
                 "S3 mode needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (upload policies are signed with them)"
@@ -242,6 +330,9 @@ pub struct HttpArgs {
     /// Link-signing secret shared by api replicas; generated into the data dir when absent.
     #[arg(long, env = "GALLERY_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// A file holding the link-signing secret (docker secrets).
+    #[arg(long, env = "GALLERY_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
     /// Lifetime of upload links, seconds.
     #[arg(long, env = "GALLERY_UPLOAD_LINK_TTL", default_value_t = 900)]
     pub upload_link_ttl: u64,
@@ -405,6 +496,8 @@ pub struct RebuildArgs {
     pub nats_url: Option<String>,
     #[command(flatten)]
     pub topology: TopologyArgs,
+    #[command(flatten)]
+    pub nats: NatsAuthArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -441,14 +534,19 @@ fn base_config(
     cfg.max_pixels = common.max_pixels;
     cfg.max_side = common.max_side;
     cfg.s3 = common.s3.clone().into_config()?;
+    cfg.nats_auth = common.nats.resolve()?;
     Ok(cfg)
 }
 
 impl HttpArgs {
-    fn apply(&self, cfg: &mut AppConfig) {
+    fn apply(&self, cfg: &mut AppConfig) -> anyhow::Result<()> {
         cfg.listen = self.listen;
         cfg.public_url = Some(self.public_url());
-        cfg.secret = self.secret.clone();
+        cfg.secret = secret(
+            self.secret.clone(),
+            self.secret_file.as_deref(),
+            "GALLERY_SECRET",
+        )?;
         cfg.upload_link_ttl = Duration::from_secs(self.upload_link_ttl);
         cfg.download_link_ttl = Duration::from_secs(self.download_link_ttl);
         cfg.upload_grace = Duration::from_secs(self.upload_grace);
@@ -468,6 +566,7 @@ impl HttpArgs {
         cfg.max_connections_per_address = self.limits.max_connections_per_address;
         cfg.token_keys_file = self.keys.token_keys_file.clone();
         cfg.allowed_origins = self.allowed_origins.clone();
+        Ok(())
     }
 }
 
@@ -489,7 +588,7 @@ impl ProcessingArgs {
 impl UpArgs {
     pub fn into_config(self) -> anyhow::Result<AppConfig> {
         let mut cfg = base_config(&self.common, self.nats_url.clone(), Roles::All)?;
-        self.http.apply(&mut cfg);
+        self.http.apply(&mut cfg)?;
         self.processing.apply(&mut cfg);
         self.reconciler.apply(&mut cfg);
         cfg.stream_replicas = self.topology.stream_replicas;
@@ -500,7 +599,7 @@ impl UpArgs {
 impl ApiArgs {
     pub fn into_config(self) -> anyhow::Result<AppConfig> {
         let mut cfg = base_config(&self.common, Some(self.nats_url.clone()), Roles::Api)?;
-        self.http.apply(&mut cfg);
+        self.http.apply(&mut cfg)?;
         cfg.stream_replicas = self.topology.stream_replicas;
         self.reconciler.apply(&mut cfg);
         cfg.shutdown_grace = DEFAULT_SHUTDOWN_GRACE;

@@ -34,6 +34,8 @@ pub struct AppConfig {
     /// One URL or a comma-separated list of a cluster's servers. `None`: start a nats-server
     /// child with its store under the data dir.
     pub nats_url: Option<String>,
+    /// Credentials and TLS for an external NATS.
+    pub nats_auth: gallery_nats::NatsAuth,
     /// Copies of the stream when the api role creates it.
     pub stream_replicas: Replicas,
     pub listen: SocketAddr,
@@ -144,6 +146,7 @@ impl AppConfig {
         Self {
             data_dir: data_dir.into(),
             nats_url: None,
+            nats_auth: gallery_nats::NatsAuth::default(),
             stream_replicas: Replicas::Auto,
             listen: "127.0.0.1:0".parse().expect("valid address"),
             public_url: None,

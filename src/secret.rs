@@ -7,8 +7,9 @@ use std::path::Path;
 pub fn load_or_create(explicit: Option<&str>, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = explicit {
         anyhow::ensure!(
-            secret.len() >= 16,
-            "GALLERY_SECRET must be at least 16 characters"
+            secret.len() >= 32 && !gallery_api::auth::is_known_secret(secret),
+            "GALLERY_SECRET must be at least 32 random characters (e.g. `openssl rand -hex 32`), \
+             not a published example"
         );
         return Ok(secret.as_bytes().to_vec());
     }

@@ -74,27 +74,87 @@ pub fn redact(urls: &str) -> String {
         .join(",")
 }
 
+/// How a client proves who it is to NATS, and which servers it trusts (docs/ARCHITECTURE.md
+/// §11). Without any of it, a `user:password@` in the URL is used.
+#[derive(Clone, Default)]
+pub struct NatsAuth {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// A `.creds` file (JWT and NKey seed), for operator-mode deployments.
+    pub creds_file: Option<std::path::PathBuf>,
+    /// The CA that signed the servers' certificates: TLS is then required.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate and key, for servers that verify clients (`verify: true`).
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAuth")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("creds_file", &self.creds_file)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .finish()
+    }
+}
+
+impl NatsAuth {
+    async fn apply(
+        &self,
+        addrs: &[async_nats::ServerAddr],
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, async_nats::ConnectError> {
+        if let Some(path) = &self.creds_file {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(async_nats::ConnectError::from)?;
+        } else if let Some(user) = &self.user {
+            options =
+                options.user_and_password(user.clone(), self.password.clone().unwrap_or_default());
+        } else if let Some((user, password)) = addrs.iter().find_map(|a| {
+            // async-nats reads no credential from a URL: take `user:password@` from the first
+            // that has one (every server of a cluster takes the same).
+            Some((
+                percent_decode(a.username()?),
+                percent_decode(a.password().unwrap_or_default()),
+            ))
+        }) {
+            options = options.user_and_password(user, password);
+        }
+        if let Some(ca) = &self.ca_file {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        Ok(options)
+    }
+}
+
 /// Connects to NATS (one URL or a comma-separated list of a cluster's servers) with retries,
 /// for up to `wait`: a freshly started server (or one that is restarting) is not refused as down.
 pub async fn connect(
     urls: &str,
     wait: Duration,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
+    connect_with(urls, &NatsAuth::default(), wait).await
+}
+
+/// [`connect`] with credentials and TLS settings.
+pub async fn connect_with(
+    urls: &str,
+    auth: &NatsAuth,
+    wait: Duration,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
     let addrs = server_addrs(urls).map_err(async_nats::ConnectError::from)?;
-    // async-nats reads no credential from a URL: take `user:password@` from the first that has
-    // one (every server of a cluster takes the same).
-    let credential = addrs.iter().find_map(|a| {
-        Some((
-            percent_decode(a.username()?),
-            percent_decode(a.password().unwrap_or_default()),
-        ))
-    });
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let mut options = async_nats::ConnectOptions::new();
-        if let Some((user, password)) = &credential {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
+        let options = auth
+            .apply(&addrs, async_nats::ConnectOptions::new())
+            .await?;
         let attempt = options
             .name("lite-gallery")
             .retry_on_initial_connect()

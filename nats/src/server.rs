@@ -71,6 +71,8 @@ pub struct NatsServer {
     dir: PathBuf,
     /// The config's text, kept so [`NatsServer::restart`] starts the same server again.
     config: String,
+    /// The server's environment (the config's `$VARIABLES`).
+    env: Vec<(String, String)>,
     log_path: PathBuf,
     // Keeps a temporary store alive for the server's lifetime (tests).
     _temp: Option<tempfile::TempDir>,
@@ -93,6 +95,31 @@ impl NatsServer {
             }
         }
         Err(last_err.expect("at least one attempt"))
+    }
+
+    /// A server with a config of the caller's and a temporary store (tests of the shipped auth
+    /// and TLS configs): `{port}` and `{store}` in `template` are filled in, `env` holds the
+    /// config's `$VARIABLES`. [`url`](Self::url) carries no credential.
+    pub async fn start_configured(
+        template: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self, ServerError> {
+        let temp = tempfile::Builder::new().prefix("gallery-nats-").tempdir()?;
+        let binary = find_nats_server()?;
+        let port = free_port()?;
+        let store = temp.path().join("jetstream");
+        let config = template
+            .replace("{port}", &port.to_string())
+            .replace("{store}", &format!("{store:?}"));
+        let mut server = Self::with_config(temp.path(), port, config);
+        server.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        server.launch(&binary)?;
+        server.wait_ready(Duration::from_secs(15)).await?;
+        server._temp = Some(temp);
+        Ok(server)
     }
 
     /// A server with a temporary store, removed on drop (tests).
@@ -126,6 +153,7 @@ impl NatsServer {
             child: None,
             port,
             password: None,
+            env: Vec::new(),
             dir: dir.to_owned(),
             config,
             log_path: dir.join("nats-server.log"),
@@ -141,6 +169,7 @@ impl NatsServer {
         let child = Command::new(binary)
             .arg("-c")
             .arg(&conf)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -212,6 +241,11 @@ impl NatsServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// The directory holding the store, the config, the log and the credential.
