@@ -13,19 +13,14 @@ use crate::readmodel;
 /// `gallery token`: mints a token with the keys file (created in the data dir when it is the
 /// default one and missing, as `gallery up` does) and prints it on stdout.
 pub fn token(args: TokenArgs) -> anyhow::Result<()> {
-    use gallery_api::auth::{MAX_TTL, Rights, Scope, TokenKeys};
+    use gallery_api::auth::{MAX_TTL, Rights, Scope};
     let scope = Scope::parse(&args.project)?;
     let rights = Rights::parse(&args.rights)?;
     anyhow::ensure!(
         !args.ttl.is_zero() && args.ttl <= MAX_TTL,
         "--ttl must be between 1 second and 366 days"
     );
-    let keys = match &args.keys.token_keys_file {
-        Some(path) => TokenKeys::load(path)?,
-        None => {
-            TokenKeys::load_or_create(&args.data_dir.join(crate::config::DEFAULT_TOKEN_KEYS_FILE))?
-        }
-    };
+    let keys = args.keys.load(&args.data_dir)?;
     let expires_at = chrono::Utc::now() + chrono::TimeDelta::from_std(args.ttl)?;
     let token = keys.mint(&scope, rights, expires_at)?;
     eprintln!(

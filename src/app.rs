@@ -200,10 +200,10 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
     // The keys exist either way (generated into the data dir when no file is named), so
     // `gallery token` works and switching auth on later needs nothing else.
     let keys_path = cfg.token_keys_path();
-    let keys = if cfg.token_keys_file.is_some() {
-        TokenKeys::load(&keys_path)?
-    } else {
-        TokenKeys::load_or_create(&keys_path)?
+    let keys = match (&cfg.token_keys_json, &cfg.token_keys_file) {
+        (Some(json), _) => TokenKeys::from_json(json)?,
+        (None, Some(_)) => TokenKeys::load(&keys_path)?,
+        (None, None) => TokenKeys::load_or_create(&keys_path)?,
     };
     if cfg.auth.resolve(addr) {
         tracing::info!(keys = %keys_path.display(), signing_kid = keys.signing_kid(), "auth is on: requests need project tokens");

@@ -420,6 +420,28 @@ pub struct TokenKeysArgs {
     /// token-keys.json in the data dir, generated when missing.
     #[arg(long, env = "GALLERY_TOKEN_KEYS_FILE")]
     pub token_keys_file: Option<PathBuf>,
+    /// The same list inline, as JSON (for deployments that pass secrets in the environment).
+    #[arg(
+        long,
+        env = "GALLERY_TOKEN_KEYS",
+        hide_env_values = true,
+        conflicts_with = "token_keys_file"
+    )]
+    pub token_keys: Option<String>,
+}
+
+impl TokenKeysArgs {
+    /// The keys: inline, from the named file, or from (and generated into) the data dir.
+    pub fn load(&self, data_dir: &std::path::Path) -> anyhow::Result<gallery_api::auth::TokenKeys> {
+        use gallery_api::auth::TokenKeys;
+        Ok(match (&self.token_keys, &self.token_keys_file) {
+            (Some(json), _) => TokenKeys::from_json(json)?,
+            (None, Some(path)) => TokenKeys::load(path)?,
+            (None, None) => {
+                TokenKeys::load_or_create(&data_dir.join(crate::config::DEFAULT_TOKEN_KEYS_FILE))?
+            }
+        })
+    }
 }
 
 /// `gallery token`: mints a project token with the deployment's keys file.
@@ -565,6 +587,7 @@ impl HttpArgs {
         };
         cfg.max_connections_per_address = self.limits.max_connections_per_address;
         cfg.token_keys_file = self.keys.token_keys_file.clone();
+        cfg.token_keys_json = self.keys.token_keys.clone();
         cfg.allowed_origins = self.allowed_origins.clone();
         Ok(())
     }

@@ -77,6 +77,8 @@ pub struct AppConfig {
     pub auth: gallery_api::auth::Switch,
     /// Token signing keys; `None`: `token-keys.json` in the data dir, generated when missing.
     pub token_keys_file: Option<PathBuf>,
+    /// The keys inline (`GALLERY_TOKEN_KEYS`), instead of a file.
+    pub token_keys_json: Option<String>,
     /// Origins whose pages may open WebSockets; `None`: the public URL's.
     pub allowed_origins: Option<Vec<String>>,
     /// Timeouts and the connection cap of the HTTP listener.
@@ -170,6 +172,7 @@ impl AppConfig {
             s3: None,
             auth: gallery_api::auth::Switch::Auto,
             token_keys_file: None,
+            token_keys_json: None,
             allowed_origins: None,
             http: gallery_api::serve::ServeConfig::default(),
             rate_limits: gallery_api::auth::Switch::Auto,

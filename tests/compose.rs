@@ -140,16 +140,21 @@ fn services_ports_and_health_checks_line_up() {
         assert_eq!(env["AWS_ALLOW_HTTP"], "true");
         assert_eq!(env["GALLERY_S3_BUCKET"], "gallery");
     }
-    // The bucket the init job creates is the one the services use, with the same credentials.
+    // The init job creates the services' bucket, and their own user (not MinIO's root).
+    let init_env = env_of(&s["minio-init"]);
+    assert_eq!(init_env["BUCKET"], api["GALLERY_S3_BUCKET"]);
     let init = strings(&s["minio-init"]["entrypoint"]).join(" ");
+    assert!(init.contains("local/$$BUCKET"), "{init}");
+    assert!(init.contains("mc admin user add") && init.contains("policy attach"));
     assert!(
-        init.contains(&format!("local/{}", api["GALLERY_S3_BUCKET"])),
-        "{init}"
+        init.contains("arn:aws:s3:::$$BUCKET/*"),
+        "the policy names the bucket"
     );
     let minio = env_of(&s["minio"]);
-    assert_eq!(minio["MINIO_ROOT_USER"], api["AWS_ACCESS_KEY_ID"]);
-    assert_eq!(minio["MINIO_ROOT_PASSWORD"], api["AWS_SECRET_ACCESS_KEY"]);
-    assert!(init.contains(&minio["MINIO_ROOT_PASSWORD"]));
+    assert_eq!(init_env["APP_KEY"], api["AWS_ACCESS_KEY_ID"]);
+    assert_eq!(init_env["APP_SECRET"], api["AWS_SECRET_ACCESS_KEY"]);
+    assert_ne!(minio["MINIO_ROOT_USER"], api["AWS_ACCESS_KEY_ID"]);
+    assert_ne!(minio["MINIO_ROOT_PASSWORD"], api["AWS_SECRET_ACCESS_KEY"]);
     assert!(
         !minio["MINIO_API_CORS_ALLOW_ORIGIN"].is_empty(),
         "browsers upload to MinIO directly"
@@ -160,7 +165,7 @@ fn services_ports_and_health_checks_line_up() {
     assert!(
         minio_ports
             .iter()
-            .any(|p| p.starts_with(&format!("{public}:9000"))),
+            .any(|p| p == &format!("127.0.0.1:{public}:9000")),
         "{minio_ports:?}"
     );
     // The api listens where its port mapping and health check point.
@@ -184,16 +189,27 @@ fn services_ports_and_health_checks_line_up() {
             .join(" ")
             .contains(&format!(":{health}/ready"))
     );
-    // Two replicas each; api replicas share the link-signing secret.
+    // Two replicas each; api replicas share the link-signing secret and the token keys.
     assert_eq!(s["api"]["deploy"]["replicas"].as_u64(), Some(2));
     assert_eq!(s["processor"]["deploy"]["replicas"].as_u64(), Some(2));
-    assert!(api.contains_key("GALLERY_SECRET"));
-    // NATS gets the shipped config, with JetStream on a volume.
+    assert!(api.contains_key("GALLERY_SECRET") && api.contains_key("GALLERY_TOKEN_KEYS"));
+    assert_eq!(api["GALLERY_AUTH"], "on");
+    // Each role connects to NATS as its own user.
+    assert_eq!(api["GALLERY_NATS_USER"], "api");
+    assert_eq!(processor["GALLERY_NATS_USER"], "processor");
+    // Every published port is on loopback; NATS is not published at all.
+    for (name, service) in s.as_mapping().unwrap() {
+        for port in strings(&service["ports"]) {
+            assert!(port.starts_with("127.0.0.1:"), "{name:?} publishes {port}");
+        }
+    }
+    assert!(s["nats"]["ports"].is_null());
+    // NATS gets the shipped config (single.conf includes auth.conf), JetStream on a volume.
     let volumes = strings(&s["nats"]["volumes"]);
     assert!(
         volumes
             .iter()
-            .any(|v| v.starts_with("./nats/conf/single.conf:"))
+            .any(|v| v.starts_with("./nats/conf:/etc/nats"))
     );
     assert!(
         std::path::Path::new(concat!(
@@ -232,7 +248,14 @@ fn the_cluster_variant_routes_three_nodes_and_points_gallery_at_all_of_them() {
     doc.apply_merge().unwrap();
     let s = &doc["services"];
     let nodes = ["nats", "nats-2", "nats-3"];
-    let routes: BTreeSet<String> = nodes.iter().map(|n| format!("nats://{n}:6222")).collect();
+    let routes: BTreeSet<String> = nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "nats://route:${{NATS_ROUTE_PASSWORD:?run ./scripts/compose-env.sh first}}@{n}:6222"
+            )
+        })
+        .collect();
     let mut names = BTreeSet::new();
     for node in nodes {
         let service = &s[node];
@@ -250,7 +273,7 @@ fn the_cluster_variant_routes_three_nodes_and_points_gallery_at_all_of_them() {
             .collect();
         assert_eq!(node_routes, routes, "{node} routes to every node");
         let mounted = strings(&service["volumes"]).join(" ");
-        assert!(mounted.contains("./nats/conf/cluster.conf:/etc/nats/cluster.conf"));
+        assert!(mounted.contains("./nats/conf:/etc/nats"));
     }
     assert_eq!(names.len(), 3, "distinct server names");
     for gallery in ["api", "processor"] {
@@ -269,4 +292,68 @@ fn the_cluster_variant_routes_three_nodes_and_points_gallery_at_all_of_them() {
             .try_get_matches_from(["gallery", gallery, "--nats-url", &url])
             .unwrap();
     }
+}
+
+/// Every secret the compose files read from .env, and nothing else: `scripts/compose-env.sh`
+/// writes each one, and no secret is written into the compose files themselves.
+#[test]
+fn the_secrets_come_from_the_generated_env_file() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut wanted = BTreeSet::new();
+    for file in ["docker-compose.yml", "docker-compose.cluster.yml"] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        for part in text.split("${").skip(1) {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                part[name.len()..].starts_with(":?"),
+                "{file}: ${{{name}}} must fail loudly when .env is missing"
+            );
+            wanted.insert(name);
+        }
+        for literal in ["gallery-minio-secret", "change-me"] {
+            assert!(
+                !text.contains(literal),
+                "{file} commits a secret: {literal}"
+            );
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join(".env");
+    let status = std::process::Command::new("bash")
+        .arg(format!("{root}/scripts/compose-env.sh"))
+        .arg(&env_file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&env_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, ".env is readable by others: {mode:o}");
+    let text = std::fs::read_to_string(&env_file).unwrap();
+    let written: BTreeMap<String, String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_owned(), v.trim_matches('\'').to_owned())
+        })
+        .collect();
+    for name in &wanted {
+        let value = written
+            .get(name)
+            .unwrap_or_else(|| panic!("compose-env.sh does not write {name}"));
+        assert!(!value.is_empty());
+    }
+    // The generated secrets pass the service's own checks.
+    gallery_api::auth::TokenKeys::from_json(&written["GALLERY_TOKEN_KEYS"]).unwrap();
+    assert!(written["GALLERY_SECRET"].len() >= 32);
+    // A second run keeps them.
+    std::process::Command::new("bash")
+        .arg(format!("{root}/scripts/compose-env.sh"))
+        .arg(&env_file)
+        .status()
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&env_file).unwrap(), text);
 }
