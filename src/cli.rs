@@ -12,7 +12,7 @@ use gallery_api::auth::Switch;
 use gallery_api::limits::{Rate, RateLimits};
 use gallery_nats::Replicas;
 
-use crate::config::{AppConfig, DEFAULT_SHUTDOWN_GRACE, RenderWorker, Roles, S3Config};
+use crate::config::{AppConfig, DEFAULT_SHUTDOWN_GRACE, RenderWorker, Roles, S3Config, Secret};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -568,7 +568,8 @@ impl HttpArgs {
             self.secret.clone(),
             self.secret_file.as_deref(),
             "GALLERY_SECRET",
-        )?;
+        )?
+        .map(Secret);
         cfg.upload_link_ttl = Duration::from_secs(self.upload_link_ttl);
         cfg.download_link_ttl = Duration::from_secs(self.download_link_ttl);
         cfg.upload_grace = Duration::from_secs(self.upload_grace);
@@ -587,7 +588,7 @@ impl HttpArgs {
         };
         cfg.max_connections_per_address = self.limits.max_connections_per_address;
         cfg.token_keys_file = self.keys.token_keys_file.clone();
-        cfg.token_keys_json = self.keys.token_keys.clone();
+        cfg.token_keys_json = self.keys.token_keys.clone().map(Secret);
         cfg.allowed_origins = self.allowed_origins.clone();
         Ok(())
     }
@@ -642,6 +643,39 @@ impl ProcessorArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_logged_configuration_shows_no_secret() {
+        let cli = Cli::try_parse_from([
+            "gallery",
+            "up",
+            "--secret",
+            "sekrit-link-signing-0123456789abcdef0123",
+            "--s3-bucket",
+            "b",
+            "--s3-access-key-id",
+            "AKIDEXAMPLE",
+            "--s3-secret-access-key",
+            "sekrit-s3-key",
+            "--nats-user",
+            "api",
+            "--nats-password",
+            "sekrit-nats",
+            "--token-keys",
+            r#"[{"kid":"k","secret":"sekrit-token-key-0123456789abcdef0123"}]"#,
+        ])
+        .unwrap();
+        let Command::Up(args) = cli.command else {
+            panic!("up")
+        };
+        let cfg = args.into_config().unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("sekrit"), "{shown}");
+        assert_eq!(
+            cfg.secret.as_deref(),
+            Some("sekrit-link-signing-0123456789abcdef0123")
+        );
+    }
 
     #[test]
     fn durations_read_as_people_write_them() {

@@ -41,7 +41,7 @@ pub struct AppConfig {
     pub listen: SocketAddr,
     /// Base of the links handed out; `None`: http://<bound address>.
     pub public_url: Option<String>,
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     pub roles: Roles,
     pub max_upload_bytes: u64,
     pub max_pixels: u64,
@@ -78,7 +78,7 @@ pub struct AppConfig {
     /// Token signing keys; `None`: `token-keys.json` in the data dir, generated when missing.
     pub token_keys_file: Option<PathBuf>,
     /// The keys inline (`GALLERY_TOKEN_KEYS`), instead of a file.
-    pub token_keys_json: Option<String>,
+    pub token_keys_json: Option<Secret>,
     /// Origins whose pages may open WebSockets; `None`: the public URL's.
     pub allowed_origins: Option<Vec<String>>,
     /// Timeouts and the connection cap of the HTTP listener.
@@ -110,7 +110,25 @@ pub struct RenderWorker {
     pub memory_limit: u64,
 }
 
-#[derive(Debug, Clone)]
+/// A secret value: usable as a `&str`, shown as `***` by `Debug`, so a logged configuration
+/// never carries it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Clone)]
 pub struct S3Config {
     pub bucket: String,
     /// `None`: AWS itself.
@@ -126,6 +144,22 @@ pub struct S3Config {
     /// How long the storage client retries one request before the processor's own policy
     /// takes over (`GALLERY_S3_RETRY_TIMEOUT`).
     pub retry_timeout: Duration,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("public_endpoint", &self.public_endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"***")
+            .field("allow_http", &self.allow_http)
+            .field("timeout", &self.timeout)
+            .field("retry_timeout", &self.retry_timeout)
+            .finish()
+    }
 }
 
 impl S3Config {

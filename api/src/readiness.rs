@@ -49,7 +49,8 @@ impl RoleBoard {
         self.0.lock().expect("role board lock").get(role).cloned()
     }
 
-    /// One line per role that is not running.
+    /// One line per role that is not running. The cause of a restart is in the log, not here:
+    /// `/ready` is public, and dependency errors name hosts, buckets and users.
     pub fn problems(&self) -> Vec<String> {
         self.0
             .lock()
@@ -58,8 +59,8 @@ impl RoleBoard {
             .filter_map(|(name, state)| match state {
                 RoleState::Running => None,
                 RoleState::Starting => Some(format!("{name}: starting")),
-                RoleState::Restarting { error, restarts } => Some(format!(
-                    "{name}: down, restarting (restart {restarts}): {error}"
+                RoleState::Restarting { restarts, .. } => Some(format!(
+                    "{name}: down, restarting (restart {restarts}; the cause is in the log)"
                 )),
             })
             .collect()
@@ -88,7 +89,8 @@ impl Readiness {
         {
             Ok(Ok(seq)) => Some(seq),
             Ok(Err(e)) => {
-                problems.push(format!("jetstream: {e}"));
+                tracing::warn!(err = %e, "/ready: jetstream");
+                problems.push("jetstream: unavailable".to_owned());
                 None
             }
             Err(_) => {
@@ -103,7 +105,10 @@ impl Readiness {
         .await
         {
             Ok(Ok(_) | Err(object_store::Error::NotFound { .. })) => {}
-            Ok(Err(e)) => problems.push(format!("storage: {e}")),
+            Ok(Err(e)) => {
+                tracing::warn!(err = %e, "/ready: storage");
+                problems.push("storage: unavailable".to_owned());
+            }
             Err(_) => problems.push("storage: no answer within 2 s".to_owned()),
         }
         problems.extend(self.roles.problems());
@@ -190,7 +195,7 @@ mod tests {
         assert_eq!(
             board.problems(),
             [
-                "projector: down, restarting (restart 2): lost the log",
+                "projector: down, restarting (restart 2; the cause is in the log)",
                 "upload-watcher: starting"
             ]
         );
