@@ -177,6 +177,7 @@ fn processor_config(cfg: &AppConfig) -> ProcessorConfig {
     p.shutdown_grace = cfg.shutdown_grace;
     p.job_deadline = cfg.job_deadline;
     p.crash_limit = cfg.crash_limit;
+    p.memory_budget = cfg.render_memory_budget;
     p.render_workers = cfg
         .render_worker
         .as_ref()

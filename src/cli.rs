@@ -283,6 +283,10 @@ pub struct ProcessingArgs {
     /// Address-space limit of a render worker process, in bytes (0: none).
     #[arg(long, env = "GALLERY_RENDER_MEMORY", default_value_t = 4 << 30)]
     pub render_memory: u64,
+    /// Bytes all renders of this process may need at once, by their headers' estimate
+    /// (width x height x bytes per pixel x 3); renders wait for room (default: half the RAM).
+    #[arg(long, env = "GALLERY_RENDER_MEMORY_BUDGET")]
+    pub render_memory_budget: Option<u64>,
 }
 
 impl S3Args {
@@ -400,6 +404,19 @@ pub struct LimitArgs {
     /// its last entry is used). Set it only when every request comes through that proxy.
     #[arg(long, env = "GALLERY_TRUSTED_PROXY_HEADER")]
     pub trusted_proxy_header: Option<axum::http::HeaderName>,
+}
+
+/// Half the machine's memory (at least 1 GiB): what renders may use at once by default.
+pub fn default_memory_budget() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(8 << 30, |kib| kib * 1024);
+    (total / 2).max(1 << 30)
 }
 
 /// The connection cap when none is configured: the open-file limit minus room for NATS,
@@ -601,6 +618,9 @@ impl ProcessingArgs {
         cfg.shutdown_grace = self.shutdown_grace;
         cfg.job_deadline = self.job_deadline;
         cfg.crash_limit = self.crash_limit;
+        cfg.render_memory_budget = self
+            .render_memory_budget
+            .unwrap_or_else(default_memory_budget);
         // Renders run in worker processes of this very binary.
         cfg.render_worker = std::env::current_exe().ok().map(|program| RenderWorker {
             program,

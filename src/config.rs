@@ -71,6 +71,8 @@ pub struct AppConfig {
     pub job_deadline: Duration,
     /// Worker crashes of one image before it ends `processing_crashed`.
     pub crash_limit: u32,
+    /// Bytes renders may need at once (their headers' estimate).
+    pub render_memory_budget: u64,
     /// `None`: local storage under the data dir.
     pub s3: Option<S3Config>,
     /// Whether requests need project tokens (`auto`: unless listening on loopback).
@@ -203,6 +205,7 @@ impl AppConfig {
             render_worker: None,
             job_deadline: Duration::from_secs(120),
             crash_limit: 3,
+            render_memory_budget: 4 << 30,
             s3: None,
             auth: gallery_api::auth::Switch::Auto,
             token_keys_file: None,

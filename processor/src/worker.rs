@@ -45,6 +45,9 @@ pub struct ProcessorConfig {
     /// Worker crashes of one generation before it ends `processing_crashed`
     /// (`GALLERY_CRASH_LIMIT`).
     pub crash_limit: u32,
+    /// Bytes renders may use at once, by their headers' estimate
+    /// (`GALLERY_RENDER_MEMORY_BUDGET`).
+    pub memory_budget: u64,
 }
 
 impl Default for ProcessorConfig {
@@ -64,6 +67,7 @@ impl Default for ProcessorConfig {
             render_workers: None,
             job_deadline: Duration::from_secs(120),
             crash_limit: 3,
+            memory_budget: 4 << 30,
         }
     }
 }
@@ -98,6 +102,7 @@ pub async fn run(
             ))
         }),
         crash_limit: config.crash_limit.max(1),
+        memory: Arc::new(crate::job::MemoryBudget::new(config.memory_budget)),
         typed_puts: config.typed_puts,
     };
     let slots = Arc::new(Semaphore::new(config.job_concurrency.max(1)));
@@ -107,6 +112,7 @@ pub async fn run(
     tracing::info!(
         renders = config.cpu_concurrency,
         jobs = config.job_concurrency,
+        memory_budget_mib = config.memory_budget >> 20,
         "processor started"
     );
     loop {

@@ -7,6 +7,7 @@
 //! opaque images, PNG when any pixel is not fully opaque. Encoders write no metadata, so no
 //! EXIF/GPS/XMP/IPTC reaches a version.
 
+pub mod budget;
 pub mod color;
 mod decode;
 pub mod heif;
