@@ -19,6 +19,9 @@ pub mod state;
 pub mod view;
 pub mod watcher;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};

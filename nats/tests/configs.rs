@@ -23,6 +23,11 @@ fn shipped_configs_pass_the_servers_own_check() {
             .env("NATS_ROUTE_1", "nats://n1:6222")
             .env("NATS_ROUTE_2", "nats://n2:6222")
             .env("NATS_ROUTE_3", "nats://n3:6222")
+            .env("NATS_ROUTE_PASSWORD", "route-password")
+            .env("NATS_API_PASSWORD", "api-password")
+            .env("NATS_PROCESSOR_PASSWORD", "processor-password")
+            .env("NATS_ADMIN_PASSWORD", "admin-password")
+            .env("NATS_SYS_PASSWORD", "sys-password")
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stderr).into_owned()
@@ -34,5 +39,6 @@ fn shipped_configs_pass_the_servers_own_check() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 2);
+    // single.conf, cluster.conf, and auth.conf (which both include) on its own.
+    assert_eq!(checked, 3);
 }

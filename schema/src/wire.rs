@@ -405,4 +405,67 @@ mod tests {
             Err(DecodeError::Id(_))
         ));
     }
+
+    /// Bounded, reproducible fuzzing of the checked decode (fixed seed; `fuzz/` has the
+    /// open-ended target): any subject and payload, and real envelopes with bytes changed,
+    /// decode to an event of their own subject with keys of their own image, or are refused.
+    mod fuzz {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed};
+
+        use super::*;
+
+        fn real() -> (String, Vec<u8>) {
+            let p = ProjectId::parse("p1").unwrap();
+            let i = ImageId::parse("01a23591-30ae-7151-a2b1-b64e86343e46").unwrap();
+            let key = crate::keys::version_key(&p, &i, 1, VersionName::BigThumb, "png");
+            let e = version_event(&p, i, key, "image/png");
+            (crate::subjects::event_subject(&p, &i, e.kind()), e.encode())
+        }
+
+        fn accepted_is_consistent(subject: &str, bytes: &[u8]) -> Result<(), TestCaseError> {
+            if let Ok(e) = Event::decode_checked(subject, bytes) {
+                let own = crate::subjects::event_subject(&e.project_id, &e.image_id, e.kind());
+                prop_assert_eq!(own, subject);
+                if let EventBody::VersionRendered(v) = &e.body {
+                    let prefix = format!("versions/{}/{}/", e.project_id, e.image_id);
+                    prop_assert!(v.key.starts_with(&prefix));
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(Config {
+                cases: 512,
+                rng_seed: RngSeed::Fixed(0x6a11_e7a5),
+                failure_persistence: None,
+                ..Config::default()
+            })]
+
+            #[test]
+            fn any_subject_and_payload(subject in ".{0,120}", bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+                accepted_is_consistent(&subject, &bytes)?;
+            }
+
+            #[test]
+            fn damaged_real_envelopes(
+                edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+                subject_edit in prop::option::of((any::<prop::sample::Index>(), any::<char>())),
+            ) {
+                let (mut subject, mut bytes) = real();
+                for (at, value) in edits {
+                    let i = at.index(bytes.len());
+                    bytes[i] = value;
+                }
+                if let Some((at, c)) = subject_edit {
+                    let mut chars: Vec<char> = subject.chars().collect();
+                    let i = at.index(chars.len());
+                    chars[i] = c;
+                    subject = chars.into_iter().collect();
+                }
+                accepted_is_consistent(&subject, &bytes)?;
+            }
+        }
+    }
 }

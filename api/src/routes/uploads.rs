@@ -19,13 +19,41 @@ use crate::error::{ApiError, ApiResult};
 use crate::signing::{LinkError, UploadGrant};
 use crate::state::AppState;
 
-#[derive(Default)]
-struct Params {
-    key: Option<String>,
-    content_type: Option<String>,
-    max_bytes: Option<String>,
-    expires: Option<String>,
-    signature: Option<String>,
+/// The form fields of an upload, as received (every one optional until checked).
+#[derive(Default, Debug, Clone)]
+pub struct Params {
+    pub key: Option<String>,
+    pub content_type: Option<String>,
+    pub max_bytes: Option<String>,
+    pub expires: Option<String>,
+    pub signature: Option<String>,
+}
+
+/// The checked fields: key, content type, max bytes, expiry, signature.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CheckedParams {
+    pub key: String,
+    pub content_type: String,
+    pub max_bytes: u64,
+    pub expires: i64,
+    pub signature: String,
+}
+
+impl Params {
+    /// Every field present and well-formed (pure, fuzzed); the signature is checked after.
+    pub fn check(self) -> ApiResult<CheckedParams> {
+        Ok(CheckedParams {
+            key: required(self.key, "key")?,
+            content_type: required(self.content_type, "Content-Type")?,
+            max_bytes: required(self.max_bytes, "max_bytes")?
+                .parse()
+                .map_err(|_| ApiError::invalid("max_bytes must be a number"))?,
+            expires: required(self.expires, "expires")?
+                .parse()
+                .map_err(|_| ApiError::invalid("expires must be a number"))?,
+            signature: required(self.signature, "signature")?,
+        })
+    }
 }
 
 fn required(v: Option<String>, name: &str) -> ApiResult<String> {
@@ -100,15 +128,13 @@ async fn receive_file(
     mut file: Field<'_>,
 ) -> ApiResult<Response> {
     let image_str = image.to_string();
-    let key = required(params.key, "key")?;
-    let content_type = required(params.content_type, "Content-Type")?;
-    let max_bytes: u64 = required(params.max_bytes, "max_bytes")?
-        .parse()
-        .map_err(|_| ApiError::invalid("max_bytes must be a number"))?;
-    let expires: i64 = required(params.expires, "expires")?
-        .parse()
-        .map_err(|_| ApiError::invalid("expires must be a number"))?;
-    let signature = required(params.signature, "signature")?;
+    let CheckedParams {
+        key,
+        content_type,
+        max_bytes,
+        expires,
+        signature,
+    } = params.check()?;
     let grant = UploadGrant {
         image_id: &image_str,
         key: &key,

@@ -98,13 +98,7 @@ pub async fn subscribe(
         // A browser offers the token as a subprotocol next to this one; the server answers with
         // this one, never echoing the token.
         .protocols([WS_PROTOCOL]);
-    let since =
-        match q.since.as_deref() {
-            None | Some("") => None,
-            Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
-                ApiError::invalid("since must be a stream sequence (a whole number)")
-            })?),
-        };
+    let since = parse_since(q.since.as_deref())?;
     // Subscribe first, then read the replay: whatever is committed in between is in one or both.
     let live = state.projector.subscribe(&project);
     let replay = match since {
@@ -122,6 +116,17 @@ pub async fn subscribe(
     };
     Ok(upgrade
         .on_upgrade(move |socket| serve(state, socket, project, since.unwrap_or(0), replay, live)))
+}
+
+/// `?since=`: absent or empty for live only, else a stream sequence (pure, fuzzed).
+pub fn parse_since(raw: Option<&str>) -> ApiResult<Option<u64>> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(raw) => raw
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| ApiError::invalid("since must be a stream sequence (a whole number)")),
+    }
 }
 
 async fn serve(

@@ -238,3 +238,75 @@ fn heif_decodes_and_hostile_heif_is_refused_with_a_code() {
         );
     }
 }
+
+/// Bounded, reproducible fuzzing of the decode entry on every CI run (a fixed seed, so a
+/// failure is the same failure on the next run); `fuzz/` has the open-ended `cargo fuzz`
+/// targets for longer runs. Inputs: random bytes, and real JPEG, PNG and HEIF files with a few
+/// bytes changed and a random cut. Every outcome must be a render or a coded refusal.
+mod fuzz {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+
+    use super::*;
+
+    fn config(cases: u32) -> Config {
+        Config {
+            cases,
+            rng_seed: RngSeed::Fixed(0x6a11_e7a5),
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    fn seeds() -> Vec<Vec<u8>> {
+        vec![jpeg(64, 48), png_rgba(40, 30, 128), HOPPER_HEIF.to_vec()]
+    }
+
+    fn mutated() -> impl Strategy<Value = Vec<u8>> {
+        (
+            0..3usize,
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(|(which, edits, cut)| {
+                let mut bytes = seeds().swap_remove(which);
+                for (at, value) in edits {
+                    let i = at.index(bytes.len());
+                    bytes[i] = value;
+                }
+                let keep = bytes.len() / 2 + cut.index(bytes.len() / 2 + 1);
+                bytes.truncate(keep);
+                bytes
+            })
+    }
+
+    fn coded(result: Result<Rendered, RenderError>) -> Result<(), TestCaseError> {
+        if let Err(e) = result {
+            prop_assert!(!e.message.is_empty());
+            prop_assert!(e.code != ErrorCode::Internal, "{e}");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config(96))]
+
+        #[test]
+        fn damaged_real_files_render_or_get_a_code(bytes in mutated()) {
+            coded(render(&bytes, Limits::default()))?;
+        }
+
+        #[test]
+        fn random_bytes_get_a_code(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            coded(render(&bytes, Limits::default()))?;
+            let _ = crate::jpeg::check(&bytes);
+            let _ = gallery_schema::sniff::sniff_image(&bytes);
+        }
+
+        #[test]
+        fn the_jpeg_walk_takes_any_damage(bytes in mutated()) {
+            let _ = crate::jpeg::check(&bytes);
+            let _ = crate::budget::probe(&bytes);
+        }
+    }
+}
