@@ -17,6 +17,10 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
+if ! cargo deny --version >/dev/null 2>&1; then
+    echo "installing cargo-deny from crates.io (a few minutes, once)" >&2
+    cargo install cargo-deny --locked
+fi
 # The shared developer image set, when it sits next to the checkout, enables extended checks.
 if [ -z "${GALLERY_TESTDATA:-}" ] && [ -f "$ROOT/../shared/testdata/MANIFEST.tsv" ]; then
     export GALLERY_TESTDATA="$ROOT/../shared/testdata"
@@ -25,6 +29,19 @@ echo "nats-server: $GALLERY_NATS_SERVER ($("$GALLERY_NATS_SERVER" --version))"
 # Style and lints first: a clean clone must be formatted and warning-free.
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# Supply chain (deny.toml): licenses, banned crates and sources always; known vulnerabilities
+# when the advisory database (a git repository) can be fetched, which needs more than the
+# package registries.
+cargo deny --log-level error check licenses bans sources
+if timeout 120 cargo deny --log-level error fetch >/dev/null 2>&1; then
+    cargo deny --log-level error check advisories
+else
+    echo "cargo deny: the advisory database can't be fetched from here; advisories NOT checked" >&2
+fi
+# The cargo-fuzz targets need nightly to run; with GALLERY_CHECK_FUZZ=1 they are compiled.
+if [ -n "${GALLERY_CHECK_FUZZ:-}" ]; then
+    cargo check --manifest-path fuzz/Cargo.toml --target-dir target
+fi
 # The fault suite (e2e/tests/faults.rs) runs the real binary.
 cargo build --bin gallery
 exec cargo nextest run --workspace --no-fail-fast "$@"

@@ -223,6 +223,7 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
     api.upload_grace = cfg.upload_grace;
     if cfg.rate_limits.resolve(addr) {
         api.rate_limits = Some(cfg.limits.clone());
+        api.max_pending_links = Some(cfg.max_pending_links);
     } else {
         let note = format!(
             "rate limits are OFF on {addr} (loopback: local benchmarks measure the service, not \

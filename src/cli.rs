@@ -400,6 +400,9 @@ pub struct LimitArgs {
         default_value_t = 256
     )]
     pub max_connections_per_address: usize,
+    /// Upload links a project may have waiting for their upload (429 beyond).
+    #[arg(long, env = "GALLERY_MAX_PENDING_LINKS", default_value_t = 10_000)]
+    pub max_pending_links: u64,
     /// The header a trusted load balancer puts the client address in (e.g. x-forwarded-for;
     /// its last entry is used). Set it only when every request comes through that proxy.
     #[arg(long, env = "GALLERY_TRUSTED_PROXY_HEADER")]
@@ -604,6 +607,7 @@ impl HttpArgs {
             trusted_proxy_header: self.limits.trusted_proxy_header.clone(),
         };
         cfg.max_connections_per_address = self.limits.max_connections_per_address;
+        cfg.max_pending_links = self.limits.max_pending_links;
         cfg.token_keys_file = self.keys.token_keys_file.clone();
         cfg.token_keys_json = self.keys.token_keys.clone().map(Secret);
         cfg.allowed_origins = self.allowed_origins.clone();

@@ -91,6 +91,8 @@ pub struct AppConfig {
     pub limits: gallery_api::limits::RateLimits,
     /// Connections one address may hold when limits apply.
     pub max_connections_per_address: usize,
+    /// Upload links a project may have waiting, when limits apply.
+    pub max_pending_links: u64,
 }
 
 impl AppConfig {
@@ -215,6 +217,7 @@ impl AppConfig {
             rate_limits: gallery_api::auth::Switch::Auto,
             limits: gallery_api::limits::RateLimits::default(),
             max_connections_per_address: 256,
+            max_pending_links: 10_000,
         }
     }
 }

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds for `Retry-After` (429); a 503 always says 1.
+    pub retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -46,6 +48,7 @@ impl ApiError {
             status: status_for(code),
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -61,6 +64,12 @@ impl ApiError {
         Self::new(ErrorCode::Conflict, message)
     }
 
+    /// With `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
     /// Our fault: logs the cause here and tells the client only that it happened.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(%err, "{context}");
@@ -74,6 +83,7 @@ impl ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: ErrorCode::Internal,
             message: format!("{context}: temporarily unavailable, retry later"),
+            retry_after: None,
         }
     }
 }
@@ -99,7 +109,12 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("Bearer realm=\"gallery\""),
             );
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // A NATS leader election or a storage blip: worth retrying in a moment.
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
                 status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
                 code: ErrorCode::InvalidRequest,
                 message: "method not allowed on this endpoint".into(),
+                retry_after: None,
             }
         })
         .with_state(state)

@@ -214,16 +214,12 @@ fn limited(err: GovernorError) -> Response<Body> {
     match err {
         GovernorError::TooManyRequests { wait_time, .. } => {
             let wait = wait_time.max(1);
-            let mut response = ApiError::new(
+            ApiError::new(
                 ErrorCode::RateLimited,
                 format!("too many requests; retry in {wait} s"),
             )
-            .into_response();
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(wait),
-            );
-            response
+            .retry_after(wait)
+            .into_response()
         }
         other => ApiError::internal("rate limiting", other).into_response(),
     }

@@ -49,6 +49,9 @@ pub struct ApiConfig {
     pub upload_grace: Duration,
     /// Per-address and per-token rate limits; `None`: off (`--rate-limits off`).
     pub rate_limits: Option<crate::limits::RateLimits>,
+    /// Upload links a project may have waiting (handed out, neither used nor expired);
+    /// `None`: no cap.
+    pub max_pending_links: Option<u64>,
 }
 
 impl ApiConfig {
@@ -58,6 +61,7 @@ impl ApiConfig {
             allowed_origins: crate::access::default_origins(&public_url),
             auth: None,
             rate_limits: None,
+            max_pending_links: None,
             upload_grace: Duration::from_secs(600),
             public_url,
             upload_link_ttl: Duration::from_secs(15 * 60),

@@ -895,3 +895,39 @@ async fn websocket_connects_and_connections_per_address_are_capped() {
     let n = again.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn a_project_can_have_only_so_many_links_waiting_for_their_upload() {
+    let stack = TestStack::start_with(|c| {
+        c.rate_limits = gallery_api::auth::Switch::On;
+        c.max_pending_links = 3;
+    })
+    .await
+    .unwrap();
+    let mut links = Vec::new();
+    for n in 0..3 {
+        links.push(
+            stack
+                .request_link("hoard", &format!("{n}.jpg"))
+                .await
+                .unwrap(),
+        );
+    }
+    let body = json!({"filename": "4.jpg", "project_id": "hoard"});
+    let resp = stack
+        .http
+        .post(stack.url("/images/"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "rate_limited", "{err}");
+    // Another project is not affected, and using a link makes room.
+    stack.request_link("other", "a.jpg").await.unwrap();
+    let (s, b) = stack.upload(&links[0], jpeg_photo(100, 100)).await.unwrap();
+    assert_eq!(s, 201, "{b}");
+    stack.request_link("hoard", "4.jpg").await.unwrap();
+}

@@ -3,8 +3,10 @@
 //!
 //! Trees: `records` (image id → JSON record), `by_project` (`<project>/<image id bytes>` →
 //! empty, ordered by creation because image ids are UUIDv7), `pending` (image id → empty, for
-//! every image in `uploaded` or `processing`: what the reconciler looks at), `meta`
-//! (`last_seq`). One transaction writes a record, its index entries and the sequence together.
+//! every image in `uploaded` or `processing`: what the reconciler looks at), `awaiting`
+//! (`<project>/<image id bytes>` for every image still waiting for its upload) with its count per
+//! project in `awaiting_count` (the cap on pending upload links), `meta` (`last_seq`). One
+//! transaction writes a record, its index entries, the counts and the sequence together.
 
 use std::path::Path;
 
@@ -32,6 +34,8 @@ pub struct Store {
     records: sled::Tree,
     by_project: sled::Tree,
     pending: sled::Tree,
+    awaiting: sled::Tree,
+    awaiting_count: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -41,6 +45,13 @@ fn is_pending(state: ImageState) -> bool {
 }
 
 const PENDING_INDEX: &[u8] = b"pending_index";
+const AWAITING_INDEX: &[u8] = b"awaiting_index";
+
+fn count_of(bytes: Option<sled::IVec>) -> u64 {
+    bytes
+        .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+        .unwrap_or(0)
+}
 
 /// One page of a project's listing, newest first.
 #[derive(Debug, Clone)]
@@ -68,6 +79,8 @@ impl Store {
             records: db.open_tree("records")?,
             by_project: db.open_tree("by_project")?,
             pending: db.open_tree("pending")?,
+            awaiting: db.open_tree("awaiting")?,
+            awaiting_count: db.open_tree("awaiting_count")?,
             meta: db.open_tree("meta")?,
             db,
         };
@@ -92,6 +105,24 @@ impl Store {
             }
             store.meta.insert(PENDING_INDEX, &[1])?;
         }
+        if store.meta.get(AWAITING_INDEX)?.is_none() {
+            // A store from before the awaiting index: build it once.
+            let mut counts = std::collections::HashMap::<ProjectId, u64>::new();
+            for rec in store.all()? {
+                if rec.state == ImageState::Init {
+                    store
+                        .awaiting
+                        .insert(index_key(&rec.project_id, &rec.image_id), &[])?;
+                    *counts.entry(rec.project_id.clone()).or_default() += 1;
+                }
+            }
+            for (project, n) in counts {
+                store
+                    .awaiting_count
+                    .insert(project.as_str().as_bytes(), &n.to_be_bytes())?;
+            }
+            store.meta.insert(AWAITING_INDEX, &[1])?;
+        }
         Ok(store)
     }
 
@@ -115,20 +146,43 @@ impl Store {
     /// advances the sequence (an event the fold refused, or one that isn't ours).
     pub fn commit(&self, seq: u64, record: Option<&Record>) -> Result<(), StoreError> {
         let encoded = record.map(serde_json::to_vec).transpose()?;
-        (&self.records, &self.by_project, &self.pending, &self.meta)
-            .transaction(|(records, by_project, pending, meta)| {
-                if let (Some(rec), Some(bytes)) = (record, &encoded) {
-                    records.insert(rec.image_id.as_bytes(), bytes.as_slice())?;
-                    by_project.insert(index_key(&rec.project_id, &rec.image_id), &[])?;
-                    if is_pending(rec.state) {
-                        pending.insert(rec.image_id.as_bytes(), &[])?;
-                    } else {
-                        pending.remove(rec.image_id.as_bytes())?;
+        (
+            &self.records,
+            &self.by_project,
+            &self.pending,
+            &self.awaiting,
+            &self.awaiting_count,
+            &self.meta,
+        )
+            .transaction(
+                |(records, by_project, pending, awaiting, awaiting_count, meta)| {
+                    if let (Some(rec), Some(bytes)) = (record, &encoded) {
+                        records.insert(rec.image_id.as_bytes(), bytes.as_slice())?;
+                        let key = index_key(&rec.project_id, &rec.image_id);
+                        by_project.insert(key.as_slice(), &[])?;
+                        if is_pending(rec.state) {
+                            pending.insert(rec.image_id.as_bytes(), &[])?;
+                        } else {
+                            pending.remove(rec.image_id.as_bytes())?;
+                        }
+                        let was = awaiting.get(key.as_slice())?.is_some();
+                        let is = rec.state == ImageState::Init;
+                        if was != is {
+                            let project = rec.project_id.as_str().as_bytes();
+                            let n = count_of(awaiting_count.get(project)?);
+                            let n = if is { n + 1 } else { n.saturating_sub(1) };
+                            if is {
+                                awaiting.insert(key.as_slice(), &[])?;
+                            } else {
+                                awaiting.remove(key.as_slice())?;
+                            }
+                            awaiting_count.insert(project, &n.to_be_bytes())?;
+                        }
                     }
-                }
-                meta.insert(LAST_SEQ, &seq.to_be_bytes())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
+                    meta.insert(LAST_SEQ, &seq.to_be_bytes())?;
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                },
+            )
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
                 sled::transaction::TransactionError::Abort(()) => {
@@ -136,6 +190,14 @@ impl Store {
                 }
             })?;
         Ok(())
+    }
+
+    /// How many of the project's images are still waiting for their upload (links handed out
+    /// and neither used nor expired).
+    pub fn awaiting_upload(&self, project: &ProjectId) -> Result<u64, StoreError> {
+        Ok(count_of(
+            self.awaiting_count.get(project.as_str().as_bytes())?,
+        ))
     }
 
     /// A project's images, newest first, starting after `cursor`, keeping only `state` if given.
@@ -318,5 +380,46 @@ mod tests {
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(reopened.last_seq().unwrap(), 5);
+    }
+
+    #[test]
+    fn images_awaiting_their_upload_are_counted_per_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (
+            ProjectId::parse("a").unwrap(),
+            ProjectId::parse("b").unwrap(),
+        );
+        let mut seq = 0;
+        let mut recs = Vec::new();
+        for project in [&a, &a, &a, &b] {
+            seq += 1;
+            let rec = apply(None, seq, &request(project)).unwrap();
+            store.commit(seq, Some(&rec)).unwrap();
+            recs.push(rec);
+        }
+        assert_eq!(store.awaiting_upload(&a).unwrap(), 3);
+        assert_eq!(store.awaiting_upload(&b).unwrap(), 1);
+        // An upload (or an expiry) ends the wait; committing the same state again changes nothing.
+        let mut uploaded = recs[0].clone();
+        uploaded.state = ImageState::Uploaded;
+        seq += 1;
+        store.commit(seq, Some(&uploaded)).unwrap();
+        seq += 1;
+        store.commit(seq, Some(&recs[1])).unwrap();
+        assert_eq!(store.awaiting_upload(&a).unwrap(), 2);
+        let mut expired = recs[1].clone();
+        expired.state = ImageState::Error;
+        seq += 1;
+        store.commit(seq, Some(&expired)).unwrap();
+        assert_eq!(store.awaiting_upload(&a).unwrap(), 1);
+        // A store from before the index builds it on open.
+        store.meta.remove(AWAITING_INDEX).unwrap();
+        store.awaiting_count.clear().unwrap();
+        store.awaiting.clear().unwrap();
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.awaiting_upload(&a).unwrap(), 1);
+        assert_eq!(reopened.awaiting_upload(&b).unwrap(), 1);
     }
 }

@@ -122,6 +122,24 @@ pub async fn create(
     access.signed_in()?;
     let req = parse_create(&body, state.config.max_upload_bytes)?;
     access.require(&req.project_id, Right::Upload)?;
+    if let Some(cap) = state.config.max_pending_links {
+        let waiting = state
+            .projector
+            .store
+            .awaiting_upload(&req.project_id)
+            .map_err(|e| ApiError::internal("counting pending links", e))?;
+        if waiting >= cap {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "project {} has {waiting} upload links waiting for their upload (the cap is \
+                     {cap}); use them or let them expire",
+                    req.project_id
+                ),
+            )
+            .retry_after(60));
+        }
+    }
     let mut image_id = ImageId::new_v7();
     // With an Idempotency-Key the key is reserved for this image first; a retry finds the
     // reservation (or the answer) and goes on with the same image.
