@@ -206,7 +206,7 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
         (None, Some(_)) => TokenKeys::load(&keys_path)?,
         (None, None) => TokenKeys::load_or_create(&keys_path)?,
     };
-    if cfg.auth.resolve(addr) {
+    if cfg.auth.resolve(addr, &api.public_url) {
         tracing::info!(keys = %keys_path.display(), signing_kid = keys.signing_kid(), "auth is on: requests need project tokens");
         api.auth = Some(Arc::new(keys));
     } else {
@@ -221,7 +221,7 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
         api.allowed_origins = origins.iter().map(|o| o.trim().to_owned()).collect();
     }
     api.upload_grace = cfg.upload_grace;
-    if cfg.rate_limits.resolve(addr) {
+    if cfg.rate_limits.resolve(addr, &api.public_url) {
         api.rate_limits = Some(cfg.limits.clone());
         api.max_pending_links = Some(cfg.max_pending_links);
     } else {
@@ -392,7 +392,13 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
     let std_listener = Arc::new(std_listener);
     let mut serve_cfg = cfg.http;
     // Per-address connection caps need the real client address: not behind a proxy.
-    if cfg.roles.api() && cfg.rate_limits.resolve(addr) && cfg.limits.trusted_proxy_header.is_none()
+    let public_url = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    if cfg.roles.api()
+        && cfg.rate_limits.resolve(addr, &public_url)
+        && cfg.limits.trusted_proxy_header.is_none()
     {
         serve_cfg.max_per_address = Some(cfg.max_connections_per_address);
     }

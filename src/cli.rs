@@ -12,7 +12,9 @@ use gallery_api::auth::Switch;
 use gallery_api::limits::{Rate, RateLimits};
 use gallery_nats::Replicas;
 
-use crate::config::{AppConfig, DEFAULT_SHUTDOWN_GRACE, RenderWorker, Roles, S3Config, Secret};
+use crate::config::{
+    AppConfig, DEFAULT_SHUTDOWN_GRACE, NatsUrl, RenderWorker, Roles, S3Config, Secret,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -141,7 +143,7 @@ pub struct S3Args {
     #[arg(long, env = "AWS_ACCESS_KEY_ID_FILE")]
     pub s3_access_key_id_file: Option<PathBuf>,
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub s3_secret_access_key: Option<String>,
+    pub s3_secret_access_key: Option<Secret>,
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY_FILE")]
     pub s3_secret_access_key_file: Option<PathBuf>,
     /// Allow a plain-HTTP endpoint.
@@ -164,7 +166,7 @@ pub struct NatsAuthArgs {
     #[arg(long, env = "GALLERY_NATS_USER")]
     pub nats_user: Option<String>,
     #[arg(long, env = "GALLERY_NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
+    pub nats_password: Option<Secret>,
     /// A file holding the password (docker secrets).
     #[arg(long, env = "GALLERY_NATS_PASSWORD_FILE")]
     pub nats_password_file: Option<PathBuf>,
@@ -184,7 +186,7 @@ pub struct NatsAuthArgs {
 impl NatsAuthArgs {
     pub fn resolve(&self) -> anyhow::Result<gallery_nats::NatsAuth> {
         let password = secret(
-            self.nats_password.clone(),
+            self.nats_password.clone().map(|s| s.0),
             self.nats_password_file.as_deref(),
             "GALLERY_NATS_PASSWORD",
         )?;
@@ -300,7 +302,7 @@ impl S3Args {
             "AWS_ACCESS_KEY_ID",
         )?;
         let secret_access_key = secret(
-            self.s3_secret_access_key,
+            self.s3_secret_access_key.map(|s| s.0),
             self.s3_secret_access_key_file.as_deref(),
             "AWS_SECRET_ACCESS_KEY",
         )?;
@@ -333,7 +335,7 @@ pub struct HttpArgs {
     pub public_url: Option<String>,
     /// Link-signing secret shared by api replicas; generated into the data dir when absent.
     #[arg(long, env = "GALLERY_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// A file holding the link-signing secret (docker secrets).
     #[arg(long, env = "GALLERY_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
@@ -447,7 +449,7 @@ pub struct TokenKeysArgs {
         hide_env_values = true,
         conflicts_with = "token_keys_file"
     )]
-    pub token_keys: Option<String>,
+    pub token_keys: Option<Secret>,
 }
 
 impl TokenKeysArgs {
@@ -570,7 +572,7 @@ fn base_config(
     roles: Roles,
 ) -> anyhow::Result<AppConfig> {
     let mut cfg = AppConfig::local(common.data_dir.clone());
-    cfg.nats_url = nats_url;
+    cfg.nats_url = nats_url.map(NatsUrl);
     cfg.roles = roles;
     cfg.max_upload_bytes = common.max_upload_bytes;
     cfg.max_pixels = common.max_pixels;
@@ -585,7 +587,7 @@ impl HttpArgs {
         cfg.listen = self.listen;
         cfg.public_url = Some(self.public_url());
         cfg.secret = secret(
-            self.secret.clone(),
+            self.secret.clone().map(|s| s.0),
             self.secret_file.as_deref(),
             "GALLERY_SECRET",
         )?
@@ -609,7 +611,7 @@ impl HttpArgs {
         cfg.max_connections_per_address = self.limits.max_connections_per_address;
         cfg.max_pending_links = self.limits.max_pending_links;
         cfg.token_keys_file = self.keys.token_keys_file.clone();
-        cfg.token_keys_json = self.keys.token_keys.clone().map(Secret);
+        cfg.token_keys_json = self.keys.token_keys.clone();
         cfg.allowed_origins = self.allowed_origins.clone();
         Ok(())
     }
@@ -687,6 +689,8 @@ mod tests {
             "sekrit-nats",
             "--token-keys",
             r#"[{"kid":"k","secret":"sekrit-token-key-0123456789abcdef0123"}]"#,
+            "--nats-url",
+            "nats://api:sekrit-in-url@n1:4222",
         ])
         .unwrap();
         let Command::Up(args) = cli.command else {
@@ -695,6 +699,17 @@ mod tests {
         let cfg = args.into_config().unwrap();
         let shown = format!("{cfg:?}");
         assert!(!shown.contains("sekrit"), "{shown}");
+        let args = Cli::try_parse_from([
+            "gallery",
+            "up",
+            "--secret",
+            "sekrit-0123456789abcdef0123456789abcdef",
+            "--nats-password",
+            "sekrit-nats",
+        ])
+        .unwrap();
+        let shown_args = format!("{args:?}");
+        assert!(!shown_args.contains("sekrit"), "{shown_args}");
         assert_eq!(
             cfg.secret.as_deref(),
             Some("sekrit-link-signing-0123456789abcdef0123")

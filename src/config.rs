@@ -33,7 +33,7 @@ pub struct AppConfig {
     pub data_dir: PathBuf,
     /// One URL or a comma-separated list of a cluster's servers. `None`: start a nats-server
     /// child with its store under the data dir.
-    pub nats_url: Option<String>,
+    pub nats_url: Option<NatsUrl>,
     /// Credentials and TLS for an external NATS.
     pub nats_auth: gallery_nats::NatsAuth,
     /// Copies of the stream when the api role creates it.
@@ -129,6 +129,36 @@ impl std::ops::Deref for Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// A NATS URL (list), which may carry `user:password@`: `Debug` shows it without them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsUrl(pub String);
+
+impl std::ops::Deref for NatsUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for NatsUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl std::fmt::Debug for NatsUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", gallery_nats::redact(&self.0))
     }
 }
 

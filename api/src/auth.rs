@@ -174,6 +174,18 @@ pub struct Grant {
     pub expires_at: DateTime<Utc>,
     /// The `kid` of the key that verified it (for logs).
     pub kid: String,
+    /// The end of that key's rotation window, if it is retiring: the grant ends there too.
+    pub key_until: Option<DateTime<Utc>>,
+}
+
+impl Grant {
+    /// When this grant stops allowing anything: its expiry, or its key's retirement if sooner.
+    pub fn valid_until(&self) -> DateTime<Utc> {
+        match self.key_until {
+            Some(until) => self.expires_at.min(until),
+            None => self.expires_at,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,13 +200,23 @@ pub enum AuthError {
     Keys(String),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct KeyEntry {
     pub kid: String,
     pub secret: String,
     /// After this instant the key verifies nothing (the end of a rotation window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_until: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("kid", &self.kid)
+            .field("secret", &"***")
+            .field("verify_until", &self.verify_until)
+            .finish()
+    }
 }
 
 struct TokenKey {
@@ -374,6 +396,7 @@ impl TokenKeys {
             rights,
             expires_at,
             kid: key.kid.clone(),
+            key_until: key.verify_until,
         })
     }
 }
@@ -419,13 +442,34 @@ impl std::str::FromStr for Switch {
 }
 
 impl Switch {
-    pub fn resolve(self, listen: std::net::SocketAddr) -> bool {
+    /// `auto` is on unless the api both listens on loopback and is published under a loopback
+    /// URL: a reverse proxy forwarding from the internet to 127.0.0.1 (its public URL names the
+    /// outside host) turns it on.
+    pub fn resolve(self, listen: std::net::SocketAddr, public_url: &str) -> bool {
         match self {
             Self::On => true,
             Self::Off => false,
-            Self::Auto => !listen.ip().is_loopback(),
+            Self::Auto => !listen.ip().is_loopback() || !is_loopback_url(public_url),
         }
     }
+}
+
+/// Whether a URL's host is a loopback name or address.
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or(v6)
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -601,10 +645,17 @@ mod tests {
 
     #[test]
     fn auto_is_open_on_loopback_only() {
-        assert!(!Switch::Auto.resolve("127.0.0.1:8080".parse().unwrap()));
-        assert!(!Switch::Auto.resolve("[::1]:8080".parse().unwrap()));
-        assert!(Switch::Auto.resolve("0.0.0.0:8080".parse().unwrap()));
-        assert!(Switch::On.resolve("127.0.0.1:1".parse().unwrap()));
-        assert!(!Switch::Off.resolve("0.0.0.0:1".parse().unwrap()));
+        let local = "http://127.0.0.1:8080";
+        assert!(!Switch::Auto.resolve("127.0.0.1:8080".parse().unwrap(), local));
+        assert!(!Switch::Auto.resolve("[::1]:8080".parse().unwrap(), "http://[::1]:8080/"));
+        assert!(!Switch::Auto.resolve("127.0.0.1:8080".parse().unwrap(), "http://localhost:8080"));
+        assert!(Switch::Auto.resolve("0.0.0.0:8080".parse().unwrap(), local));
+        // Behind a reverse proxy on the same host: loopback listen, public URL outside.
+        assert!(Switch::Auto.resolve(
+            "127.0.0.1:8080".parse().unwrap(),
+            "https://photos.example.com"
+        ));
+        assert!(Switch::On.resolve("127.0.0.1:1".parse().unwrap(), local));
+        assert!(!Switch::Off.resolve("0.0.0.0:1".parse().unwrap(), "https://x.example"));
     }
 }

@@ -40,9 +40,10 @@ pub fn router(state: AppState) -> Router {
     let mut reprocess = post(routes::images::reprocess);
     let mut subscribe = get(routes::ws::subscribe);
     if let Some(l) = &state.config.rate_limits {
-        create = limits::limit(create, l, l.links, l.token_links);
-        reprocess = limits::limit(reprocess, l, l.reprocess, l.reprocess);
-        subscribe = limits::limit(subscribe, l, l.ws, l.ws);
+        let keys = state.config.auth.as_ref();
+        create = limits::limit(create, l, keys, l.links, l.token_links);
+        reprocess = limits::limit(reprocess, l, keys, l.reprocess, l.reprocess);
+        subscribe = limits::limit(subscribe, l, keys, l.ws, l.ws);
     }
     Router::new()
         .route("/health", get(routes::health::health))

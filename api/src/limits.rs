@@ -151,19 +151,34 @@ impl KeyExtractor for AddressKey {
     }
 }
 
-/// Keys a request by its bearer token (a hash of it); requests without one share a key.
+/// What the per-token limit counts against: a token that verifies, or, for a request without
+/// a valid one, its address (random junk tokens must not each get a fresh quota, nor must
+/// token-less requests share one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TokenOrAddress {
+    Token(u64),
+    Address(IpAddr),
+}
+
 #[derive(Clone)]
-pub struct TokenKey;
+pub struct TokenKey {
+    keys: Arc<crate::auth::TokenKeys>,
+    address: AddressKey,
+}
 
 impl KeyExtractor for TokenKey {
-    type Key = u64;
+    type Key = TokenOrAddress;
 
-    fn extract<T>(&self, req: &Request<T>) -> Result<u64, GovernorError> {
+    fn extract<T>(&self, req: &Request<T>) -> Result<TokenOrAddress, GovernorError> {
         use std::hash::BuildHasher;
         static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
             std::sync::OnceLock::new();
-        let token = crate::access::bearer_token(req.headers()).unwrap_or_default();
-        Ok(SEED.get_or_init(Default::default).hash_one(token))
+        match crate::access::bearer_token(req.headers()) {
+            Some(token) if self.keys.verify(token, chrono::Utc::now()).is_ok() => Ok(
+                TokenOrAddress::Token(SEED.get_or_init(Default::default).hash_one(token)),
+            ),
+            _ => self.address.extract(req).map(TokenOrAddress::Address),
+        }
     }
 }
 
@@ -225,28 +240,36 @@ fn limited(err: GovernorError) -> Response<Body> {
     }
 }
 
-/// Wraps a route in a per-address and a per-token limit of `rate` (`token_rate` for the latter).
+/// Wraps a route in a per-address limit of `rate` and, where tokens exist (`keys`), a
+/// per-token limit of `token_rate`.
 pub fn limit<S>(
     route: axum::routing::MethodRouter<S>,
     limits: &RateLimits,
+    keys: Option<&Arc<crate::auth::TokenKeys>>,
     rate: Rate,
     token_rate: Rate,
 ) -> axum::routing::MethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let by_address = tower_governor::GovernorLayer::new(config(
-        rate,
-        AddressKey {
-            trusted: limits.trusted_proxy_header.clone(),
-        },
-    ))
-    .error_handler(limited);
-    let by_token =
-        tower_governor::GovernorLayer::new(config(token_rate, TokenKey)).error_handler(limited);
-    route
-        .layer::<_, std::convert::Infallible>(by_token)
-        .layer::<_, std::convert::Infallible>(by_address)
+    let address = AddressKey {
+        trusted: limits.trusted_proxy_header.clone(),
+    };
+    let by_address =
+        tower_governor::GovernorLayer::new(config(rate, address.clone())).error_handler(limited);
+    let route = match keys {
+        Some(keys) => {
+            let key = TokenKey {
+                keys: keys.clone(),
+                address,
+            };
+            route.layer::<_, std::convert::Infallible>(
+                tower_governor::GovernorLayer::new(config(token_rate, key)).error_handler(limited),
+            )
+        }
+        None => route,
+    };
+    route.layer::<_, std::convert::Infallible>(by_address)
 }
 
 #[cfg(test)]

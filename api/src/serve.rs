@@ -68,17 +68,21 @@ pub async fn serve(
     cfg: ServeConfig,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: without TLS there is no ALPN, browsers speak HTTP/1.1 here, and h2c
+    // would let one connection hold many slow streams past the header timeout.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout);
-    builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
     let per_address = Arc::new(PerAddress::default());
     let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Forget connections that ended (the set would otherwise keep their results).
+        while connections.try_join_next().is_some() {}
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
             permit = slots.clone().acquire_owned() => permit.expect("never closed"),
@@ -106,10 +110,14 @@ pub async fn serve(
             },
             None => None,
         };
+        // Held by the connection, and by a WebSocket that outlives it (see ConnectionSlot).
+        let slot = ConnectionSlot(Arc::new((permit, address_slot)));
         let io = TokioIo::new(IdleTimeout::new(stream, cfg.idle_timeout));
         let router = router.clone();
+        let request_slot = slot.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(request_slot.clone());
             let mut router = router.clone();
             async move { router.call(req).await }
         });
@@ -117,12 +125,11 @@ pub async fn serve(
             .serve_connection_with_upgrades(io, service)
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(err) = conn.await {
                 tracing::debug!(%peer, err = %err, "connection ended with an error");
             }
-            drop(permit);
-            drop(address_slot);
+            drop(slot);
         });
     }
     drop(listener);
@@ -130,16 +137,25 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::info!("open connections cut after the shutdown grace");
+        tracing::info!("cutting the connections still open after the shutdown grace");
+        connections.abort_all();
     }
     Ok(())
 }
+
+/// A connection's place under the server's caps (the global one and its address's). Every
+/// request carries it as an extension; a WebSocket handler keeps it for the socket's life,
+/// because the HTTP connection ends when it is upgraded and would otherwise free the place.
+#[derive(Clone)]
+pub struct ConnectionSlot(
+    #[allow(dead_code)] Arc<(tokio::sync::OwnedSemaphorePermit, Option<AddressSlot>)>,
+);
 
 /// Open connections per client address.
 #[derive(Default)]
 struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
 
-struct AddressSlot {
+pub struct AddressSlot {
     table: Arc<PerAddress>,
     ip: std::net::IpAddr,
 }

@@ -41,7 +41,7 @@ impl TestStack {
         let nats = NatsServer::start_temp().await?;
         let data = tempfile::Builder::new().prefix("gallery-e2e-").tempdir()?;
         let mut config = AppConfig::local(data.path());
-        config.nats_url = Some(nats.url());
+        config.nats_url = Some(nats.url().into());
         adjust(&mut config);
         let running = gallery::app::start(config.clone()).await?;
         let http = reqwest::Client::builder()

@@ -112,12 +112,12 @@ async fn each_role_works_through_its_own_permissions_and_can_do_nothing_more() {
     let server = shipped_server().await;
     let data = tempfile::tempdir().unwrap();
     let mut api_cfg = AppConfig::local(data.path());
-    api_cfg.nats_url = Some(server.address());
+    api_cfg.nats_url = Some(server.address().into());
     api_cfg.nats_auth = user("api", "NATS_API_PASSWORD");
     api_cfg.roles = Roles::Api;
     let api = gallery::app::start(api_cfg).await.unwrap();
     let mut proc_cfg = AppConfig::local(data.path());
-    proc_cfg.nats_url = Some(server.address());
+    proc_cfg.nats_url = Some(server.address().into());
     proc_cfg.nats_auth = user("processor", "NATS_PROCESSOR_PASSWORD");
     proc_cfg.roles = Roles::Processor;
     let processor = gallery::app::start(proc_cfg).await.unwrap();
@@ -178,6 +178,28 @@ async fn each_role_works_through_its_own_permissions_and_can_do_nothing_more() {
         !matches!(redrive, Ok(Ok(_))),
         "the processor asked for a re-drive"
     );
+
+    // The durable consumers are not the processor's to remove.
+    assert!(
+        js.delete_consumer_from_stream("upload-watcher", "IMAGES")
+            .await
+            .is_err()
+    );
+    assert!(
+        js.delete_consumer_from_stream("processor", "IMAGES")
+            .await
+            .is_err()
+    );
+    // An operator (admin) asks for a re-drive, and the api answers.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        admin.request(gallery_schema::subjects::ADMIN_REDRIVE, "{}".into()),
+    )
+    .await
+    .expect("an answer within 10 s")
+    .expect("the api answers an admin's re-drive request");
+    let reply: Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert!(reply.get("found").is_some(), "{reply}");
 
     // The api can't delete or purge the log either.
     let api_client =
@@ -263,13 +285,14 @@ async fn the_service_runs_over_tls_to_nats_with_a_ca_of_our_own() {
     // The whole stack over TLS.
     let data = tempfile::tempdir().unwrap();
     let mut cfg = AppConfig::local(data.path());
-    cfg.nats_url = Some(url.clone());
+    cfg.nats_url = Some(url.clone().into());
     cfg.nats_auth = auth.clone();
     let running = gallery::app::start(cfg).await.unwrap();
     sample_flow(&running.base_url()).await;
     running.stop().await;
 
-    // A client that doesn't trust our CA, or doesn't speak TLS, is refused.
+    // A client that trusts another CA, or only the public roots, can't connect: the server's
+    // certificate is ours alone.
     let wait = Duration::from_secs(3);
     for bad in [
         NatsAuth {

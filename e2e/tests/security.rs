@@ -267,6 +267,39 @@ async fn websockets_take_the_token_as_a_subprotocol_and_check_the_origin() {
         ),
     }
 
+    // A socket ends when its token does (1008), not only at the next connect.
+    let brief = keys
+        .mint(
+            &Scope::parse("sec-ws").unwrap(),
+            Rights::parse("subscribe").unwrap(),
+            Utc::now() + TimeDelta::seconds(2),
+        )
+        .unwrap();
+    let (_, mut short) = ws_handshake(
+        &stack,
+        "sec-ws",
+        &[(
+            "sec-websocket-protocol",
+            format!("gallery.v1, gallery.bearer.{brief}"),
+        )],
+    )
+    .await
+    .expect("handshake");
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match short.stream.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .expect("closed when the token expired");
+    let frame = closed.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 1008);
+    assert!(frame.reason.contains("expired"), "{frame:?}");
+
     // A 1 MiB message from a client ends its socket.
     let (_, mut ws) = ws_handshake(&stack, "sec-ws", &[("sec-websocket-protocol", offer)])
         .await
@@ -291,7 +324,7 @@ async fn websockets_take_the_token_as_a_subprotocol_and_check_the_origin() {
 async fn admins_mint_narrower_tokens_and_rotated_keys_keep_working_for_their_window() {
     let mut stack = secured().await;
     let keys = keys_of(&stack);
-    let tenant_admin = mint(&keys, "tenant-*", "admin");
+    let tenant_admin = mint(&keys, "tenant-*", "read,subscribe,admin");
     let reader = mint(&keys, "tenant-1", "read");
 
     let ask = json!({"project": "tenant-1", "rights": ["read", "subscribe"], "ttl": "1h"});
@@ -325,6 +358,13 @@ async fn admins_mint_narrower_tokens_and_rotated_keys_keep_working_for_their_win
         .await
         .unwrap();
     assert_error(s, &b, 403, "forbidden");
+    // Nor rights the caller doesn't hold itself.
+    let more = json!({"project": "tenant-1", "rights": "upload"});
+    let (s, b) = stack
+        .post_json_as("/tokens", &more, Some(&tenant_admin))
+        .await
+        .unwrap();
+    assert_error(s, &b, 403, "forbidden");
     let (s, b) = stack.post_json_as("/tokens", &ask, None).await.unwrap();
     assert_error(s, &b, 401, "unauthorized");
 
@@ -345,6 +385,20 @@ async fn admins_mint_narrower_tokens_and_rotated_keys_keep_working_for_their_win
     stack.restart(|_| {}).await.unwrap();
     let rotated = keys_of(&stack);
     assert_eq!(rotated.signing_kid(), "k-next");
+    // A token of the retiring key can't be renewed past the key's window under the new key.
+    let window_end = entries[1].verify_until.unwrap();
+    let long = json!({"project": "tenant-1", "rights": "read", "ttl": "30d"});
+    let (s, renewed) = stack
+        .post_json_as("/tokens", &long, Some(&tenant_admin))
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "{renewed}");
+    let renewed_until =
+        chrono::DateTime::parse_from_rfc3339(renewed["expires_at"].as_str().unwrap()).unwrap();
+    assert!(
+        renewed_until <= window_end + TimeDelta::seconds(1),
+        "{renewed}"
+    );
     let fresh = mint(&rotated, "tenant-1", "read");
     for token in [&reader, &fresh] {
         let (s, b) = stack
@@ -859,7 +913,21 @@ async fn websocket_connects_and_connections_per_address_are_capped() {
         }
     }
     assert_eq!(outcomes, vec![101, 101, 101, 429, 429]);
-    drop(open);
+    // Open sockets count against the address's connections even though their HTTP
+    // connections ended with the upgrade: with three open, one more connection fits.
+    let mut fourth = connect_from("127.0.0.7").await;
+    fourth
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = fourth.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut over = connect_from("127.0.0.7").await;
+    let mut answer = String::new();
+    over.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    drop((open, fourth));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Connections: four held open from one address; the fifth gets a 429 and is closed,

@@ -85,7 +85,8 @@ pub fn parse_mint(body: &[u8]) -> ApiResult<MintRequest> {
     Ok(MintRequest { scope, rights, ttl })
 }
 
-/// Mints a token inside the caller's scope, expiring no later than the caller's own token.
+/// Mints a token inside the caller's scope and rights, expiring no later than the caller's own
+/// token.
 pub async fn mint(
     State(state): State<AppState>,
     access: Access,
@@ -108,9 +109,20 @@ pub async fn mint(
             format!("the token does not grant admin on {}", req.scope),
         ));
     }
+    // Never wider than the caller: its rights, and its lifetime (which ends with a retiring
+    // key's window, so a retiring key's tokens can't be renewed under the new one).
+    if !grant.rights.covers(req.rights) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the token grants {} only; it can't mint {}",
+                grant.rights, req.rights
+            ),
+        ));
+    }
     let wanted = Utc::now()
         + chrono::TimeDelta::from_std(req.ttl).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let expires_at = wanted.min(grant.expires_at);
+    let expires_at = wanted.min(grant.valid_until());
     let token = keys
         .mint(&req.scope, req.rights, expires_at)
         .map_err(|e| ApiError::internal("minting a token", e))?;

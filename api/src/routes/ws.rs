@@ -34,6 +34,7 @@ use crate::view::ws_message;
 
 /// Close codes (RFC 6455 and the IANA registry).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_INTERNAL: u16 = 1011;
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
@@ -49,6 +50,9 @@ pub struct Keepalive {
     /// Closed when nothing (no pong, no message) came for this long.
     pub dead_after: Duration,
     pub send_timeout: Duration,
+    /// When the token the socket was opened with stops being valid: the socket is closed then
+    /// (1008), and the client reconnects with a fresh token and `?since`.
+    pub token_until: Option<tokio::time::Instant>,
 }
 
 impl Keepalive {
@@ -57,6 +61,7 @@ impl Keepalive {
             ping_every,
             dead_after: ping_every * 3,
             send_timeout: SEND_TIMEOUT,
+            token_until: None,
         }
     }
 }
@@ -69,6 +74,7 @@ pub struct WsQuery {
 pub async fn subscribe(
     State(state): State<AppState>,
     access: Access,
+    slot: Option<axum::Extension<crate::serve::ConnectionSlot>>,
     headers: axum::http::HeaderMap,
     Path(project): Path<String>,
     Query(q): Query<WsQuery>,
@@ -91,6 +97,13 @@ pub async fn subscribe(
     access.signed_in()?;
     let project = ProjectId::parse(&project)?;
     access.require(&project, Right::Subscribe)?;
+    // The socket ends when its token does.
+    let token_until = access.grant().map(|g| {
+        let left = (g.valid_until() - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        tokio::time::Instant::now() + left
+    });
     let upgrade = upgrade
         .map_err(|e| ApiError::invalid(format!("this endpoint speaks WebSocket only: {e}")))?
         .max_message_size(MAX_INCOMING)
@@ -114,8 +127,21 @@ pub async fn subscribe(
         }
         None => None,
     };
-    Ok(upgrade
-        .on_upgrade(move |socket| serve(state, socket, project, since.unwrap_or(0), replay, live)))
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        // Holds the connection's slot (the server's caps) for as long as the socket lives:
+        // the HTTP connection itself ended with the upgrade.
+        let _slot = slot;
+        serve(
+            state,
+            socket,
+            project,
+            since.unwrap_or(0),
+            replay,
+            live,
+            token_until,
+        )
+        .await
+    }))
 }
 
 /// `?since=`: absent or empty for live only, else a stream sequence (pure, fuzzed).
@@ -136,12 +162,14 @@ async fn serve(
     since: u64,
     replay: Option<BoxStream<'static, Result<StoredEvent, ReadError>>>,
     live: broadcast::Receiver<Arc<StoredEvent>>,
+    token_until: Option<tokio::time::Instant>,
 ) {
     static SOCKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let socket_id = SOCKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let span = tracing::info_span!("websocket", socket_id, %project, since);
     let (tx, rx) = socket.split();
-    let keepalive = Keepalive::every(state.config.ws_ping_every);
+    let mut keepalive = Keepalive::every(state.config.ws_ping_every);
+    keepalive.token_until = token_until;
     let render = move |e: &StoredEvent| {
         serde_json::to_string(&ws_message(e, &links(&state))).expect("plain JSON")
     };
@@ -192,8 +220,20 @@ pub async fn pump<Tx, Rx, E>(
     let mut ping = tokio::time::interval(keepalive.ping_every);
     ping.tick().await;
     let mut last_heard = tokio::time::Instant::now();
+    let token_ends = async {
+        match keepalive.token_until {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(token_ends);
     loop {
         tokio::select! {
+            () = &mut token_ends => {
+                let reason = format!("the token expired; reconnect with a fresh one and ?since={last_sent}");
+                close(&mut tx, CLOSE_POLICY, &reason).await;
+                return;
+            }
             incoming = rx.next() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
                 // Pongs (and pings, answered by the protocol layer) show the peer is alive;
