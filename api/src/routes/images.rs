@@ -122,24 +122,6 @@ pub async fn create(
     access.signed_in()?;
     let req = parse_create(&body, state.config.max_upload_bytes)?;
     access.require(&req.project_id, Right::Upload)?;
-    if let Some(cap) = state.config.max_pending_links {
-        let waiting = state
-            .projector
-            .store
-            .awaiting_upload(&req.project_id)
-            .map_err(|e| ApiError::internal("counting pending links", e))?;
-        if waiting >= cap {
-            return Err(ApiError::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "project {} has {waiting} upload links waiting for their upload (the cap is \
-                     {cap}); use them or let them expire",
-                    req.project_id
-                ),
-            )
-            .retry_after(60));
-        }
-    }
     let mut image_id = ImageId::new_v7();
     // With an Idempotency-Key the key is reserved for this image first; a retry finds the
     // reservation (or the answer) and goes on with the same image.
@@ -166,6 +148,26 @@ pub async fn create(
         }
         None => None,
     };
+    // The cap on waiting links (after the idempotency check: a retry is not a new link). A
+    // soft cap: requests racing each other may pass it together by a few.
+    if let Some(cap) = state.config.max_pending_links {
+        let waiting = state
+            .projector
+            .store
+            .awaiting_upload(&req.project_id)
+            .map_err(|e| ApiError::internal("counting pending links", e))?;
+        if waiting >= cap {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "project {} has {waiting} upload links waiting for their upload (the cap is \
+                     {cap}); use them or let them expire",
+                    req.project_id
+                ),
+            )
+            .retry_after(60));
+        }
+    }
     let key = gallery_schema::keys::original_key(&req.project_id, &image_id);
     let ttl = TimeDelta::from_std(state.config.upload_link_ttl).unwrap_or(TimeDelta::minutes(15));
     // Whole seconds (the link carries seconds and the event must agree), rounded up so a link

@@ -56,6 +56,11 @@ impl Params {
     }
 }
 
+/// How long the form's fields (before the file) may take to arrive.
+const FIELDS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+/// Fields before the file: the link's five, and room for what S3 clients add.
+const MAX_FIELDS: usize = 32;
+
 fn required(v: Option<String>, name: &str) -> ApiResult<String> {
     v.ok_or_else(|| {
         ApiError::invalid(format!(
@@ -88,13 +93,31 @@ pub async fn upload(
         ))
     })?;
     let mut params = Params::default();
+    // Before the file, the form is a few small fields: they must arrive within
+    // FIELDS_DEADLINE, and at most MAX_FIELDS of them (unknown ones are skipped, as S3 does).
+    let fields_by = tokio::time::Instant::now() + FIELDS_DEADLINE;
+    let mut seen = 0;
     loop {
-        let Some(field) = form.next_field().await.map_err(multipart_error)? else {
+        let next = tokio::time::timeout_at(fields_by, form.next_field())
+            .await
+            .map_err(|_| {
+                ApiError::invalid(format!(
+                    "the form's fields did not arrive within {}s",
+                    FIELDS_DEADLINE.as_secs()
+                ))
+            })?;
+        let Some(field) = next.map_err(multipart_error)? else {
             return Err(ApiError::invalid("no field named \"file\" in the form"));
         };
         let name = field.name().unwrap_or_default().to_ascii_lowercase();
         if name == "file" {
             return receive_file(&state, image, params, field).await;
+        }
+        seen += 1;
+        if seen > MAX_FIELDS {
+            return Err(ApiError::invalid(format!(
+                "more than {MAX_FIELDS} form fields before the file"
+            )));
         }
         let slot = match name.as_str() {
             "key" => &mut params.key,
@@ -107,7 +130,11 @@ pub async fn upload(
         // Read in chunks and stop early: a form field is a few dozen bytes, never megabytes.
         let mut field = field;
         let mut raw = Vec::new();
-        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        while let Some(chunk) = tokio::time::timeout_at(fields_by, field.chunk())
+            .await
+            .map_err(|_| ApiError::invalid("a form field did not arrive in time"))?
+            .map_err(multipart_error)?
+        {
             raw.extend_from_slice(&chunk);
             if raw.len() > 1024 {
                 return Err(ApiError::invalid(format!(
