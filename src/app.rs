@@ -215,7 +215,6 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
              (--auth on to require tokens; `gallery token` mints them)"
         );
         tracing::warn!("{note}");
-        eprintln!("{note}");
     }
     if let Some(origins) = &cfg.allowed_origins {
         api.allowed_origins = origins.iter().map(|o| o.trim().to_owned()).collect();
@@ -230,7 +229,6 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
              the limiter; --rate-limits on to apply them)"
         );
         tracing::info!("{note}");
-        eprintln!("{note}");
     }
     api.upload_link_ttl = cfg.upload_link_ttl;
     api.download_link_ttl = cfg.download_link_ttl;
