@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub mod garage;
 pub mod procs;
+pub mod secure;
 pub mod tally;
 
 pub const WAIT: Duration = Duration::from_secs(60);
