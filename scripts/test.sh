@@ -7,6 +7,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 "$ROOT/scripts/ensure-build-deps.sh"
+# The browser test drives Debian's chromium with playwright-core.
+"$ROOT/scripts/ensure-browser.sh"
 GALLERY_NATS_SERVER="$("$ROOT/scripts/ensure-nats-server.sh")"
 export GALLERY_NATS_SERVER
 # The S3-mode tests run a real Garage unless they are pointed at another endpoint.

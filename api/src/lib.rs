@@ -46,6 +46,9 @@ pub fn router(state: AppState) -> Router {
         subscribe = limits::limit(subscribe, l, keys, l.ws, l.ws);
     }
     Router::new()
+        .route("/", get(routes::web::index))
+        .route("/web/app.js", get(routes::web::app_js))
+        .route("/web/style.css", get(routes::web::style))
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
         .route("/config", get(routes::tokens::config))

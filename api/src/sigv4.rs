@@ -147,6 +147,20 @@ pub fn presign_get(
     now: DateTime<Utc>,
     expires_secs: u64,
 ) -> String {
+    presign("GET", base, path, &[], creds, now, expires_secs)
+}
+
+/// A presigned URL for any method, with extra query parameters (`("cors", "")` for a bucket's
+/// CORS configuration, say) signed in; the payload is unsigned.
+pub fn presign(
+    method: &str,
+    base: &str,
+    path: &str,
+    extra_query: &[(&str, &str)],
+    creds: &Credentials,
+    now: DateTime<Utc>,
+    expires_secs: u64,
+) -> String {
     let host = signed_host(base);
     let date = now.format("%Y%m%d").to_string();
     let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
@@ -155,12 +169,23 @@ pub fn presign_get(
         creds.access_key_id, creds.region
     );
     let path = uri_encode(path, true);
-    // Already in sorted order.
-    let query = format!(
-        "X-Amz-Algorithm={ALGORITHM}&X-Amz-Credential={}&X-Amz-Date={amz_date}&X-Amz-Expires={expires_secs}&X-Amz-SignedHeaders=host",
-        uri_encode(&credential, false)
-    );
-    let canonical = format!("GET\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
+    let mut params: Vec<(String, String)> = vec![
+        ("X-Amz-Algorithm".into(), ALGORITHM.into()),
+        ("X-Amz-Credential".into(), uri_encode(&credential, false)),
+        ("X-Amz-Date".into(), amz_date.clone()),
+        ("X-Amz-Expires".into(), expires_secs.to_string()),
+        ("X-Amz-SignedHeaders".into(), "host".into()),
+    ];
+    for (k, v) in extra_query {
+        params.push((uri_encode(k, false), uri_encode(v, false)));
+    }
+    params.sort();
+    let query = params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let canonical = format!("{method}\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
     let to_sign = format!(
         "{ALGORITHM}\n{amz_date}\n{date}/{}/s3/aws4_request\n{}",
         creds.region,

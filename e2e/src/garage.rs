@@ -233,3 +233,40 @@ impl Drop for S3Server {
         }
     }
 }
+
+impl S3Server {
+    /// Lets web pages of `origin` upload to the bucket with the POST form and read the answer
+    /// (PutBucketCors, as README "S3 mode" tells operators to do).
+    pub async fn allow_browser_origin(&self, origin: &str) -> anyhow::Result<()> {
+        let c = &self.config;
+        let endpoint = c.endpoint.clone().context("an endpoint")?;
+        let creds = gallery_api::sigv4::Credentials {
+            access_key_id: c.access_key_id.clone(),
+            secret_access_key: c.secret_access_key.clone(),
+            region: c.region.clone(),
+        };
+        let url = gallery_api::sigv4::presign(
+            "PUT",
+            &endpoint,
+            &format!("/{}", c.bucket),
+            &[("cors", "")],
+            &creds,
+            chrono::Utc::now(),
+            300,
+        );
+        let body = format!(
+            "<CORSConfiguration><CORSRule><AllowedOrigin>{origin}</AllowedOrigin>\
+             <AllowedMethod>POST</AllowedMethod><AllowedMethod>GET</AllowedMethod>\
+             <AllowedMethod>HEAD</AllowedMethod><AllowedHeader>*</AllowedHeader>\
+             <ExposeHeader>ETag</ExposeHeader></CORSRule></CORSConfiguration>"
+        );
+        let resp = reqwest::Client::new().put(url).body(body).send().await?;
+        let status = resp.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "PutBucketCors: {status}: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        Ok(())
+    }
+}

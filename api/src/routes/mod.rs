@@ -7,6 +7,7 @@ pub mod images;
 pub mod projects;
 pub mod tokens;
 pub mod uploads;
+pub mod web;
 pub mod ws;
 
 use std::time::Duration;
