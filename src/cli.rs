@@ -25,6 +25,14 @@ use crate::config::{
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text, or as JSON objects (one per line) for log pipelines.
+    #[arg(
+        long,
+        global = true,
+        env = "GALLERY_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]

@@ -49,7 +49,7 @@ fn keep_freed_memory() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // One TLS crypto backend for every client (NATS, S3), chosen before any connection.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    gallery::telemetry::init();
+    gallery::telemetry::init(cli.log_format);
     match cli.command {
         Command::Up(args) => gallery::app::run_until_signal(args.into_config()?).await,
         Command::Api(args) => gallery::app::run_until_signal(args.into_config()?).await,

@@ -56,8 +56,11 @@ fn argv(service: &Value) -> Vec<String> {
         .clone();
     let mut args = vec!["gallery".to_owned()];
     args.extend(command);
+    // The subcommand's own arguments and the global ones (`--log-format`).
+    let root = Cli::command();
     let known: BTreeMap<String, clap::Arg> = sub
         .get_arguments()
+        .chain(root.get_arguments().filter(|a| a.is_global_set()))
         .filter_map(|a| Some((a.get_env()?.to_string_lossy().into_owned(), a.clone())))
         .collect();
     for (name, value) in env_of(service) {

@@ -100,6 +100,7 @@ impl Access {
     /// For routes that name the project: 401 without a token, 403 for another project or a
     /// missing right.
     pub fn require(&self, project: &ProjectId, right: Right) -> ApiResult<()> {
+        crate::request_id::record(project, None::<&ImageId>);
         match self {
             Self::Open => Ok(()),
             Self::Anonymous => Err(unauthorized()),
@@ -117,6 +118,12 @@ impl Access {
     pub fn image(&self, state: &AppState, id: &ImageId, right: Right) -> ApiResult<Record> {
         self.signed_in()?;
         let rec = crate::routes::load_record(state, id)?;
+        if let Self::Token(g) = self
+            && !g.scope.covers(&rec.project_id)
+        {
+            return Err(ApiError::not_found("image"));
+        }
+        crate::request_id::record(&rec.project_id, Some(id));
         match self {
             Self::Token(g) if !g.scope.covers(&rec.project_id) => Err(ApiError::not_found("image")),
             Self::Token(g) if !g.rights.contains(right) => Err(missing(right, &rec.project_id)),

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod limits;
 pub mod readiness;
 pub mod reconciler;
+pub mod request_id;
 pub mod routes;
 pub mod serve;
 pub mod signing;
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
             }
         })
         .with_state(state)
+        .layer(axum::middleware::from_fn(request_id::layer))
 }
 
 /// Serves until `shutdown` fires, then lets open requests finish (with the default timeouts

@@ -2,6 +2,13 @@
 //! (`Nats-Expected-Last-Subject-Sequence` over `images.<p>.<i>.*`), so two writers racing on
 //! one image can't interleave: the loser gets [`AppendError::Conflict`] and re-reads.
 
+tokio::task_local! {
+    /// The id of the HTTP request being served (set by the api's request-id layer, or by the
+    /// processor for the request that caused its job); appended events carry it in
+    /// [`gallery_schema::subjects::HEADER_REQUEST_ID`].
+    pub static REQUEST_ID: String;
+}
+
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use gallery_schema::subjects::{
@@ -70,6 +77,11 @@ impl EventLog {
     pub async fn append(&self, event: &Event, guard: Guard) -> Result<Appended, AppendError> {
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_MSG_ID, event.msg_id().as_str());
+        if let Ok(id) = REQUEST_ID.try_with(Clone::clone)
+            && !id.is_empty()
+        {
+            headers.insert(gallery_schema::subjects::HEADER_REQUEST_ID, id.as_str());
+        }
         if let Guard::LastImageSeq(seq) = guard {
             headers.insert(HEADER_EXPECTED_LAST_SUBJECT_SEQ, seq.to_string().as_str());
             headers.insert(

@@ -11,7 +11,7 @@ pub mod read;
 pub mod server;
 pub mod topology;
 
-pub use append::{AppendError, Appended, EventLog, Guard};
+pub use append::{AppendError, Appended, EventLog, Guard, REQUEST_ID};
 pub use read::{ReadError, StoredEvent};
 pub use server::{NatsCluster, NatsServer, ServerError, find_nats_server};
 pub use topology::{ProcessorConsumerConfig, Replicas, TopologyError};

@@ -192,14 +192,28 @@ async fn handle(
         let _ = msg.ack_with(AckKind::Term).await;
         return;
     };
+    // The request that caused this job (an upload, a reprocess): its id goes on the job's log
+    // lines and on the events the job appends.
+    let request_id = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(gallery_schema::subjects::HEADER_REQUEST_ID))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
     let span = tracing::info_span!(
         "job",
+        request_id = %request_id,
         project_id = %trigger.project,
         image_id = %trigger.image,
         generation = trigger.generation,
         delivered
     );
-    let job = job::process(ctx, &trigger, delivered.max(1) as u32).instrument(span.clone());
+    let job = gallery_nats::REQUEST_ID
+        .scope(
+            request_id,
+            job::process(ctx, &trigger, delivered.max(1) as u32),
+        )
+        .instrument(span.clone());
     tokio::pin!(job);
     let mut progress = tokio::time::interval(ack_wait / 3);
     progress.tick().await;

@@ -22,6 +22,9 @@ pub const LEASE_BUCKET: &str = "gallery-leases";
 pub const ADMIN_REDRIVE: &str = "gallery.admin.redrive";
 
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+/// The id of the HTTP request that caused an event (logs follow it from the api to the
+/// processor); absent on events no request caused.
+pub const HEADER_REQUEST_ID: &str = "Gallery-Request-Id";
 pub const HEADER_EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
 pub const HEADER_EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: &str =
     "Nats-Expected-Last-Subject-Sequence-Subject";

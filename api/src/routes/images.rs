@@ -168,6 +168,7 @@ pub async fn create(
             .retry_after(60));
         }
     }
+    crate::request_id::record(&req.project_id, Some(&image_id));
     let key = gallery_schema::keys::original_key(&req.project_id, &image_id);
     let ttl = TimeDelta::from_std(state.config.upload_link_ttl).unwrap_or(TimeDelta::minutes(15));
     // Whole seconds (the link carries seconds and the event must agree), rounded up so a link

@@ -1,0 +1,108 @@
+//! What an operator sees: a request id on every response (the client's, or a generated one),
+//! carried by every event the request causes, through the processor's events too, so one grep
+//! follows an image from the api to its versions.
+
+use std::time::Duration;
+
+use gallery_e2e::{TestStack, jpeg_photo};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_request_id_follows_an_image_from_the_api_through_the_processor() {
+    let stack = TestStack::start().await.unwrap();
+    // Generated when the client sends none.
+    let resp = stack.http.get(stack.url("/health")).send().await.unwrap();
+    let generated = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 32, "{generated}");
+    // A client's own id is kept and returned; a hostile one is replaced.
+    let resp = stack
+        .http
+        .post(stack.url("/images/"))
+        .header("x-request-id", "trace-create-1")
+        .json(&json!({"filename": "a.jpg", "project_id": "traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-create-1");
+    let link: Value = resp.json().await.unwrap();
+    let resp = stack
+        .http
+        .get(stack.url("/projects/traced/images"))
+        .header("x-request-id", "has spaces and <tags>")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.headers()["x-request-id"], "has spaces and <tags>");
+
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in link["params"].as_object().unwrap() {
+        form = form.text(k.clone(), v.as_str().unwrap().to_owned());
+    }
+    form = form.part(
+        "file",
+        reqwest::multipart::Part::bytes(jpeg_photo(300, 200))
+            .file_name("a.jpg")
+            .mime_str("image/jpeg")
+            .unwrap(),
+    );
+    let resp = stack
+        .http
+        .post(link["upload_link"].as_str().unwrap())
+        .header("x-request-id", "trace-upload-1")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let id = link["image_id"].as_str().unwrap();
+    stack.wait_state(id, "done").await.unwrap();
+
+    // Every event of the image names the request that caused it.
+    let client = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("IMAGES").await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut seen = Vec::new();
+    for seq in 1..=last {
+        let msg = stream.get_raw_message(seq).await.unwrap();
+        if !msg.subject.contains(id) {
+            continue;
+        }
+        let kind = msg.subject.rsplit('.').next().unwrap().to_owned();
+        let request = msg
+            .headers
+            .get(gallery_schema::subjects::HEADER_REQUEST_ID)
+            .map(|v| v.as_str().to_owned());
+        seen.push((kind, request));
+    }
+    let by = |kind: &str| {
+        seen.iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, r)| r.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        by("upload_requested"),
+        [Some("trace-create-1".to_owned())],
+        "{seen:?}"
+    );
+    assert_eq!(
+        by("uploaded"),
+        [Some("trace-upload-1".to_owned())],
+        "{seen:?}"
+    );
+    for kind in ["processing_started", "processed"] {
+        assert_eq!(
+            by(kind),
+            [Some("trace-upload-1".to_owned())],
+            "{kind}: {seen:?}"
+        );
+    }
+    assert_eq!(
+        by("version_rendered"),
+        vec![Some("trace-upload-1".to_owned()); 4],
+        "{seen:?}"
+    );
+}
