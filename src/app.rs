@@ -34,6 +34,8 @@ use crate::supervise::Supervisor;
 /// A started stack. [`Running::stop`] shuts it down in order.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served (the api role; a processor serves it on `addr`).
+    pub metrics_addr: Option<SocketAddr>,
     pub nats_url: String,
     /// Stops the http listener, the processor's pulls and the upload watcher.
     intake: CancellationToken,
@@ -261,6 +263,8 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
     } else {
         None
     };
+    // Every role records into the one Prometheus recorder from here on.
+    let _ = crate::telemetry::metrics();
     let (nats_url, nats, client) =
         connect_nats(&cfg.data_dir, cfg.nats_url.as_deref(), &cfg.nats_auth).await?;
     let js = async_nats::jetstream::new(client.clone());
@@ -378,6 +382,14 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         );
         gallery_api::router(state)
     } else {
+        // A processor's health port serves its metrics too.
+        let sampler = (js.clone(), intake.clone());
+        intake_tasks.spawn(crate::telemetry::sample(
+            sampler.0,
+            None,
+            Duration::from_secs(5),
+            sampler.1,
+        ));
         gallery_api::health_router(Arc::new(Readiness {
             client: client.clone(),
             js: js.clone(),
@@ -386,7 +398,34 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
             roles: board.clone(),
             max_lag: 0,
         }))
+        .merge(crate::telemetry::metrics_router())
     };
+    // The api's metrics on their own (loopback) listener, and what the log says, sampled.
+    let mut metrics_addr = None;
+    if let (true, Some(listen)) = (cfg.roles.api(), cfg.metrics_listen) {
+        let listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("binding the metrics listener {listen}"))?;
+        listener.set_nonblocking(true)?;
+        metrics_addr = Some(listener.local_addr()?);
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let stop = intake.clone();
+        intake_tasks.spawn(async move {
+            let _ = gallery_api::serve::serve(
+                listener,
+                crate::telemetry::metrics_router(),
+                gallery_api::serve::ServeConfig::default(),
+                stop,
+            )
+            .await;
+        });
+        let projector = drain.as_ref().map(|(p, _)| p.clone());
+        intake_tasks.spawn(crate::telemetry::sample(
+            js.clone(),
+            projector,
+            Duration::from_secs(5),
+            intake.clone(),
+        ));
+    }
     let std_listener = Arc::new(std_listener);
     let mut serve_cfg = cfg.http;
     // Per-address connection caps need the real client address: not behind a proxy.
@@ -413,6 +452,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
     tracing::info!(%addr, roles = ?cfg.roles, "gallery is up");
     Ok(Running {
         addr,
+        metrics_addr,
         nats_url,
         intake,
         intake_tasks,

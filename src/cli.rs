@@ -338,6 +338,9 @@ impl S3Args {
 pub struct HttpArgs {
     #[arg(long, env = "GALLERY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Where Prometheus scrapes `/metrics` (loopback by default: it is for the operator).
+    #[arg(long, env = "GALLERY_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
     /// Base URL of links handed to clients; defaults to http://<listen>.
     #[arg(long, env = "GALLERY_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -593,6 +596,7 @@ fn base_config(
 impl HttpArgs {
     fn apply(&self, cfg: &mut AppConfig) -> anyhow::Result<()> {
         cfg.listen = self.listen;
+        cfg.metrics_listen = Some(self.metrics_listen);
         cfg.public_url = Some(self.public_url());
         cfg.secret = secret(
             self.secret.clone().map(|s| s.0),

@@ -39,6 +39,8 @@ pub struct AppConfig {
     /// Copies of the stream when the api role creates it.
     pub stream_replicas: Replicas,
     pub listen: SocketAddr,
+    /// Where `/metrics` is served (api and `up`; a processor serves it on its health port).
+    pub metrics_listen: Option<SocketAddr>,
     /// Base of the links handed out; `None`: http://<bound address>.
     pub public_url: Option<String>,
     pub secret: Option<Secret>,
@@ -219,6 +221,7 @@ impl AppConfig {
             nats_auth: gallery_nats::NatsAuth::default(),
             stream_replicas: Replicas::Auto,
             listen: "127.0.0.1:0".parse().expect("valid address"),
+            metrics_listen: Some("127.0.0.1:0".parse().expect("valid address")),
             public_url: None,
             secret: None,
             roles: Roles::All,

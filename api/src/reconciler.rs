@@ -145,6 +145,7 @@ pub async fn reconcile_once(
         match log.append(&event, Guard::LastImageSeq(rec.last_seq)).await {
             Ok(a) if !a.duplicate => {
                 redriven += 1;
+                metrics::counter!("gallery_redrives_total", "by" => "reconciler").increment(1);
                 tracing::warn!(
                     image_id = %rec.image_id,
                     project_id = %rec.project_id,

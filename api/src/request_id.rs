@@ -23,6 +23,12 @@ pub fn accept(raw: &str) -> Option<&str> {
 }
 
 pub async fn layer(mut req: Request, next: Next) -> Response {
+    // The route's template, never the raw path: no ids (and no projects) in metric labels.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
     let id = req
         .headers()
         .get(&HEADER)
@@ -47,7 +53,11 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         .await;
     // One line per request: at debug level (thousands a second are normal), 5xx at warn.
     let status = response.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let secs = started.elapsed().as_secs_f64();
+    let ms = secs * 1000.0;
+    metrics::counter!("gallery_http_requests_total", "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("gallery_http_request_duration_seconds", "route" => route).record(secs);
     if status >= 500 {
         tracing::warn!(parent: &span, status, ms, "request failed");
     } else {

@@ -276,9 +276,16 @@ async fn check(
             })
         }
     };
+    let uploaded = matches!(body, EventBody::Uploaded(_));
     let next = Event::new(event.project_id.clone(), event.image_id, body);
     match log.append(&next, Guard::LastImageSeq(last_seq)).await {
-        Ok(_) => Ok(None),
+        Ok(a) => {
+            if uploaded && !a.duplicate {
+                metrics::counter!("gallery_uploads_detected_total", "via" => "watcher")
+                    .increment(1);
+            }
+            Ok(None)
+        }
         // Someone else (the upload endpoint) wrote meanwhile: look again at once.
         Err(AppendError::Conflict) => Ok(Some(Duration::from_millis(10))),
         Err(e) => Err(e.to_string()),

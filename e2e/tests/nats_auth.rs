@@ -123,6 +123,17 @@ async fn each_role_works_through_its_own_permissions_and_can_do_nothing_more() {
     let processor = gallery::app::start(proc_cfg).await.unwrap();
 
     sample_flow(&api.base_url()).await;
+    // The processor's health port serves its metrics.
+    let metrics = reqwest::get(format!("{}/metrics", processor.base_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"gallery_jobs_total{outcome="done"} 1"#),
+        "{metrics}"
+    );
     // The flow needed nothing it isn't allowed.
     let log = server.log();
     let violations: Vec<&str> = log.lines().filter(|l| l.contains("Violation")).collect();

@@ -106,3 +106,82 @@ async fn a_request_id_follows_an_image_from_the_api_through_the_processor() {
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_the_sample_flow_without_project_labels() {
+    let stack = TestStack::start().await.unwrap();
+    let _ws = stack.ws("metered-project", None).await.unwrap();
+    let link = stack
+        .request_link("metered-project", "m.jpg")
+        .await
+        .unwrap();
+    let (status, _) = stack.upload(&link, jpeg_photo(640, 480)).await.unwrap();
+    assert_eq!(status, 201);
+    stack
+        .wait_state(link["image_id"].as_str().unwrap(), "done")
+        .await
+        .unwrap();
+    let addr = stack
+        .running
+        .as_ref()
+        .unwrap()
+        .metrics_addr
+        .expect("a metrics listener");
+    // The sampler runs every 5 s; its gauges exist from its first round.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let resp = stack
+            .http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let text = resp.text().await.unwrap();
+        if text.contains("gallery_consumer_pending") || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in:\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value(r#"gallery_http_requests_total{route="/images/",status="201"}"#),
+        1.0
+    );
+    assert_eq!(value("gallery_links_requested_total"), 1.0);
+    assert_eq!(value(r#"gallery_uploads_detected_total{via="api"}"#), 1.0);
+    for version in ["thumb", "big_thumb", "big_1920", "d2500"] {
+        let line = format!(r#"gallery_versions_rendered_total{{version="{version}"}}"#);
+        assert_eq!(value(&line), 1.0, "{version}");
+    }
+    assert_eq!(value(r#"gallery_jobs_total{outcome="done"}"#), 1.0);
+    assert_eq!(value("gallery_upload_to_done_seconds_count"), 1.0);
+    assert_eq!(value("gallery_render_duration_seconds_count"), 1.0);
+    assert!(text.contains("gallery_http_request_duration_seconds_bucket"));
+    assert_eq!(value("gallery_websocket_connections"), 1.0);
+    assert!(value(r#"gallery_consumer_pending{consumer="processor"}"#) >= 0.0);
+    assert!(value(r#"gallery_consumer_ack_pending{consumer="upload-watcher"}"#) >= 0.0);
+    assert!(value("gallery_projector_lag_events") >= 0.0);
+    // Routes by template, never by id; no project in any label.
+    assert!(text.contains(r#"route="/images/{id}""#), "{text}");
+    assert!(
+        !text.contains("metered-project"),
+        "a project in a label:\n{text}"
+    );
+    assert!(!text.contains(link["image_id"].as_str().unwrap()));
+}

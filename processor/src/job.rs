@@ -194,6 +194,7 @@ async fn process_inner(
     }
 
     let bytes = fetch_original(ctx, &key, &etag).await?;
+    let render_started = std::time::Instant::now();
     let _memory = ctx
         .memory
         .admit(render::budget::memory_needed(&bytes, ctx.limits))
@@ -244,7 +245,11 @@ async fn process_inner(
         },
     };
 
+    metrics::histogram!("gallery_render_duration_seconds")
+        .record(render_started.elapsed().as_secs_f64());
     for v in &rendered.versions {
+        metrics::counter!("gallery_versions_rendered_total", "version" => v.version.as_str())
+            .increment(1);
         let vkey = version_key(&t.project, &t.image, t.generation, v);
         // Deterministic keys: a retry overwrites with the same content.
         let mut options = PutOptions::default();
@@ -369,6 +374,7 @@ pub async fn record_failure(
     message: &str,
     retryable: bool,
 ) -> Result<(), JobOutcome> {
+    metrics::counter!("gallery_failures_total", "code" => code.as_str()).increment(1);
     for _ in 0..5 {
         let h = history(ctx, t).await?;
         if h.settled(t.generation) {

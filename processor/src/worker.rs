@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::job::{self, JobContext, Trigger};
-use crate::plan::{AckDecision, RetryPolicy, decide};
+use crate::plan::{AckDecision, JobOutcome, RetryPolicy, decide};
 use crate::pool::{WorkerCommand, WorkerPool};
 use crate::render::Limits;
 
@@ -242,6 +242,21 @@ async fn handle(
     let outcome = attempt.outcome;
     let decision = decide(&outcome, delivered, elapsed, retry);
     tracing::info!(parent: &span, ?outcome, ?decision, "job finished");
+    let label = match (&outcome, &decision) {
+        (JobOutcome::Completed, _) => "done",
+        (_, AckDecision::FailAndTerm { .. }) => "failed",
+        (_, AckDecision::Nak(_)) => "retry",
+        (_, AckDecision::Ack) => "skipped",
+    };
+    metrics::counter!("gallery_jobs_total", "outcome" => label).increment(1);
+    if matches!(outcome, JobOutcome::Completed)
+        && trigger.generation == 1
+        && let Some(at) = published
+        && let Ok(took) = (chrono::Utc::now() - at).to_std()
+    {
+        // From the upload being recorded to the image being done (first generation only).
+        metrics::histogram!("gallery_upload_to_done_seconds").record(took.as_secs_f64());
+    }
     let ack = match decision {
         AckDecision::Ack => msg.ack().await,
         AckDecision::Nak(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,

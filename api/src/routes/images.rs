@@ -215,6 +215,7 @@ pub async fn create(
         }
         Err(e) => return Err(ApiError::unavailable("recording the upload request", e)),
     };
+    metrics::counter!("gallery_links_requested_total").increment(1);
     let body = link_response(&state, &req.project_id, &image_id, &recorded);
     if let Some((store, bucket_key, body_sha256)) = idempotent {
         let stored = idempotency::Stored {

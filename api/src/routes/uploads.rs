@@ -310,7 +310,10 @@ pub(crate) async fn record_upload(
         .append(&event, Guard::LastImageSeq(rec.last_seq))
         .await
     {
-        Ok(a) => a,
+        Ok(a) => {
+            metrics::counter!("gallery_uploads_detected_total", "via" => "api").increment(1);
+            a
+        }
         Err(AppendError::Conflict) => {
             // Someone wrote first. If it was the upload watcher recording these very bytes,
             // the upload succeeded; anything else is a real conflict.

@@ -167,6 +167,15 @@ async fn serve(
     static SOCKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let socket_id = SOCKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let span = tracing::info_span!("websocket", socket_id, %project, since);
+    /// Counts the socket in `gallery_websocket_connections` while it lives.
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            metrics::gauge!("gallery_websocket_connections").decrement(1.0);
+        }
+    }
+    metrics::gauge!("gallery_websocket_connections").increment(1.0);
+    let _open = Open;
     let (tx, rx) = socket.split();
     let mut keepalive = Keepalive::every(state.config.ws_ping_every);
     keepalive.token_until = token_until;
@@ -255,6 +264,7 @@ pub async fn pump<Tx, Rx, E>(
                     last_sent = e.seq;
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
+                    metrics::counter!("gallery_websocket_dropped_total", "reason" => "behind").increment(1);
                     let reason = format!("too slow; reconnect with ?since={last_sent}");
                     close(&mut tx, CLOSE_TRY_AGAIN_LATER, &reason).await;
                     return;
@@ -268,6 +278,7 @@ pub async fn pump<Tx, Rx, E>(
                 if last_heard.elapsed() >= keepalive.dead_after {
                     let reason = format!("no pong; reconnect with ?since={last_sent}");
                     tracing::info!(%project, "closing a websocket whose peer stopped answering");
+                    metrics::counter!("gallery_websocket_dropped_total", "reason" => "no_pong").increment(1);
                     close(&mut tx, CLOSE_GOING_AWAY, &reason).await;
                     return;
                 }
@@ -287,6 +298,8 @@ async fn send<Tx: Sink<Message> + Unpin>(tx: &mut Tx, msg: Message, keepalive: &
         Ok(Err(_)) => false,
         Err(_) => {
             tracing::info!("dropping a websocket whose client stopped reading");
+            metrics::counter!("gallery_websocket_dropped_total", "reason" => "not_reading")
+                .increment(1);
             false
         }
     }
