@@ -63,6 +63,9 @@ impl Deployment {
         env.extend(extra);
         let mut api_env = env.clone();
         api_env.push(("GALLERY_LISTEN", format!("127.0.0.1:{port}")));
+        // A free port for /metrics, so nothing else on the machine (a developer's `gallery
+        // up` on the default 9464) can make the api fail to start.
+        api_env.push(("GALLERY_METRICS_LISTEN", "127.0.0.1:0".to_owned()));
         let api = Proc::spawn("api", &["api"], &api_env, dir.path())?;
         let client = Client::new(format!("http://127.0.0.1:{port}"));
         wait_ready(
