@@ -230,7 +230,14 @@ struct TokenKey {
 /// The signing key (first) and every key that verifies.
 pub struct TokenKeys {
     keys: Vec<TokenKey>,
+    /// Tokens verified already, by their text (a token always decodes to the same grant):
+    /// decrypting and parsing the claims costs ~30 us, a lookup well under 1 us. Expiry is
+    /// checked on every use; the cache is emptied when full.
+    verified: std::sync::Mutex<std::collections::HashMap<String, Grant>>,
 }
+
+/// Verified tokens kept at most.
+const VERIFIED_CACHE: usize = 10_000;
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -288,7 +295,10 @@ impl TokenKeys {
                 verify_until: e.verify_until,
             });
         }
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            verified: Default::default(),
+        })
     }
 
     pub fn from_json(text: &str) -> Result<Self, AuthError> {
@@ -358,6 +368,31 @@ impl TokenKeys {
         if token.len() > 4096 {
             return Err(AuthError::BadToken);
         }
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .cloned();
+        if let Some(grant) = cached {
+            // The crate checked expiry against the system clock when it first verified; from
+            // the cache, the grant's own end (expiry or key retirement) decides.
+            return if now < grant.valid_until() {
+                Ok(grant)
+            } else {
+                Err(AuthError::BadToken)
+            };
+        }
+        let grant = self.verify_uncached(token, now)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_CACHE {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), grant.clone());
+        Ok(grant)
+    }
+
+    fn verify_uncached(&self, token: &str, now: DateTime<Utc>) -> Result<Grant, AuthError> {
         let untrusted =
             UntrustedToken::<Local, V4>::try_from(token).map_err(|_| AuthError::BadToken)?;
         let mut footer = Footer::new();
