@@ -178,10 +178,17 @@ async fn a_link_flood_from_one_address_is_limited_while_another_address_is_serve
     .await
     .unwrap();
     let flooder = client_from("127.0.0.2");
+    let started = std::time::Instant::now();
     let (statuses, limited) = link_flood(&stack, &flooder, None, 40).await;
+    let took = started.elapsed().as_secs_f64();
     let served = statuses.iter().filter(|s| **s == 201).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();
-    assert!((5..=8).contains(&served), "{statuses:?}");
+    // The burst, plus what the rate (2/s) refilled while the flood lasted.
+    let most = 5 + (took * 2.0).ceil() as usize;
+    assert!(
+        (5..=most).contains(&served),
+        "{served} served in {took:.2} s: {statuses:?}"
+    );
     assert_eq!(served + refused, 40, "{statuses:?}");
     let (body, retry_after) = limited.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
@@ -219,12 +226,18 @@ async fn a_link_flood_with_one_token_is_limited_while_another_token_is_served() 
     stack.token = None;
     // From several addresses: the token, not the address, is what is limited.
     let mut statuses = Vec::new();
+    let started = std::time::Instant::now();
     for ip in ["127.0.0.4", "127.0.0.5", "127.0.0.6"] {
         let (s, _) = link_flood(&stack, &client_from(ip), Some(&noisy), 10).await;
         statuses.extend(s);
     }
     let served = statuses.iter().filter(|s| **s == 201).count();
-    assert!((5..=8).contains(&served), "{statuses:?}");
+    let took = started.elapsed().as_secs_f64();
+    let most = 5 + (took * 2.0).ceil() as usize;
+    assert!(
+        (5..=most).contains(&served),
+        "{served} served in {took:.2} s: {statuses:?}"
+    );
     let (quiet_statuses, _) = link_flood(&stack, &client_from("127.0.0.4"), Some(&quiet), 3).await;
     assert_eq!(quiet_statuses, vec![201, 201, 201]);
 }
@@ -234,8 +247,9 @@ async fn websocket_connects_and_connections_per_address_are_capped() {
     use gallery_api::limits::Rate;
     let stack = TestStack::start_with(|c| {
         c.rate_limits = gallery_api::auth::Switch::On;
+        // One more every 10 s: the five connects below can't earn a refill, however slow.
         c.limits.ws = Rate {
-            per_second: 1.0,
+            per_second: 0.1,
             burst: 3,
         };
         c.max_connections_per_address = 4;
