@@ -1,7 +1,6 @@
 //! The link-signing secret: `GALLERY_SECRET` when set (replicas must share it), otherwise
 //! generated once and kept in the data dir with owner-only permissions.
 
-use std::io::Write;
 use std::path::Path;
 
 pub fn load_or_create(explicit: Option<&str>, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
@@ -24,13 +23,6 @@ pub fn load_or_create(explicit: Option<&str>, data_dir: &Path) -> anyhow::Result
         return Ok(existing.as_bytes().to_vec());
     }
     let secret = hex::encode(rand::random::<[u8; 32]>());
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(&path)?.write_all(secret.as_bytes())?;
+    gallery_nats::write_private(&path, secret.as_bytes())?;
     Ok(secret.into_bytes())
 }

@@ -118,16 +118,14 @@ impl Access {
     pub fn image(&self, state: &AppState, id: &ImageId, right: Right) -> ApiResult<Record> {
         self.signed_in()?;
         let rec = crate::routes::load_record(state, id)?;
-        if let Self::Token(g) = self
-            && !g.scope.covers(&rec.project_id)
-        {
-            return Err(ApiError::not_found("image"));
-        }
-        crate::request_id::record(&rec.project_id, Some(id));
         match self {
+            // Not confirmed to exist: not even the request's log line names its project.
             Self::Token(g) if !g.scope.covers(&rec.project_id) => Err(ApiError::not_found("image")),
             Self::Token(g) if !g.rights.contains(right) => Err(missing(right, &rec.project_id)),
-            _ => Ok(rec),
+            _ => {
+                crate::request_id::record(&rec.project_id, Some(id));
+                Ok(rec)
+            }
         }
     }
 

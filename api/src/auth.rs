@@ -326,7 +326,7 @@ impl TokenKeys {
                 verify_until: None,
             }];
             let text = serde_json::to_string_pretty(&entries).expect("plain JSON");
-            write_private(path, text.as_bytes())
+            gallery_nats::write_private(path, text.as_bytes())
                 .map_err(|e| AuthError::Keys(format!("writing {}: {e}", path.display())))?;
         }
         Self::load(path)
@@ -434,25 +434,6 @@ impl TokenKeys {
             key_until: key.verify_until,
         })
     }
-}
-
-/// Writes a file only its owner can read (0600), atomically.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// `--auth` and `--rate-limits`: on, off, or `auto`, which is on unless the api listens on

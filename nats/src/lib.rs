@@ -13,7 +13,7 @@ pub mod topology;
 
 pub use append::{AppendError, Appended, EventLog, Guard, REQUEST_ID};
 pub use read::{ReadError, StoredEvent};
-pub use server::{NatsCluster, NatsServer, ServerError, find_nats_server};
+pub use server::{NatsCluster, NatsServer, ServerError, find_nats_server, write_private};
 pub use topology::{ProcessorConsumerConfig, Replicas, TopologyError};
 
 use std::time::Duration;

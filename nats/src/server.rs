@@ -369,19 +369,27 @@ fn credential(dir: &Path) -> std::io::Result<String> {
     Ok(password)
 }
 
-/// Writes a file only its owner can read or write (0600).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a file only its owner can read or write (0600), atomically: a temporary file in the
+/// same directory, synced, then renamed over the target (the embedded server's credential and
+/// config, the api's token keys).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)?;
-    // An existing file keeps its mode on open: tighten it.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    file.write_all(bytes)
+        .open(&tmp)?;
+    // A leftover temporary file keeps its mode on open: tighten it.
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Stops a nats-server that an earlier, crashed run left on this store.
