@@ -6,7 +6,6 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use gallery_schema::ErrorCode;
-use serde_json::json;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -101,7 +100,12 @@ impl From<gallery_schema::IdError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code.as_str(), "message": self.message } });
+        let body = crate::view::ErrorBody {
+            error: crate::view::ErrorDetail {
+                code: self.code.as_str(),
+                message: self.message,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

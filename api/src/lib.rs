@@ -9,6 +9,7 @@ pub mod content_type;
 pub mod error;
 pub mod idempotency;
 pub mod limits;
+pub mod openapi;
 pub mod readiness;
 pub mod reconciler;
 pub mod request_id;
@@ -25,58 +26,88 @@ mod fuzz_tests;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use gallery_schema::ErrorCode;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use readiness::{Readiness, RoleBoard, RoleState, health_router};
 pub use state::{ApiConfig, AppState};
 
+/// The api's router: [`api_routes`] with the fallbacks, `/openapi.json`'s document and the
+/// request-id layer.
 pub fn router(state: AppState) -> Router {
-    // Room for the form fields and multipart framing around the largest accepted file.
-    let upload_limit = state.config.max_upload_bytes as usize + 64 * 1024;
-    let mut create = post(routes::images::create);
-    let mut reprocess = post(routes::images::reprocess);
-    let mut subscribe = get(routes::ws::subscribe);
-    if let Some(l) = &state.config.rate_limits {
-        let keys = state.config.auth.as_ref();
-        create = limits::limit(create, l, keys, l.links, l.token_links);
-        reprocess = limits::limit(reprocess, l, keys, l.reprocess, l.reprocess);
-        subscribe = limits::limit(subscribe, l, keys, l.ws, l.ws);
-    }
-    Router::new()
-        .route("/", get(routes::web::index))
-        .route("/web/app.js", get(routes::web::app_js))
-        .route("/web/style.css", get(routes::web::style))
-        .route("/health", get(routes::health::health))
-        .route("/ready", get(routes::health::ready))
-        .route("/config", get(routes::tokens::config))
-        .route("/tokens", post(routes::tokens::mint))
-        .route("/images", create.clone())
-        .route("/images/", create)
-        .route("/images/{id}", get(routes::images::get_one))
-        .route("/images/{id}/reprocess", reprocess)
-        .route("/images/{id}/complete", post(routes::images::complete))
-        .route(
-            "/uploads/{id}",
-            post(routes::uploads::upload).layer(DefaultBodyLimit::max(upload_limit)),
-        )
-        .route("/files/{*key}", get(routes::files::download))
-        .route("/projects/{id}/images", get(routes::projects::list))
-        .route("/projects/{id}/ws", subscribe)
+    let (routes, doc) = api_routes(&state.config).split_for_parts();
+    let spec = openapi::Spec::new(&openapi::finish(doc, &state.config.public_url));
+    routes
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError {
                 status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
                 code: ErrorCode::InvalidRequest,
-                message: "method not allowed on this endpoint".into(),
+                message: METHOD_NOT_ALLOWED.into(),
                 retry_after: None,
             }
         })
         .with_state(state)
+        .layer(axum::Extension(spec))
         .layer(axum::middleware::from_fn(request_id::layer))
+}
+
+/// The message of the 405 answer (tests tell a route's absence from its refusals by it).
+pub const METHOD_NOT_ALLOWED: &str = "method not allowed on this endpoint";
+
+/// Every route with its documented operation: `routes!` takes each route's path and method
+/// from the handler's `#[utoipa::path]`, so the router and the document can't disagree.
+pub fn api_routes(config: &ApiConfig) -> OpenApiRouter<AppState> {
+    // Room for the form fields and multipart framing around the largest accepted file.
+    let upload_limit = config.max_upload_bytes as usize + 64 * 1024;
+    let mut create = routes!(routes::images::create);
+    let mut reprocess = routes!(routes::images::reprocess);
+    let mut subscribe = routes!(routes::ws::subscribe);
+    let mut upload = routes!(routes::uploads::upload);
+    upload.2 = upload.2.layer(DefaultBodyLimit::max(upload_limit));
+    if let Some(l) = &config.rate_limits {
+        let keys = config.auth.as_ref();
+        create.2 = limits::limit(create.2, l, keys, l.links, l.token_links);
+        reprocess.2 = limits::limit(reprocess.2, l, keys, l.reprocess, l.reprocess);
+        subscribe.2 = limits::limit(subscribe.2, l, keys, l.ws, l.ws);
+    }
+    // Both spellings of the path share one handler and one rate limiter.
+    let mut unslashed = routes!(routes::images::create_unslashed);
+    unslashed.2 = create.2.clone();
+    let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(routes::web::index))
+        .routes(routes!(routes::web::app_js))
+        .routes(routes!(routes::web::style))
+        .routes(routes!(routes::web::docs))
+        .routes(routes!(routes::web::docs_js))
+        .routes(routes!(openapi::spec))
+        .routes(routes!(routes::health::health))
+        .routes(routes!(routes::health::ready))
+        .routes(routes!(routes::tokens::config))
+        .routes(routes!(routes::tokens::mint))
+        .routes(unslashed)
+        .routes(create)
+        .routes(routes!(routes::images::get_one))
+        .routes(reprocess)
+        .routes(routes!(routes::images::complete))
+        .routes(upload)
+        .routes(routes!(routes::projects::list))
+        .routes(subscribe);
+    // The key spans the rest of the path: axum's `{*key}`, which OpenAPI writes `{key}`.
+    let (schemas, paths, files) = routes!(routes::files::download);
+    router = router.route("/files/{*key}", files);
+    let doc = router.get_openapi_mut();
+    doc.paths.paths.extend(paths.paths);
+    doc.components
+        .get_or_insert_with(Default::default)
+        .schemas
+        .extend(schemas);
+    router
 }
 
 /// Serves until `shutdown` fires, then lets open requests finish (with the default timeouts

@@ -15,10 +15,34 @@ use gallery_projector::ProjectorHandle;
 use gallery_schema::subjects::STREAM;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// A small object every process can look at to tell that storage answers.
 pub const READY_PROBE: &str = "ready-probe";
+
+/// The body of `/ready`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessReport {
+    #[schema(schema_with = ready_or_not)]
+    pub status: &'static str,
+    /// Every reason the process is not ready, for people.
+    pub problems: Vec<String>,
+    /// The read model's applied stream sequence (`null` in a process without a projector).
+    #[schema(required = true)]
+    pub seq: Option<u64>,
+    /// The stream's last sequence (`null` when JetStream doesn't answer).
+    #[schema(required = true)]
+    pub stream_seq: Option<u64>,
+}
+
+fn ready_or_not() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["ready", "not_ready"]))
+        .build()
+}
 
 /// What a supervised role is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +103,8 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// `(ready, body)`: the body names every problem.
-    pub async fn check(&self) -> (bool, Value) {
+    /// The report: ready when it names no problem.
+    pub async fn check(&self) -> ReadinessReport {
         let mut problems = Vec::new();
         if self.client.connection_state() != async_nats::connection::State::Connected {
             problems.push("nats: not connected".to_owned());
@@ -126,14 +150,16 @@ impl Readiness {
                 }
             }
         }
-        let ready = problems.is_empty();
-        let body = json!({
-            "status": if ready { "ready" } else { "not_ready" },
-            "problems": problems,
-            "seq": applied,
-            "stream_seq": stream_seq,
-        });
-        (ready, body)
+        ReadinessReport {
+            status: if problems.is_empty() {
+                "ready"
+            } else {
+                "not_ready"
+            },
+            problems,
+            seq: applied,
+            stream_seq,
+        }
     }
 
     async fn stream_seq(&self) -> Result<u64, String> {
@@ -150,9 +176,9 @@ impl Readiness {
     }
 
     /// The `/ready` response.
-    pub async fn respond(&self) -> (StatusCode, Json<Value>) {
-        let (ready, body) = self.check().await;
-        let status = if ready {
+    pub async fn respond(&self) -> (StatusCode, Json<ReadinessReport>) {
+        let body = self.check().await;
+        let status = if body.problems.is_empty() {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE

@@ -1,12 +1,14 @@
 //! JSON shapes of docs/ARCHITECTURE.md §6: the image record as clients see it and the WebSocket message.
 //! Version URLs are signed download links minted at read time.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use gallery_nats::StoredEvent;
 use gallery_projector::Record;
 use gallery_schema::{EventBody, ImageState, VersionName};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use crate::signing::{Signer, download_expiry};
 use crate::state::S3Links;
@@ -52,64 +54,180 @@ fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub fn record_json(rec: &Record, links: &Links<'_>) -> Value {
-    let mut versions = Map::new();
-    let original = (rec.state != ImageState::Init && rec.etag.is_some())
-        .then(|| links.download(&rec.original_key));
-    versions.insert(
-        "original".into(),
-        original.map_or(Value::Null, Value::String),
-    );
-    let mut version_meta = Map::new();
-    for name in VersionName::CASCADE.iter().rev() {
-        let url = rec.versions.get(name).map(|v| links.download(&v.key));
-        versions.insert(name.as_str().into(), url.map_or(Value::Null, Value::String));
-        if let Some(v) = rec.versions.get(name) {
-            version_meta.insert(
-                name.as_str().into(),
-                json!({ "width": v.width, "height": v.height, "bytes": v.bytes, "content_type": v.content_type }),
-            );
-        }
-    }
-    let mut out = json!({
-        "image_id": rec.image_id.to_string(),
-        "state": rec.state.as_str(),
-        "project_id": rec.project_id.as_str(),
-        "filename": rec.filename,
-        "versions": versions,
-        "created_at": rfc3339(rec.created_at),
-        "updated_at": rfc3339(rec.updated_at),
-        "meta": {
-            "content_type": rec.content_type,
-            "size": rec.size,
-            "width": rec.width,
-            "height": rec.height,
-            "generation": rec.generation,
-            "versions": version_meta,
-        },
-    });
-    if let Some(err) = &rec.error {
-        out["error"] = json!({ "code": err.code.as_str(), "message": err.message });
-    }
-    out
+/// An image as `GET /images/{id}` and the listing show it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Image)]
+pub struct ImageView {
+    #[schema(format = Uuid)]
+    pub image_id: String,
+    #[schema(schema_with = crate::openapi::image_state)]
+    pub state: &'static str,
+    #[schema(schema_with = crate::openapi::project_id)]
+    pub project_id: String,
+    /// The name the client gave (display only).
+    pub filename: String,
+    pub versions: VersionUrls,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    pub meta: ImageMeta,
+    /// Present in state `error` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
 }
 
-/// One WebSocket message per event: `{type, image_id, project_id, state, version?, url?,
-/// error?, seq, at}`. Built from the event alone, so live and replayed messages are identical.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// Signed download URLs, `null` until the file exists. They stay the same within an hour, so
+/// browsers can cache them, and are valid for at least the configured download TTL.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VersionUrls {
+    /// The uploaded file, once uploaded.
+    #[schema(required = true)]
+    pub original: Option<String>,
+    /// Fits in 2500x2500.
+    #[schema(required = true)]
+    pub d2500: Option<String>,
+    /// Fits in 1920x1080.
+    #[schema(required = true)]
+    pub big_1920: Option<String>,
+    /// Fits in 700x700.
+    #[schema(required = true)]
+    pub big_thumb: Option<String>,
+    /// Fits in 150x120.
+    #[schema(required = true)]
+    pub thumb: Option<String>,
+}
+
+impl VersionUrls {
+    pub fn slot(&mut self, name: VersionName) -> &mut Option<String> {
+        match name {
+            VersionName::D2500 => &mut self.d2500,
+            VersionName::Big1920 => &mut self.big_1920,
+            VersionName::BigThumb => &mut self.big_thumb,
+            VersionName::Thumb => &mut self.thumb,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageMeta {
+    /// The accepted type of the original.
+    pub content_type: String,
+    /// Bytes of the original, once uploaded.
+    #[schema(required = true)]
+    pub size: Option<u64>,
+    /// Upright size of the original, once processed.
+    #[schema(required = true)]
+    pub width: Option<u32>,
+    #[schema(required = true)]
+    pub height: Option<u32>,
+    /// 0 until uploaded, 1 for the first processing, +1 per reprocess.
+    pub generation: u32,
+    /// Each rendered version's size, keyed by version name.
+    #[schema(schema_with = crate::openapi::version_meta_map)]
+    pub versions: BTreeMap<&'static str, VersionMeta>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VersionMeta {
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    pub content_type: String,
+}
+
+/// Why an image or a request failed.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    #[schema(schema_with = crate::openapi::error_code)]
+    pub code: &'static str,
+    /// For people; may change between releases (the code doesn't).
+    pub message: String,
+}
+
+/// The body of every 4xx and 5xx answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+pub fn image_view(rec: &Record, links: &Links<'_>) -> ImageView {
+    let mut versions = VersionUrls {
+        original: (rec.state != ImageState::Init && rec.etag.is_some())
+            .then(|| links.download(&rec.original_key)),
+        ..VersionUrls::default()
+    };
+    let mut version_meta = BTreeMap::new();
+    for (name, v) in &rec.versions {
+        *versions.slot(*name) = Some(links.download(&v.key));
+        version_meta.insert(
+            name.as_str(),
+            VersionMeta {
+                width: v.width,
+                height: v.height,
+                bytes: v.bytes,
+                content_type: v.content_type.clone(),
+            },
+        );
+    }
+    ImageView {
+        image_id: rec.image_id.to_string(),
+        state: rec.state.as_str(),
+        project_id: rec.project_id.as_str().to_owned(),
+        filename: rec.filename.clone(),
+        versions,
+        created_at: rfc3339(rec.created_at),
+        updated_at: rfc3339(rec.updated_at),
+        meta: ImageMeta {
+            content_type: rec.content_type.clone(),
+            size: rec.size,
+            width: rec.width,
+            height: rec.height,
+            generation: rec.generation,
+            versions: version_meta,
+        },
+        error: rec.error.as_ref().map(|e| ErrorDetail {
+            code: e.code.as_str(),
+            message: e.message.clone(),
+        }),
+    }
+}
+
+/// One WebSocket text frame per event of the project. Built from the event alone, so live and
+/// replayed messages are identical.
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WsMessage {
+    /// The event's kind.
     #[serde(rename = "type")]
+    #[schema(schema_with = crate::openapi::event_kind)]
     pub kind: &'static str,
+    #[schema(format = Uuid)]
     pub image_id: String,
+    #[schema(schema_with = crate::openapi::project_id)]
     pub project_id: String,
+    /// The image's state after this event.
+    #[schema(schema_with = crate::openapi::image_state)]
     pub state: &'static str,
+    /// `version_rendered` only: which version.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::openapi::version_name)]
     pub version: Option<&'static str>,
+    /// `version_rendered` only: the version's signed download URL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// `failed` only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<Value>,
+    pub error: Option<ErrorDetail>,
+    /// The event's stream sequence: reconnect with `?since=<seq>` to miss nothing.
     pub seq: u64,
+    #[schema(format = DateTime)]
     pub at: String,
 }
 
@@ -123,7 +241,10 @@ pub fn ws_message(stored: &StoredEvent, links: &Links<'_>) -> WsMessage {
         EventBody::Failed(f) => (
             None,
             None,
-            Some(json!({ "code": f.code.as_str(), "message": f.message })),
+            Some(ErrorDetail {
+                code: f.code.as_str(),
+                message: f.message.clone(),
+            }),
         ),
         _ => (None, None, None),
     };
@@ -137,5 +258,26 @@ pub fn ws_message(stored: &StoredEvent, links: &Links<'_>) -> WsMessage {
         error,
         seq: stored.seq,
         at: rfc3339(e.at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_version_has_a_url_field() {
+        let mut urls = VersionUrls::default();
+        for name in VersionName::CASCADE {
+            *urls.slot(name) = Some(name.as_str().to_owned());
+        }
+        let json = serde_json::to_value(&urls).unwrap();
+        for name in VersionName::CASCADE {
+            assert_eq!(json[name.as_str()], name.as_str(), "{name:?}");
+        }
+        assert_eq!(
+            json.as_object().unwrap().len(),
+            VersionName::CASCADE.len() + 1
+        );
     }
 }

@@ -92,6 +92,15 @@ try {
   // Phone width: nothing overflows sideways.
   await page.setViewportSize({ width: 375, height: 800 });
   seen.phone_overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+  // The API docs page renders /openapi.json (under the same CSP, console watched).
+  await page.setViewportSize({ width: 1100, height: 900 });
+  await page.goto(base + "/docs");
+  await page.waitForSelector('#doc[aria-busy="false"]', { timeout });
+  seen.docs = await page.evaluate(() => ({
+    operations: document.querySelectorAll("section.op").length,
+    websocket: !!document.getElementById("op-subscribe"),
+    ws_message_fields: document.querySelectorAll("#schema-WsMessage tbody tr").length,
+  }));
   console.log(JSON.stringify(seen));
 } finally {
   await browser.close();

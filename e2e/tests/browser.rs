@@ -79,8 +79,17 @@ async fn drive(stack: &TestStack, mode: &str) -> Value {
         "the browser run failed:\n{stdout}\n{stderr}"
     );
     assert!(screenshot.is_file());
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    let mut seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let (_, doc) = stack.get_json("/openapi.json").await.unwrap();
+    seen["documented_operations"] = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum::<usize>()
+        .into();
+    seen
 }
 
 fn check(seen: &Value) {
@@ -115,6 +124,16 @@ fn check(seen: &Value) {
         "the larger view: {seen}"
     );
     assert_eq!(seen["phone_overflow"], false, "{seen}");
+    // The docs page lists every operation of /openapi.json, the WebSocket's message included.
+    assert_eq!(
+        seen["docs"]["operations"], seen["documented_operations"],
+        "{seen}"
+    );
+    assert_eq!(seen["docs"]["websocket"], true, "{seen}");
+    assert!(
+        seen["docs"]["ws_message_fields"].as_u64().unwrap() >= 8,
+        "{seen}"
+    );
     assert_eq!(seen["console_errors"], serde_json::json!([]), "{seen}");
 }
 

@@ -15,6 +15,14 @@ pub enum ImageState {
 }
 
 impl ImageState {
+    pub const ALL: [ImageState; 5] = [
+        Self::Init,
+        Self::Uploaded,
+        Self::Processing,
+        Self::Done,
+        Self::Error,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Init => "init",
@@ -38,5 +46,18 @@ impl ImageState {
 
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Done | Self::Error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_is_listed_and_parses_back() {
+        for state in ImageState::ALL {
+            assert_eq!(ImageState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(ImageState::ALL.len(), 5);
     }
 }

@@ -15,6 +15,7 @@ use crate::content_type;
 use crate::error::{ApiError, ApiResult};
 use crate::signing::LinkError;
 use crate::state::AppState;
+use crate::view::ErrorBody;
 
 #[derive(Deserialize)]
 pub struct Signed {
@@ -22,6 +23,37 @@ pub struct Signed {
     signature: Option<String>,
 }
 
+/// The query of a download link (documentation).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct DownloadQuery {
+    /// The link's end (Unix seconds)
+    expires: i64,
+    /// The link's signature
+    signature: String,
+}
+
+/// Download a file (local mode).
+///
+/// The URLs in `versions` point here in local mode; in S3 mode they are presigned S3 URLs and
+/// this endpoint answers 404. The route is `/files/{*key}`: the key spans the rest of the path.
+#[utoipa::path(
+    get,
+    path = "/files/{key}",
+    tag = "files",
+    operation_id = "download_file",
+    params(
+        ("key" = String, Path, description = "The object key, slashes included (`originals/...` or `versions/...`)"),
+        DownloadQuery,
+    ),
+    responses(
+        (status = 200, description = "The file's bytes, cacheable for an hour", content_type = "image/*", body = Vec<u8>),
+        (status = 403, description = "The link is not signed or the signature is wrong (`bad_signature`)", body = ErrorBody),
+        (status = 404, description = "No such file, or the deployment is in S3 mode", body = ErrorBody),
+        (status = 410, description = "The link has expired (`link_expired`): list the image again", body = ErrorBody),
+    ),
+)]
 pub async fn download(
     State(state): State<AppState>,
     Path(key): Path<String>,

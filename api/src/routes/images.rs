@@ -1,6 +1,8 @@
 //! `POST /images/` (an upload link), `GET /images/{id}`, `POST /images/{id}/reprocess`,
 //! `POST /images/{id}/complete`.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -12,7 +14,9 @@ use gallery_schema::sniff::unsupported_message;
 use gallery_schema::{
     ErrorCode, Event, EventBody, ImageId, ImageState, ProjectId, UploadRequested,
 };
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::{links, load_record, parse_image_id, wait_applied};
 use crate::access::Access;
@@ -23,8 +27,19 @@ use crate::idempotency;
 use crate::signing::UploadGrant;
 use crate::sigv4::{PostPolicy, post_form};
 use crate::state::{AppState, LinkMode};
-use crate::view::record_json;
+use crate::view::{ErrorBody, ImageView, image_view};
 use crate::watcher::{Inspection, inspect_upload};
+
+/// `{id}` of the image routes (documentation: the handlers take it as text and answer 404 for
+/// anything that is not an image's id).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct ImagePath {
+    /// The image id (a UUID, from `POST /images/`)
+    #[param(format = Uuid)]
+    id: String,
+}
 
 /// The longest file name we keep (display only; never part of a key).
 const MAX_FILENAME: usize = 255;
@@ -113,6 +128,32 @@ pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
     })
 }
 
+/// Ask for an upload link.
+///
+/// Records the upload request and answers with the link and the form fields to send with the
+/// file. The image then appears in listings in state `init`. With an `Idempotency-Key`, a retry
+/// of the same request (same body, within 24 hours) gets the same image and link again.
+#[utoipa::path(
+    post,
+    path = "/images/",
+    tag = "images",
+    operation_id = "create_image",
+    request_body = CreateImageRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: 1-255 printable ASCII characters, unique per request")),
+    responses(
+        (status = 201, description = "The link; `Location` names the image", body = UploadLink,
+            headers(("Location" = String, description = "`/images/{image_id}`"))),
+        (status = 400, description = "`invalid_request` or `invalid_project_id`", body = ErrorBody),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 403, description = "The token doesn't grant `upload` on the project", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used with another body", body = ErrorBody),
+        (status = 413, description = "`size` is over the limit (`upload_too_large`)", body = ErrorBody),
+        (status = 415, description = "Not an accepted image type (`unsupported_format`)", body = ErrorBody),
+        (status = 429, description = "Too many links asked, or waiting (`rate_limited`; see `Retry-After`)", body = ErrorBody),
+        (status = 503, description = "The event log is unavailable; retry (see `Retry-After`)", body = ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     access: Access,
@@ -216,7 +257,8 @@ pub async fn create(
         Err(e) => return Err(ApiError::unavailable("recording the upload request", e)),
     };
     metrics::counter!("gallery_links_requested_total").increment(1);
-    let body = link_response(&state, &req.project_id, &image_id, &recorded);
+    let link = link_response(&state, &req.project_id, &image_id, &recorded);
+    let body = serde_json::to_value(&link).map_err(|e| ApiError::internal("the link answer", e))?;
     if let Some((store, bucket_key, body_sha256)) = idempotent {
         let stored = idempotency::Stored {
             body_sha256,
@@ -228,13 +270,53 @@ pub async fn create(
     Ok(created(body))
 }
 
+/// The answer to `POST /images/`: where and how to upload the file.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadLink {
+    #[schema(format = Uuid)]
+    pub image_id: String,
+    #[schema(schema_with = crate::openapi::project_id)]
+    pub project_id: String,
+    /// Where to send the file: the api's `/uploads/{id}` in local mode, the bucket's URL on
+    /// the S3 endpoint in S3 mode.
+    #[schema(format = Uri)]
+    pub upload_link: String,
+    /// Always `POST`: a `multipart/form-data` form with every `params` field, then the file
+    /// as the field `file` (the S3 POST-policy contract, in both modes).
+    #[schema(schema_with = crate::openapi::post_only)]
+    pub method: &'static str,
+    /// The form fields to send before the file, verbatim.
+    pub params: BTreeMap<String, String>,
+    /// The link's end (whole seconds).
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// The request body of `POST /images/` (documentation only: [`parse_create`] reads it).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct CreateImageRequest {
+    /// The file's name: shown back, and tells the type when `content_type` is absent.
+    #[schema(min_length = 1, max_length = 255, example = "IMG_0042.jpg")]
+    pub filename: String,
+    #[schema(schema_with = crate::openapi::project_id_or_number)]
+    pub project_id: Value,
+    /// One of the accepted image types; derived from the file name when absent.
+    #[schema(schema_with = crate::openapi::accepted_content_type)]
+    pub content_type: Option<String>,
+    /// The file's size, when known: the link then accepts exactly up to this many bytes.
+    #[schema(minimum = 1)]
+    pub size: Option<u64>,
+}
+
 /// The answer to `POST /images/` for a recorded upload request: the link and its form fields.
 fn link_response(
     state: &AppState,
     project: &ProjectId,
     image_id: &ImageId,
     recorded: &UploadRequested,
-) -> Value {
+) -> UploadLink {
     let image = image_id.to_string();
     let key = recorded.object_key.clone();
     let content_type = content_type::accept(&recorded.content_type).unwrap_or("image/jpeg");
@@ -249,13 +331,13 @@ fn link_response(
                 max_bytes,
                 expires: expires_at.timestamp(),
             };
-            let params = json!({
-                "key": key,
-                "Content-Type": content_type,
-                "max_bytes": max_bytes.to_string(),
-                "expires": grant.expires.to_string(),
-                "signature": state.signer.sign_upload(&grant),
-            });
+            let params = BTreeMap::from([
+                ("key".to_owned(), key.clone()),
+                ("Content-Type".to_owned(), content_type.to_owned()),
+                ("max_bytes".to_owned(), max_bytes.to_string()),
+                ("expires".to_owned(), grant.expires.to_string()),
+                ("signature".to_owned(), state.signer.sign_upload(&grant)),
+            ]);
             (
                 format!("{}/uploads/{image}", state.config.public_url),
                 params,
@@ -268,25 +350,45 @@ fn link_response(
                 max_bytes,
                 expires_at,
             };
-            let fields = post_form(&policy, &s3.credentials, Utc::now());
-            let params: serde_json::Map<String, Value> = fields
+            let params = post_form(&policy, &s3.credentials, Utc::now())
                 .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
                 .collect();
             (
                 format!("{}/{}", s3.public_endpoint.trim_end_matches('/'), s3.bucket),
-                Value::Object(params),
+                params,
             )
         }
     };
-    json!({
-        "image_id": image,
-        "project_id": project.as_str(),
-        "upload_link": upload_link,
-        "method": "POST",
-        "params": params,
-        "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    })
+    UploadLink {
+        image_id: image,
+        project_id: project.as_str().to_owned(),
+        upload_link,
+        method: "POST",
+        params,
+        expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }
+}
+
+/// `POST /images` (no trailing slash): the same as `POST /images/`.
+#[utoipa::path(
+    post,
+    path = "/images",
+    tag = "images",
+    operation_id = "create_image_unslashed",
+    request_body = CreateImageRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: 1-255 printable ASCII characters, unique per request")),
+    responses(
+        (status = 201, description = "The link, as `POST /images/` answers", body = UploadLink),
+    ),
+    security((), ("token" = [])),
+)]
+pub async fn create_unslashed(
+    state: State<AppState>,
+    access: Access,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    create(state, access, headers, body).await
 }
 
 fn created(body: Value) -> Response {
@@ -299,16 +401,49 @@ fn created(body: Value) -> Response {
         .into_response()
 }
 
+/// One image.
+#[utoipa::path(
+    get,
+    path = "/images/{id}",
+    tag = "images",
+    operation_id = "get_image",
+    params(ImagePath),
+    responses(
+        (status = 200, description = "The image", body = ImageView),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 404, description = "No such image, or not in the token's projects", body = ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     access: Access,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ImageView>> {
     access.signed_in()?;
     let rec = access.image(&state, &parse_image_id(&id)?, Right::Read)?;
-    Ok(Json(record_json(&rec, &links(&state))))
+    Ok(Json(image_view(&rec, &links(&state))))
 }
 
+/// Render every version again.
+///
+/// For an image in `done` or `error` whose original was uploaded: records a new generation,
+/// and the image goes back to `uploaded`.
+#[utoipa::path(
+    post,
+    path = "/images/{id}/reprocess",
+    tag = "images",
+    operation_id = "reprocess_image",
+    params(ImagePath),
+    responses(
+        (status = 202, description = "Accepted: the image as it is now", body = ImageView),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 404, description = "No such image, or not in the token's projects", body = ErrorBody),
+        (status = 409, description = "Not finished, never uploaded, or changed meanwhile", body = ErrorBody),
+        (status = 429, description = "Too many reprocess requests (`rate_limited`)", body = ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn reprocess(
     State(state): State<AppState>,
     access: Access,
@@ -346,21 +481,31 @@ pub async fn reprocess(
     };
     wait_applied(&state, appended.seq).await;
     let rec = load_record(&state, &rec.image_id)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(record_json(&rec, &links(&state))),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(image_view(&rec, &links(&state)))).into_response())
 }
 
 /// The fast path after an upload: records it now if the object is in storage and the image is
 /// still `init`, without waiting for the watcher's next look (which does the same later). An
 /// object that is too large or not an image ends the image in `error` instead.
+#[utoipa::path(
+    post,
+    path = "/images/{id}/complete",
+    tag = "images",
+    operation_id = "complete_upload",
+    params(ImagePath),
+    responses(
+        (status = 200, description = "The image: `uploaded` (or later), or `error` if the file was refused", body = ImageView),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 404, description = "No such image, or not in the token's projects", body = ErrorBody),
+        (status = 409, description = "No upload has arrived yet", body = ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn complete(
     State(state): State<AppState>,
     access: Access,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ImageView>> {
     access.signed_in()?;
     let mut rec = access.image(&state, &parse_image_id(&id)?, Right::Upload)?;
     if rec.state == ImageState::Init {
@@ -400,7 +545,7 @@ pub async fn complete(
         }
         rec = load_record(&state, &rec.image_id)?;
     }
-    Ok(Json(record_json(&rec, &links(&state))))
+    Ok(Json(image_view(&rec, &links(&state))))
 }
 
 #[cfg(test)]

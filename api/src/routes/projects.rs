@@ -3,15 +3,15 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use gallery_schema::{ImageId, ImageState, ProjectId};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::links;
 use crate::access::Access;
 use crate::auth::Right;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::view::record_json;
+use crate::view::{ErrorBody, ImageView, image_view};
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 500;
@@ -23,12 +23,57 @@ pub struct ListQuery {
     state: Option<String>,
 }
 
+/// A page of a project's images, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePage {
+    pub images: Vec<ImageView>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    #[schema(required = true, format = Uuid)]
+    pub next_cursor: Option<String>,
+    /// The read model's stream sequence when the page was read: open the WebSocket with
+    /// `?since=<seq>` to miss no change after it.
+    pub seq: u64,
+}
+
+/// The listing's query (documentation; the handler reads it as text and answers
+/// `invalid_request` with the reason).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListParams {
+    /// Images per page, 1 to 500 (default 50)
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page
+    #[param(format = Uuid)]
+    cursor: Option<String>,
+    /// Only images in this state
+    #[param(schema_with = crate::openapi::image_state)]
+    state: Option<String>,
+}
+
+/// List a project's images.
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/images",
+    tag = "projects",
+    operation_id = "list_images",
+    params(crate::openapi::ProjectPath, ListParams),
+    responses(
+        (status = 200, description = "A page, newest first", body = ImagePage),
+        (status = 400, description = "A bad project id, limit, cursor or state", body = ErrorBody),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 403, description = "The token doesn't grant `read` on the project", body = ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     access: Access,
     Path(project): Path<String>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ImagePage>> {
     access.signed_in()?;
     let project = ProjectId::parse(&project)?;
     access.require(&project, Right::Read)?;
@@ -61,14 +106,9 @@ pub async fn list(
         .list(&project, filter, limit, cursor.as_ref())
         .map_err(|e| ApiError::internal("listing images", e))?;
     let links = links(&state);
-    let images: Vec<Value> = page
-        .records
-        .iter()
-        .map(|r| record_json(r, &links))
-        .collect();
-    Ok(Json(json!({
-        "images": images,
-        "next_cursor": page.next_cursor.map(|c| c.to_string()),
-        "seq": seq,
-    })))
+    Ok(Json(ImagePage {
+        images: page.records.iter().map(|r| image_view(r, &links)).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+        seq,
+    }))
 }

@@ -10,20 +10,114 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use gallery_schema::ErrorCode;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::access::Access;
 use crate::auth::{MAX_TTL, Right, Rights, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::view::ErrorBody;
 
 /// `{"auth_required": bool, "max_upload_bytes": n}`: open to everyone, so clients (and the
 /// web page) know whether to ask for a token.
-pub async fn config(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "auth_required": state.config.auth.is_some(),
-        "max_upload_bytes": state.config.max_upload_bytes,
-    }))
+/// What a client needs to know before its first request.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Whether requests need `Authorization: Bearer <token>`.
+    pub auth_required: bool,
+    /// The largest file an upload link accepts.
+    pub max_upload_bytes: u64,
+}
+
+/// What the deployment requires.
+#[utoipa::path(
+    get,
+    path = "/config",
+    tag = "tokens",
+    operation_id = "get_config",
+    responses((status = 200, description = "Whether tokens are required, and the upload limit", body = ClientConfig)),
+)]
+pub async fn config(State(state): State<AppState>) -> Json<ClientConfig> {
+    Json(ClientConfig {
+        auth_required: state.config.auth.is_some(),
+        max_upload_bytes: state.config.max_upload_bytes,
+    })
+}
+
+/// The body of `POST /tokens` (documentation: [`parse_mint`] reads it).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct MintTokenRequest {
+    /// A project id, a prefix ending in `*` (`acme-*`), or `*` for every project.
+    #[schema(example = "acme-42")]
+    project: String,
+    /// `upload`, `read`, `subscribe`, `admin`: a list, or one comma-separated string.
+    #[schema(schema_with = rights_schema)]
+    rights: Value,
+    /// Seconds, or a duration like `24h` or `30d` (default 24h, at most 366 days).
+    #[schema(schema_with = ttl_schema)]
+    ttl: Option<Value>,
+}
+
+fn right_names() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(Right::ALL.map(Right::as_str)))
+        .build()
+}
+
+fn rights_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(ArrayBuilder::new().items(right_names()).min_items(Some(1)))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .examples(["read,subscribe"]),
+        )
+        .build()
+        .into()
+}
+
+fn ttl_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .examples(["24h"]),
+        )
+        .build()
+        .into()
+}
+
+/// A minted token.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MintedToken {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// The token's project scope.
+    pub project: String,
+    #[schema(schema_with = minted_rights)]
+    pub rights: Vec<&'static str>,
+    /// The token's end: the asked TTL, cut to the minting token's own end.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+fn minted_rights() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(right_names())
+        .build()
 }
 
 /// A mint request: `{"project": "<id or prefix*>", "rights": "read,subscribe" | [..],
@@ -87,6 +181,25 @@ pub fn parse_mint(body: &[u8]) -> ApiResult<MintRequest> {
 
 /// Mints a token inside the caller's scope and rights, expiring no later than the caller's own
 /// token.
+/// Mint a project token.
+///
+/// Needs an admin token covering the asked scope and rights; the new token never outlives the
+/// admin token (nor its key's retirement).
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "tokens",
+    operation_id = "mint_token",
+    request_body = MintTokenRequest,
+    responses(
+        (status = 201, description = "The token", body = MintedToken),
+        (status = 400, description = "A bad project, rights or ttl", body = ErrorBody),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 403, description = "The token is not admin over that scope, or lacks a right it would grant", body = ErrorBody),
+        (status = 404, description = "Tokens are off on this deployment (`--auth off`)", body = ErrorBody),
+    ),
+    security(("token" = [])),
+)]
 pub async fn mint(
     State(state): State<AppState>,
     access: Access,
@@ -129,12 +242,12 @@ pub async fn mint(
     tracing::info!(scope = %req.scope, rights = %req.rights, by_kid = %grant.kid, "token minted");
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "token": token,
-            "project": req.scope.to_string(),
-            "rights": req.rights.names(),
-            "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        })),
+        Json(MintedToken {
+            token,
+            project: req.scope.to_string(),
+            rights: req.rights.names(),
+            expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }),
     )
         .into_response())
 }

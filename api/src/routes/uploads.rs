@@ -11,13 +11,15 @@ use gallery_nats::{AppendError, Guard};
 use gallery_schema::{ErrorCode, Event, EventBody, ImageState, Uploaded};
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
-use serde_json::json;
+use serde::Serialize;
 use tokio::io::AsyncWriteExt;
+use utoipa::ToSchema;
 
 use super::{load_record, now_secs, parse_image_id, wait_applied};
 use crate::error::{ApiError, ApiResult};
 use crate::signing::{LinkError, UploadGrant};
 use crate::state::AppState;
+use crate::view::ErrorBody;
 
 /// The form fields of an upload, as received (every one optional until checked).
 #[derive(Default, Debug, Clone)]
@@ -80,6 +82,61 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     }
 }
 
+/// The answer to a local-mode upload.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadReceipt {
+    #[schema(format = Uuid)]
+    pub image_id: String,
+    /// Always `uploaded`: processing starts next.
+    #[schema(schema_with = crate::openapi::image_state)]
+    pub state: &'static str,
+    /// Bytes stored.
+    pub size: u64,
+    /// The stored object's ETag.
+    pub etag: String,
+}
+
+/// The form of an upload: the link's `params` fields in any order, then the file. Unknown
+/// fields before the file are skipped, as S3 does (documentation: the handler reads the form
+/// as a stream).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    key: String,
+    #[schema(rename = "Content-Type")]
+    content_type: String,
+    max_bytes: String,
+    expires: String,
+    signature: String,
+    /// The file, last.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// Upload the file (local mode).
+///
+/// Where the link of `POST /images/` points in local mode; in S3 mode the link points at the
+/// bucket and this endpoint answers 404. Send `multipart/form-data`: every `params` field, then
+/// the file as `file`.
+#[utoipa::path(
+    post,
+    path = "/uploads/{id}",
+    tag = "files",
+    operation_id = "upload_file",
+    params(super::images::ImagePath),
+    request_body(content = inline(UploadForm), content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored; the image is `uploaded`", body = UploadReceipt),
+        (status = 400, description = "A malformed form, a missing field or an empty file", body = ErrorBody),
+        (status = 403, description = "The fields don't match their signature (`bad_signature`)", body = ErrorBody),
+        (status = 404, description = "No such image, or the deployment is in S3 mode", body = ErrorBody),
+        (status = 409, description = "The image has been uploaded already", body = ErrorBody),
+        (status = 410, description = "The link has expired (`link_expired`)", body = ErrorBody),
+        (status = 413, description = "Over the link's size limit (`upload_too_large`)", body = ErrorBody),
+        (status = 503, description = "Stored, but not recorded yet: `POST /images/{id}/complete` later", body = ErrorBody),
+    ),
+)]
 pub async fn upload(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -284,7 +341,12 @@ async fn receive_file(
             e
         }
     })?;
-    let body = json!({ "image_id": image_str, "state": "uploaded", "size": size, "etag": etag });
+    let body = UploadReceipt {
+        image_id: image_str,
+        state: "uploaded",
+        size,
+        etag,
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 

@@ -30,7 +30,7 @@ use crate::access::{Access, WS_PROTOCOL, origin_allowed};
 use crate::auth::Right;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::view::ws_message;
+use crate::view::{ErrorBody, WsMessage, ws_message};
 
 /// Close codes (RFC 6455 and the IANA registry).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -71,6 +71,39 @@ pub struct WsQuery {
     since: Option<String>,
 }
 
+/// `?since` of the WebSocket (documentation).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct SubscribeParams {
+    /// Replay the project's events after this stream sequence first (a listing's `seq`, or the
+    /// last message's `seq` when reconnecting), then go live
+    #[param(minimum = 0)]
+    since: Option<u64>,
+}
+
+/// Follow a project's events live.
+///
+/// A WebSocket (`GET` with `Upgrade: websocket`). After the upgrade the server sends one text
+/// frame per event of the project's images, each a `WsMessage`: every state change and every
+/// rendered version, in stream order. Offer the subprotocol `gallery.v1`, and with tokens also
+/// `gallery.bearer.<token>` (or send `Authorization`). The socket closes with 1013 when the
+/// client falls behind and 1008 when its token expires: reconnect with `?since=<last seq>`.
+#[utoipa::path(
+    get,
+    path = "/projects/{id}/ws",
+    tag = "projects",
+    operation_id = "subscribe",
+    params(crate::openapi::ProjectPath, SubscribeParams),
+    responses(
+        (status = 101, description = "Switching to WebSocket; then one text frame per event, each this JSON", body = WsMessage),
+        (status = 400, description = "Not a WebSocket request, or a bad project id or `since`", body = ErrorBody),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 403, description = "The token doesn't grant `subscribe`, or the page's origin is not allowed", body = ErrorBody),
+        (status = 429, description = "Too many connects (`rate_limited`)", body = ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn subscribe(
     State(state): State<AppState>,
     access: Access,
