@@ -56,6 +56,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Mints a project token (prints it) with the keys file of the deployment.
     Token(TokenArgs),
+    /// Drives a running deployment with many clients and prints what it measured.
+    Load(crate::load::LoadArgs),
     /// A render worker process (started by the processor, not by hand).
     #[command(hide = true)]
     RenderWorker(RenderWorkerArgs),

@@ -7,6 +7,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod load;
 pub mod readmodel;
 pub mod render_worker;
 pub mod secret;

@@ -60,6 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Redrive(args) => gallery::admin::redrive(args).await,
         Command::Restore(args) => gallery::admin::restore(args).await,
         Command::Token(args) => gallery::admin::token(args),
+        Command::Load(args) => gallery::load::run(args).await,
         Command::RenderWorker(_) => unreachable!("handled before the runtime starts"),
     }
 }
