@@ -3,6 +3,7 @@
 //! the log from that sequence and, after each write, hands the event to subscribers (the
 //! api's WebSockets), so a client told "done" finds "done" in the listing.
 
+pub mod batch;
 pub mod fold;
 pub mod record;
 pub mod runner;

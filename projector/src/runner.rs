@@ -21,6 +21,7 @@ use gallery_schema::ProjectId;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::{Batch, MAX_BATCH};
 use crate::fold::apply;
 use crate::store::{Store, StoreError};
 
@@ -174,53 +175,84 @@ impl Projector {
         shutdown: &CancellationToken,
     ) -> Result<(), ProjectorError> {
         let from = self.store.last_seq()? + 1;
-        let mut events = read::follow(js, STREAM_SUBJECTS.to_owned(), from).await?;
+        // Every event already waiting, up to a batch: one under a trickle, thousands when
+        // catching up.
+        let mut chunks = read::follow(js, STREAM_SUBJECTS.to_owned(), from)
+            .await?
+            .ready_chunks(MAX_BATCH);
         loop {
-            let next = tokio::select! {
+            let chunk = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                next = events.next() => next,
+                chunk = chunks.next() => chunk,
             };
-            match next {
-                None => return Err(ProjectorError::Ended),
-                Some(Ok(stored)) => self.apply_one(js, stored).await?,
-                Some(Err(ReadError::Decode { seq, source })) => {
-                    tracing::error!(seq, %source, "skipping an undecodable event");
-                    self.store.commit(seq, None)?;
-                    self.applied.send_replace(seq);
+            let Some(chunk) = chunk else {
+                return Err(ProjectorError::Ended);
+            };
+            let after = self.store.last_seq()?;
+            let (batch, folded, stop) = fold_chunk(&self.store, Some(js), chunk, after).await?;
+            if !batch.is_empty() {
+                self.store.commit_batch(batch.last_seq(), batch.records())?;
+                self.applied.send_replace(batch.last_seq());
+                for stored in folded {
+                    self.fanout.publish(Arc::new(stored));
                 }
-                Some(Err(ReadError::UnknownKind { seq, kind, .. })) => {
-                    return Err(ProjectorError::NewerEvent { seq, kind });
-                }
-                Some(Err(err)) => return Err(err.into()),
+            }
+            if let Some(err) = stop {
+                return Err(err);
             }
         }
     }
+}
 
-    async fn apply_one(
-        &self,
-        js: &jetstream::Context,
-        stored: StoredEvent,
-    ) -> Result<(), ProjectorError> {
-        if stored.seq <= self.store.last_seq()? {
-            return Ok(()); // already applied (a reconnect re-delivered it)
-        }
-        match apply_to_store(&self.store, &stored) {
-            Ok(()) => {}
-            Err(StoreError::Corrupt(err)) => {
-                tracing::error!(
-                    image_id = %stored.event.image_id,
-                    %err,
-                    "a stored record can't be read; re-folding it from the image's history"
-                );
-                let record = refold(js, &stored).await?;
-                self.store.commit(stored.seq, record.as_ref())?;
+/// Folds a chunk of the log into a batch, reading records from `store` (events at or below
+/// `after` are re-deliveries and skipped). Returns the batch, the events folded (to publish in
+/// order once committed), and what ended the chunk early: an event of a newer version or a
+/// read error, after which nothing of the chunk is folded. A record that can't be read back is
+/// re-folded from its image's history when `js` is given.
+async fn fold_chunk(
+    store: &Store,
+    js: Option<&jetstream::Context>,
+    chunk: Vec<Result<StoredEvent, ReadError>>,
+    after: u64,
+) -> Result<(Batch, Vec<StoredEvent>, Option<ProjectorError>), ProjectorError> {
+    let mut batch = Batch::default();
+    let mut folded = Vec::with_capacity(chunk.len());
+    for next in chunk {
+        match next {
+            Ok(stored) if stored.seq <= after.max(batch.last_seq()) => {}
+            Ok(stored) => {
+                match batch.fold(&stored, |id| store.get(id)) {
+                    Ok(()) => {}
+                    Err(StoreError::Corrupt(err)) if js.is_some() => {
+                        tracing::error!(
+                            image_id = %stored.event.image_id,
+                            %err,
+                            "a stored record can't be read; re-folding it from the image's history"
+                        );
+                        if let Some(rec) = refold(js.expect("checked"), &stored).await? {
+                            batch.set(rec);
+                        }
+                        batch.seen(stored.seq);
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+                folded.push(stored);
             }
-            Err(err) => return Err(err.into()),
+            Err(ReadError::Decode { seq, source }) => {
+                tracing::error!(seq, %source, "skipping an undecodable event");
+                batch.seen(seq);
+            }
+            Err(ReadError::UnknownKind { seq, kind, .. }) => {
+                return Ok((
+                    batch,
+                    folded,
+                    Some(ProjectorError::NewerEvent { seq, kind }),
+                ));
+            }
+            Err(err) => return Ok((batch, folded, Some(err.into()))),
         }
-        self.applied.send_replace(stored.seq);
-        self.fanout.publish(Arc::new(stored));
-        Ok(())
     }
+    Ok((batch, folded, None))
 }
 
 /// The image's record as its whole history up to and including `upto` folds it, read from the
@@ -246,22 +278,6 @@ pub fn fold_history<'a>(
         }
     }
     record
-}
-
-fn apply_to_store(store: &Store, stored: &StoredEvent) -> Result<(), StoreError> {
-    let prev = store.get(&stored.event.image_id)?;
-    match apply(prev, stored.seq, &stored.event) {
-        Ok(rec) => store.commit(stored.seq, Some(&rec)),
-        Err(err) => {
-            tracing::warn!(
-                seq = stored.seq,
-                image_id = %stored.event.image_id,
-                %err,
-                "event refused by the fold; recorded as seen"
-            );
-            store.commit(stored.seq, None)
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -300,24 +316,19 @@ pub async fn rebuild(js: &jetstream::Context, dir: &Path) -> Result<u64, Project
     let fresh = Store::open(&fresh_dir)?;
     let mut applied = 0;
     if last > 0 {
-        let mut events = read::follow(js, STREAM_SUBJECTS.to_owned(), 1).await?;
-        while let Some(next) = events.next().await {
-            let seq = match next {
-                Ok(stored) => {
-                    apply_to_store(&fresh, &stored)?;
-                    applied += 1;
-                    stored.seq
-                }
-                Err(ReadError::Decode { seq, .. }) => {
-                    fresh.commit(seq, None)?;
-                    seq
-                }
-                Err(ReadError::UnknownKind { seq, kind, .. }) => {
-                    return Err(ProjectorError::NewerEvent { seq, kind });
-                }
-                Err(err) => return Err(err.into()),
-            };
-            if seq >= last {
+        let mut chunks = read::follow(js, STREAM_SUBJECTS.to_owned(), 1)
+            .await?
+            .ready_chunks(MAX_BATCH);
+        while let Some(chunk) = chunks.next().await {
+            let (batch, folded, stop) = fold_chunk(&fresh, None, chunk, 0).await?;
+            if !batch.is_empty() {
+                fresh.commit_batch(batch.last_seq(), batch.records())?;
+            }
+            applied += folded.len() as u64;
+            if let Some(err) = stop {
+                return Err(err);
+            }
+            if batch.last_seq() >= last {
                 break;
             }
         }

@@ -145,7 +145,21 @@ impl Store {
     /// Writes `record` (if any) and advances the sequence to `seq`, atomically. `None` only
     /// advances the sequence (an event the fold refused, or one that isn't ours).
     pub fn commit(&self, seq: u64, record: Option<&Record>) -> Result<(), StoreError> {
-        let encoded = record.map(serde_json::to_vec).transpose()?;
+        self.commit_batch(seq, record.into_iter())
+    }
+
+    /// Writes the records of a batch of events and advances the sequence to `seq` (the
+    /// batch's last event), in one transaction: the model is at a batch boundary or the
+    /// previous one, never in between. Pass each image once, with its record after the batch.
+    pub fn commit_batch<'a>(
+        &self,
+        seq: u64,
+        records: impl Iterator<Item = &'a Record> + Clone,
+    ) -> Result<(), StoreError> {
+        let encoded = records
+            .clone()
+            .map(|rec| serde_json::to_vec(rec).map(|bytes| (rec, bytes)))
+            .collect::<Result<Vec<_>, _>>()?;
         (
             &self.records,
             &self.by_project,
@@ -156,7 +170,7 @@ impl Store {
         )
             .transaction(
                 |(records, by_project, pending, awaiting, awaiting_count, meta)| {
-                    if let (Some(rec), Some(bytes)) = (record, &encoded) {
+                    for (rec, bytes) in &encoded {
                         records.insert(rec.image_id.as_bytes(), bytes.as_slice())?;
                         let key = index_key(&rec.project_id, &rec.image_id);
                         by_project.insert(key.as_slice(), &[])?;
@@ -165,6 +179,8 @@ impl Store {
                         } else {
                             pending.remove(rec.image_id.as_bytes())?;
                         }
+                        // (Reads in a transaction see its own writes, so an image twice in
+                        // one batch would still count right.)
                         let was = awaiting.get(key.as_slice())?.is_some();
                         let is = rec.state == ImageState::Init;
                         if was != is {

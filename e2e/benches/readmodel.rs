@@ -1,0 +1,136 @@
+//! How fast the read model folds the log: `gallery rebuild` (a fresh store from sequence 1) and
+//! the live projector catching up from zero, on a real nats-server.
+//!
+//!     cargo bench -p gallery-e2e --bench readmodel            # 25,000 images, 200,000 events
+//!     BENCH_IMAGES=100000 cargo bench -p gallery-e2e --bench readmodel
+//!
+//! Each image gets the sample flow's eight events (upload_requested, uploaded,
+//! processing_started, four version_rendered, processed), each image's in order, 256 images at
+//! a time. Prints figures; asserts nothing about speed.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use gallery_nats::{EventLog, Guard, NatsServer, ProcessorConsumerConfig};
+use gallery_projector::{Projector, Store, rebuild};
+use gallery_schema::{
+    Event, EventBody, ImageId, ProjectId, UploadRequested, Uploaded, VersionName, VersionRendered,
+};
+use tokio_util::sync::CancellationToken;
+
+fn image_events(project: &ProjectId, image: ImageId) -> Vec<Event> {
+    let key = gallery_schema::keys::original_key(project, &image);
+    let mut bodies = vec![
+        EventBody::UploadRequested(UploadRequested {
+            filename: "IMG_0001.jpg".into(),
+            object_key: key,
+            content_type: "image/jpeg".into(),
+            declared_size: None,
+            link_expires_at: Utc::now() + chrono::TimeDelta::minutes(15),
+            max_bytes: 50_000_000,
+        }),
+        EventBody::Uploaded(Uploaded {
+            size: 4_000_000,
+            etag: "\"0123456789abcdef\"".into(),
+            generation: 1,
+        }),
+        EventBody::ProcessingStarted {
+            attempt: 1,
+            generation: 1,
+        },
+    ];
+    for version in VersionName::CASCADE {
+        bodies.push(EventBody::VersionRendered(VersionRendered {
+            version,
+            key: gallery_schema::keys::version_key(project, &image, 1, version, "jpg"),
+            width: 1000,
+            height: 750,
+            bytes: 100_000,
+            content_type: "image/jpeg".into(),
+            generation: 1,
+        }));
+    }
+    bodies.push(EventBody::Processed {
+        generation: 1,
+        width: 4000,
+        height: 3000,
+    });
+    bodies
+        .into_iter()
+        .map(|body| Event::new(project.clone(), image, body))
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let images: usize = std::env::var("BENCH_IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25_000);
+    let server = NatsServer::start_temp().await?;
+    let client = gallery_nats::connect(&server.url(), Duration::from_secs(10)).await?;
+    let js = async_nats::jetstream::new(client);
+    gallery_nats::topology::ensure_topology(&js, 1, &ProcessorConsumerConfig::default()).await?;
+    let log = EventLog::new(js.clone());
+
+    let started = Instant::now();
+    futures::stream::iter(0..images)
+        .map(|i| {
+            let log = log.clone();
+            async move {
+                let project = ProjectId::parse(&format!("p{}", i % 100)).unwrap();
+                let mut last = 0;
+                for event in image_events(&project, ImageId::new_v7()) {
+                    last = log.append(&event, Guard::LastImageSeq(last)).await?.seq;
+                }
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(256)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+    let events = images * 8;
+    let took = started.elapsed();
+    println!(
+        "published {events} events ({images} images) in {:.1} s: {:.0} events/s",
+        took.as_secs_f64(),
+        events as f64 / took.as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let applied = rebuild(&js, &dir.path().join("rebuilt")).await?;
+    let took = started.elapsed();
+    println!(
+        "rebuild: {applied} events in {:.2} s: {:.0} events/s",
+        took.as_secs_f64(),
+        applied as f64 / took.as_secs_f64()
+    );
+
+    // The live projector from an empty store: what a new replica does without a snapshot.
+    let store = Store::open(&dir.path().join("live"))?;
+    let projector = Projector::new(store)?;
+    let handle = projector.handle();
+    let stop = CancellationToken::new();
+    let running = {
+        let (js, stop) = (js.clone(), stop.clone());
+        tokio::spawn(async move { projector.run(js, stop).await })
+    };
+    let started = Instant::now();
+    let caught_up = handle
+        .wait_for(events as u64, Duration::from_secs(3600))
+        .await;
+    let took = started.elapsed();
+    assert!(caught_up);
+    println!(
+        "live catch-up: {events} events in {:.2} s: {:.0} events/s",
+        took.as_secs_f64(),
+        events as f64 / took.as_secs_f64()
+    );
+    stop.cancel();
+    running.await?;
+    Ok(())
+}
