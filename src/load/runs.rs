@@ -77,6 +77,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     let elapsed = start.elapsed();
     let t = std::mem::take(&mut *tally.lock().expect("tally lock"));
     report.elapsed_s = (elapsed.as_secs_f64() * 10.0).round() / 10.0;
+    report.run = format!("load-{run_id}");
     if !t.links.is_empty() {
         report.link_rps = Some(per_second(t.links.len(), elapsed));
         report.link_ms = Some(t.links.summary());

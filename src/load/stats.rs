@@ -94,6 +94,8 @@ pub fn per_second(count: usize, elapsed: Duration) -> f64 {
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Report {
     pub mode: &'static str,
+    /// The run's projects are `<run>-0` ... `<run>-<projects - 1>`.
+    pub run: String,
     pub elapsed_s: f64,
     /// Link requests answered 201, per second of the run.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,6 +133,7 @@ impl Report {
     pub fn table(&self) -> String {
         let mut rows: Vec<(String, String)> = vec![
             ("mode".into(), self.mode.into()),
+            ("projects".into(), format!("{}-*", self.run)),
             ("elapsed".into(), format!("{:.1} s", self.elapsed_s)),
         ];
         let ms = |p: &Percentiles| {
