@@ -59,9 +59,12 @@ pub struct LoadArgs {
     /// ...or after this long (e.g. 2m); jobs under way finish.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// Spread the jobs over this many projects (named `load-<run>-<n>`).
-    #[arg(long, default_value_t = 1)]
+    /// Spread the jobs over this many new projects (named `load-<run>-<n>`).
+    #[arg(long, default_value_t = 1, conflicts_with = "project")]
     pub projects: usize,
+    /// Use this existing project instead (e.g. list mode on a project that has images).
+    #[arg(long)]
+    pub project: Option<String>,
     /// A token with upload, read and subscribe on `load-*` (when the api requires tokens).
     #[arg(long, env = "GALLERY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

@@ -58,9 +58,12 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     };
     let target = Target::new(&args.url, args.token.clone(), connections)?;
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xFF_FFFF);
-    let projects: Vec<String> = (0..args.projects.max(1))
-        .map(|k| format!("load-{run_id}-{k}"))
-        .collect();
+    let projects: Vec<String> = match &args.project {
+        Some(p) => vec![p.clone()],
+        None => (0..args.projects.max(1))
+            .map(|k| format!("load-{run_id}-{k}"))
+            .collect(),
+    };
     let tally: Shared = Arc::default();
     let bar = progress(limit);
     let ticker = tick_by_time(&bar, limit);
