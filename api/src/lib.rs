@@ -65,7 +65,7 @@ pub const METHOD_NOT_ALLOWED: &str = "method not allowed on this endpoint";
 pub fn api_routes(config: &ApiConfig) -> OpenApiRouter<AppState> {
     // Room for the form fields and multipart framing around the largest accepted file.
     let upload_limit = config.max_upload_bytes as usize + 64 * 1024;
-    let mut create = routes!(routes::images::create);
+    let mut create = routes!(routes::links::create);
     let mut reprocess = routes!(routes::images::reprocess);
     let mut subscribe = routes!(routes::ws::subscribe);
     let mut upload = routes!(routes::uploads::upload);
@@ -77,7 +77,7 @@ pub fn api_routes(config: &ApiConfig) -> OpenApiRouter<AppState> {
         subscribe.2 = limits::limit(subscribe.2, l, keys, l.ws, l.ws);
     }
     // Both spellings of the path share one handler and one rate limiter.
-    let mut unslashed = routes!(routes::images::create_unslashed);
+    let mut unslashed = routes!(routes::links::create_unslashed);
     unslashed.2 = create.2.clone();
     let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(routes::web::index))

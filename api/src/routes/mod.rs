@@ -4,6 +4,7 @@
 pub mod files;
 pub mod health;
 pub mod images;
+pub mod links;
 pub mod projects;
 pub mod tokens;
 pub mod uploads;

@@ -1,0 +1,442 @@
+//! `POST /images/` (and `/images`): an upload link. Validates the request, records
+//! `upload_requested` (once per `Idempotency-Key`), and answers with the link and the form
+//! fields: the api's own `/uploads/{id}` in local mode, an S3 POST policy in S3 mode.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{TimeDelta, Utc};
+use gallery_nats::{AppendError, Guard};
+use gallery_schema::sniff::unsupported_message;
+use gallery_schema::{ErrorCode, Event, EventBody, ImageId, ProjectId, UploadRequested};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::wait_applied;
+use crate::access::Access;
+use crate::auth::Right;
+use crate::content_type;
+use crate::error::{ApiError, ApiResult};
+use crate::idempotency;
+use crate::signing::UploadGrant;
+use crate::sigv4::{PostPolicy, post_form};
+use crate::state::{AppState, LinkMode};
+use crate::view::ErrorBody;
+
+/// The longest file name we keep (display only; never part of a key).
+const MAX_FILENAME: usize = 255;
+
+#[derive(Debug, PartialEq)]
+pub struct CreateImage {
+    pub filename: String,
+    pub project_id: ProjectId,
+    pub content_type: &'static str,
+    pub size: Option<u64>,
+}
+
+/// Parses and validates the body of `POST /images/` (pure, unit-tested).
+pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the body must be a JSON object: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("the body must be a JSON object"))?;
+    let project_id = match obj.get("project_id") {
+        Some(Value::String(s)) => ProjectId::parse(s)?,
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => ProjectId::from_integer(i),
+            (None, Some(u)) => ProjectId::parse(&u.to_string())?,
+            _ => return Err(gallery_schema::IdError::InvalidProjectId.into()),
+        },
+        Some(_) => return Err(gallery_schema::IdError::InvalidProjectId.into()),
+        None => return Err(ApiError::invalid("project_id is required")),
+    };
+    let filename = match obj.get("filename") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(_) => return Err(ApiError::invalid("filename must be a non-empty string")),
+        None => return Err(ApiError::invalid("filename is required")),
+    };
+    if filename.len() > MAX_FILENAME || filename.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "filename must be at most {MAX_FILENAME} bytes with no control characters"
+        )));
+    }
+    let content_type = match obj.get("content_type") {
+        None | Some(Value::Null) => content_type::from_filename(&filename).ok_or_else(|| {
+            let message = match content_type::known_unsupported(&filename) {
+                Some(format) => unsupported_message(Some(format)).to_owned(),
+                None => format!(
+                    "can't tell the type from the file name; send content_type, one of {}",
+                    content_type::ACCEPTED.join(", ")
+                ),
+            };
+            ApiError::new(ErrorCode::UnsupportedFormat, message)
+        })?,
+        Some(Value::String(s)) => content_type::accept(s).ok_or_else(|| {
+            let message = match content_type::known_unsupported(s) {
+                Some(format) => unsupported_message(Some(format)).to_owned(),
+                None => format!(
+                    "{s:?} is not accepted; use one of {}",
+                    content_type::ACCEPTED.join(", ")
+                ),
+            };
+            ApiError::new(ErrorCode::UnsupportedFormat, message)
+        })?,
+        Some(_) => return Err(ApiError::invalid("content_type must be a string")),
+    };
+    let size = match obj.get("size") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| ApiError::invalid("size must be a whole number of bytes"))?,
+        ),
+    };
+    if let Some(size) = size {
+        if size > max_bytes {
+            return Err(ApiError::new(
+                ErrorCode::UploadTooLarge,
+                format!("{size} bytes is over the limit of {max_bytes}"),
+            ));
+        }
+        if size == 0 {
+            return Err(ApiError::invalid("size must be at least 1 byte"));
+        }
+    }
+    Ok(CreateImage {
+        filename,
+        project_id,
+        content_type,
+        size,
+    })
+}
+
+/// Ask for an upload link.
+///
+/// Records the upload request and answers with the link and the form fields to send with the
+/// file. The image then appears in listings in state `init`. With an `Idempotency-Key`, a retry
+/// of the same request (same body, within 24 hours) gets the same image and link again.
+#[utoipa::path(
+    post,
+    path = "/images/",
+    tag = "images",
+    operation_id = "create_image",
+    request_body = CreateImageRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: 1-255 printable ASCII characters, unique per request")),
+    responses(
+        (status = 201, description = "The link; `Location` names the image", body = UploadLink,
+            headers(("Location" = String, description = "`/images/{image_id}`"))),
+        (status = 400, description = "`invalid_request` or `invalid_project_id`", body = ErrorBody),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 403, description = "The token doesn't grant `upload` on the project", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used with another body", body = ErrorBody),
+        (status = 413, description = "`size` is over the limit (`upload_too_large`)", body = ErrorBody),
+        (status = 415, description = "Not an accepted image type (`unsupported_format`)", body = ErrorBody),
+        (status = 429, description = "Too many links asked, or waiting (`rate_limited`; see `Retry-After`)", body = ErrorBody),
+        (status = 503, description = "The event log is unavailable; retry (see `Retry-After`)", body = ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    access: Access,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    access.signed_in()?;
+    let req = parse_create(&body, state.config.max_upload_bytes)?;
+    access.require(&req.project_id, Right::Upload)?;
+    let mut image_id = ImageId::new_v7();
+    // With an Idempotency-Key the key is reserved for this image first; a retry finds the
+    // reservation (or the answer) and goes on with the same image.
+    let idempotent = match idempotency::key_from(&headers)? {
+        Some(key) => {
+            let store = state.idempotency().await?;
+            let bucket_key = idempotency::bucket_key(&req.project_id, &key);
+            let body_sha256 = idempotency::body_hash(&body);
+            let decision = match idempotency::lookup(&store, &bucket_key).await? {
+                Some(stored) => idempotency::decide(&stored, &body_sha256)?,
+                None => {
+                    idempotency::reserve(&store, &bucket_key, &body_sha256, &image_id.to_string())
+                        .await?
+                }
+            };
+            match decision {
+                idempotency::Decision::Replay(first) => return Ok(created(first)),
+                idempotency::Decision::Proceed(reserved) => {
+                    image_id = ImageId::parse(&reserved)
+                        .map_err(|e| ApiError::internal("a reserved image id", e))?;
+                }
+            }
+            Some((store, bucket_key, body_sha256))
+        }
+        None => None,
+    };
+    // The cap on waiting links (after the idempotency check: a retry is not a new link). A
+    // soft cap: requests racing each other may pass it together by a few.
+    if let Some(cap) = state.config.max_pending_links {
+        let waiting = state
+            .projector
+            .store
+            .awaiting_upload(&req.project_id)
+            .map_err(|e| ApiError::internal("counting pending links", e))?;
+        if waiting >= cap {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "project {} has {waiting} upload links waiting for their upload (the cap is \
+                     {cap}); use them or let them expire",
+                    req.project_id
+                ),
+            )
+            .retry_after(60));
+        }
+    }
+    crate::request_id::record(&req.project_id, Some(&image_id));
+    let key = gallery_schema::keys::original_key(&req.project_id, &image_id);
+    let ttl = TimeDelta::from_std(state.config.upload_link_ttl).unwrap_or(TimeDelta::minutes(15));
+    // Whole seconds (the link carries seconds and the event must agree), rounded up so a link
+    // never lives shorter than the configured time.
+    let end = Utc::now() + ttl;
+    let secs = end.timestamp() + i64::from(end.timestamp_subsec_nanos() > 0);
+    let expires_at = chrono::DateTime::from_timestamp(secs, 0).expect("in range");
+    let max_bytes = req.size.unwrap_or(state.config.max_upload_bytes);
+    let requested = UploadRequested {
+        filename: req.filename,
+        object_key: key.clone(),
+        content_type: req.content_type.to_owned(),
+        declared_size: req.size,
+        link_expires_at: expires_at,
+        max_bytes,
+    };
+    let event = Event::new(
+        req.project_id.clone(),
+        image_id,
+        EventBody::UploadRequested(requested.clone()),
+    );
+    // A fresh id has no events; one that has them was recorded by an earlier attempt of this
+    // very request (same Idempotency-Key): answer with what that attempt recorded.
+    let recorded = match state.log.append(&event, Guard::LastImageSeq(0)).await {
+        Ok(a) if !a.duplicate => {
+            wait_applied(&state, a.seq).await;
+            requested
+        }
+        Ok(_) | Err(AppendError::Conflict) => {
+            let history = state
+                .log
+                .image_history(&req.project_id, &image_id)
+                .await
+                .map_err(|e| ApiError::unavailable("re-reading the image", e))?;
+            let (seq, first) = history
+                .iter()
+                .find_map(|s| match &s.event.body {
+                    EventBody::UploadRequested(u) => Some((s.seq, u.clone())),
+                    _ => None,
+                })
+                .ok_or_else(|| ApiError::conflict("the image id is taken"))?;
+            wait_applied(&state, seq).await;
+            first
+        }
+        Err(e) => return Err(ApiError::unavailable("recording the upload request", e)),
+    };
+    metrics::counter!("gallery_links_requested_total").increment(1);
+    let link = link_response(&state, &req.project_id, &image_id, &recorded);
+    let body = serde_json::to_value(&link).map_err(|e| ApiError::internal("the link answer", e))?;
+    if let Some((store, bucket_key, body_sha256)) = idempotent {
+        let stored = idempotency::Stored {
+            body_sha256,
+            image_id: image_id.to_string(),
+            response: Some(body.clone()),
+        };
+        idempotency::answer(&store, &bucket_key, &stored).await?;
+    }
+    Ok(created(body))
+}
+
+/// The answer to `POST /images/`: where and how to upload the file.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadLink {
+    #[schema(format = Uuid)]
+    pub image_id: String,
+    #[schema(schema_with = crate::openapi::project_id)]
+    pub project_id: String,
+    /// Where to send the file: the api's `/uploads/{id}` in local mode, the bucket's URL on
+    /// the S3 endpoint in S3 mode.
+    #[schema(format = Uri)]
+    pub upload_link: String,
+    /// Always `POST`: a `multipart/form-data` form with every `params` field, then the file
+    /// as the field `file` (the S3 POST-policy contract, in both modes).
+    #[schema(schema_with = crate::openapi::post_only)]
+    pub method: &'static str,
+    /// The form fields to send before the file, verbatim.
+    pub params: BTreeMap<String, String>,
+    /// The link's end (whole seconds).
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// The request body of `POST /images/` (documentation only: [`parse_create`] reads it).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct CreateImageRequest {
+    /// The file's name: shown back, and tells the type when `content_type` is absent.
+    #[schema(min_length = 1, max_length = 255, example = "IMG_0042.jpg")]
+    pub filename: String,
+    #[schema(schema_with = crate::openapi::project_id_or_number)]
+    pub project_id: Value,
+    /// One of the accepted image types; derived from the file name when absent.
+    #[schema(schema_with = crate::openapi::accepted_content_type)]
+    pub content_type: Option<String>,
+    /// The file's size, when known: the link then accepts exactly up to this many bytes.
+    #[schema(minimum = 1)]
+    pub size: Option<u64>,
+}
+
+/// The answer to `POST /images/` for a recorded upload request: the link and its form fields.
+fn link_response(
+    state: &AppState,
+    project: &ProjectId,
+    image_id: &ImageId,
+    recorded: &UploadRequested,
+) -> UploadLink {
+    let image = image_id.to_string();
+    let key = recorded.object_key.clone();
+    let content_type = content_type::accept(&recorded.content_type).unwrap_or("image/jpeg");
+    let max_bytes = recorded.max_bytes;
+    let expires_at = recorded.link_expires_at;
+    let (upload_link, params) = match &state.config.links {
+        LinkMode::Local => {
+            let grant = UploadGrant {
+                image_id: &image,
+                key: &key,
+                content_type,
+                max_bytes,
+                expires: expires_at.timestamp(),
+            };
+            let params = BTreeMap::from([
+                ("key".to_owned(), key.clone()),
+                ("Content-Type".to_owned(), content_type.to_owned()),
+                ("max_bytes".to_owned(), max_bytes.to_string()),
+                ("expires".to_owned(), grant.expires.to_string()),
+                ("signature".to_owned(), state.signer.sign_upload(&grant)),
+            ]);
+            (
+                format!("{}/uploads/{image}", state.config.public_url),
+                params,
+            )
+        }
+        LinkMode::S3(s3) => {
+            let policy = PostPolicy {
+                key: &key,
+                content_type,
+                max_bytes,
+                expires_at,
+            };
+            let params = post_form(&policy, &s3.credentials, Utc::now())
+                .into_iter()
+                .collect();
+            (
+                format!("{}/{}", s3.public_endpoint.trim_end_matches('/'), s3.bucket),
+                params,
+            )
+        }
+    };
+    UploadLink {
+        image_id: image,
+        project_id: project.as_str().to_owned(),
+        upload_link,
+        method: "POST",
+        params,
+        expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }
+}
+
+/// `POST /images` (no trailing slash): the same as `POST /images/`.
+#[utoipa::path(
+    post,
+    path = "/images",
+    tag = "images",
+    operation_id = "create_image_unslashed",
+    request_body = CreateImageRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: 1-255 printable ASCII characters, unique per request")),
+    responses(
+        (status = 201, description = "The link, as `POST /images/` answers", body = UploadLink),
+    ),
+    security((), ("token" = [])),
+)]
+pub async fn create_unslashed(
+    state: State<AppState>,
+    access: Access,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    create(state, access, headers, body).await
+}
+
+fn created(body: Value) -> Response {
+    let location = format!("/images/{}", body["image_id"].as_str().unwrap_or_default());
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(body: &str) -> ErrorCode {
+        parse_create(body.as_bytes(), 1000).unwrap_err().code
+    }
+
+    #[test]
+    fn create_requests_are_validated() {
+        let ok = parse_create(br#"{"filename":"a.JPG","project_id":42}"#, 1000).unwrap();
+        assert_eq!(ok.project_id.as_str(), "42");
+        assert_eq!(ok.content_type, "image/jpeg");
+        let s = parse_create(
+            br#"{"filename":"x","project_id":"p_1","content_type":"image/png","size":10}"#,
+            1000,
+        )
+        .unwrap();
+        assert_eq!((s.content_type, s.size), ("image/png", Some(10)));
+
+        assert_eq!(code("not json"), ErrorCode::InvalidRequest);
+        assert_eq!(code("[]"), ErrorCode::InvalidRequest);
+        assert_eq!(code(r#"{"filename":"a.jpg"}"#), ErrorCode::InvalidRequest);
+        assert_eq!(code(r#"{"project_id":1}"#), ErrorCode::InvalidRequest);
+        assert_eq!(
+            code(r#"{"filename":"","project_id":1}"#),
+            ErrorCode::InvalidRequest
+        );
+        for hostile in [
+            r#""*""#, r#"">""#, r#""a.b""#, r#""""#, "1.5", "true", "[1]", r#""a b""#,
+        ] {
+            let body = format!(r#"{{"filename":"a.jpg","project_id":{hostile}}}"#);
+            assert_eq!(code(&body), ErrorCode::InvalidProjectId, "{hostile}");
+        }
+        assert_eq!(
+            code(r#"{"filename":"a.svg","project_id":1}"#),
+            ErrorCode::UnsupportedFormat
+        );
+        assert_eq!(
+            code(r#"{"filename":"a.jpg","project_id":1,"content_type":"image/svg+xml"}"#),
+            ErrorCode::UnsupportedFormat
+        );
+        assert_eq!(
+            code(r#"{"filename":"a.jpg","project_id":1,"size":1001}"#),
+            ErrorCode::UploadTooLarge
+        );
+        assert_eq!(
+            code(r#"{"filename":"a.jpg","project_id":1,"size":-1}"#),
+            ErrorCode::InvalidRequest
+        );
+    }
+}
