@@ -45,15 +45,16 @@ impl Doc {
         out
     }
 
-    /// The JSON schema documented for this answer: the status's own, else `default`.
+    /// The JSON schema documented for this answer. The status must be listed itself: every
+    /// operation also has a `default` (the error body), which would let any status pass.
     fn response_schema(&self, path: &str, method: &str, status: u16) -> Value {
         let op = &self.0["paths"][path][method];
         assert!(op.is_object(), "{method} {path} is not documented");
-        let responses = &op["responses"];
-        let response = match &responses[status.to_string()] {
-            Value::Null => &responses["default"],
-            found => found,
-        };
+        let response = &op["responses"][status.to_string()];
+        assert!(
+            response.is_object(),
+            "{method} {path} answered {status}, which its operation doesn't list"
+        );
         let schema = &response["content"]["application/json"]["schema"];
         assert!(
             schema.is_object(),

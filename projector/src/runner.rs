@@ -1,6 +1,7 @@
 //! Runs the fold against the live log: catch up from the stored sequence with an ordered
-//! consumer, commit each event, then publish it to subscribers. Also `rebuild`, which replays
-//! the whole log into a fresh store and swaps it in.
+//! consumer, fold and commit the events in batches (`batch.rs`: every event already waiting,
+//! one transaction per batch), then publish them to subscribers in order. Also `rebuild`, which
+//! replays the whole log into a fresh store the same way and swaps it in.
 //!
 //! Two things are never skipped: an event of a kind this version doesn't know (a newer
 //! replica wrote it) halts the projector, with a log line and a red `/ready`, until a build
@@ -238,6 +239,7 @@ async fn fold_chunk(
                 }
                 folded.push(stored);
             }
+            Err(ReadError::Decode { seq, .. }) if seq <= after.max(batch.last_seq()) => {}
             Err(ReadError::Decode { seq, source }) => {
                 tracing::error!(seq, %source, "skipping an undecodable event");
                 batch.seen(seq);

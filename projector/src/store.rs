@@ -195,7 +195,9 @@ impl Store {
                             awaiting_count.insert(project, &n.to_be_bytes())?;
                         }
                     }
-                    meta.insert(LAST_SEQ, &seq.to_be_bytes())?;
+                    // Never backwards: a re-delivered event must not un-apply later ones.
+                    let stored = count_of(meta.get(LAST_SEQ)?);
+                    meta.insert(LAST_SEQ, &seq.max(stored).to_be_bytes())?;
                     Ok::<_, ConflictableTransactionError<()>>(())
                 },
             )
@@ -396,6 +398,18 @@ mod tests {
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(reopened.last_seq().unwrap(), 5);
+    }
+
+    #[test]
+    fn the_sequence_never_goes_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.commit(10, None).unwrap();
+        // A re-delivered event (an undecodable one, say) commits an older sequence.
+        store.commit_batch(5, std::iter::empty()).unwrap();
+        assert_eq!(store.last_seq().unwrap(), 10);
+        store.commit(11, None).unwrap();
+        assert_eq!(store.last_seq().unwrap(), 11);
     }
 
     #[test]

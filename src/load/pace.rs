@@ -44,8 +44,15 @@ pub fn within(limit: Limit, i: u64, offset: Duration) -> bool {
     }
 }
 
+/// When a run's jobs ran: from the first one's start to the last one's end.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub start: Instant,
+    pub end: Instant,
+}
+
 /// Runs `job(i)` for every job the pace and limit allow, and waits for all of them.
-pub async fn drive<F, Fut>(pace: Pace, limit: Limit, job: F)
+pub async fn drive<F, Fut>(pace: Pace, limit: Limit, job: F) -> Window
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -84,6 +91,10 @@ where
         }
     }
     while running.join_next().await.is_some() {}
+    Window {
+        start,
+        end: Instant::now(),
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::client::{Failure, Target};
-use super::pace::{Limit, drive};
+use super::pace::{Limit, Window, drive};
 use super::photos::{Photo, load_dir, unique};
 use super::stats::{Errors, Latencies, Report, per_second};
 use super::{LoadArgs, Mode};
@@ -67,8 +67,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     let tally: Shared = Arc::default();
     let bar = progress(limit);
     let ticker = tick_by_time(&bar, limit);
-    let start = Instant::now();
-    let mut report = match args.mode {
+    let (mut report, window) = match args.mode {
         Mode::Flow => flow(args, &target, &projects, &tally, &bar, pace, limit).await?,
         Mode::Links | Mode::List => {
             hammer(args.mode, &target, &projects, &tally, &bar, pace, limit).await
@@ -77,10 +76,14 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     };
     ticker.abort();
     bar.finish_and_clear();
-    let elapsed = start.elapsed();
+    // Rates are over the time the jobs ran, not the set-up (photos read, sockets opened).
+    let (start, elapsed) = (window.start, window.end - window.start);
     let t = std::mem::take(&mut *tally.lock().expect("tally lock"));
     report.elapsed_s = (elapsed.as_secs_f64() * 10.0).round() / 10.0;
-    report.run = format!("load-{run_id}");
+    report.run = match &args.project {
+        Some(p) => p.clone(),
+        None => format!("load-{run_id}"),
+    };
     if !t.links.is_empty() {
         report.link_rps = Some(per_second(t.links.len(), elapsed));
         report.link_ms = Some(t.links.summary());
@@ -139,7 +142,7 @@ async fn flow(
     bar: &ProgressBar,
     pace: super::pace::Pace,
     limit: Limit,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<(Report, Window)> {
     let dir = args
         .photos
         .as_deref()
@@ -159,7 +162,7 @@ async fn flow(
     let (target, projects) = (target.clone(), projects.to_vec());
     let (tally_c, bar_c) = (tally.clone(), bar.clone());
     let (complete, timeout) = (!args.no_complete, args.timeout);
-    drive(pace, limit, move |i| {
+    let window = drive(pace, limit, move |i| {
         let (target, tally, bar) = (target.clone(), tally_c.clone(), bar_c.clone());
         let project = projects[i as usize % projects.len()].clone();
         let photo = photos[i as usize % photos.len()].clone();
@@ -180,10 +183,11 @@ async fn flow(
     for w in watchers {
         w.abort();
     }
-    Ok(Report {
+    let report = Report {
         mode: "flow",
         ..Report::default()
-    })
+    };
+    Ok((report, window))
 }
 
 fn progress_message(tally: &Shared) -> String {
@@ -222,11 +226,12 @@ async fn one_photo(
         forget();
         return Err(e);
     }
+    // The clock starts at the upload's answer: in local mode processing starts right then.
+    let uploaded = Instant::now();
     if complete && let Err(e) = target.complete(&image_id).await {
         // The watcher records the upload anyway; the photo goes on.
         note(tally, |t| t.errors.add(&format!("complete_{}", e.0)));
     }
-    let uploaded = Instant::now();
     match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(Outcome::Processed)) => {
             let now = Instant::now();
@@ -295,10 +300,10 @@ async fn hammer(
     bar: &ProgressBar,
     pace: super::pace::Pace,
     limit: Limit,
-) -> Report {
+) -> (Report, Window) {
     let (target, projects) = (target.clone(), projects.to_vec());
     let (tally_c, bar_c) = (tally.clone(), bar.clone());
-    drive(pace, limit, move |i| {
+    let window = drive(pace, limit, move |i| {
         let (target, tally, bar) = (target.clone(), tally_c.clone(), bar_c.clone());
         let project = projects[i as usize % projects.len()].clone();
         async move {
@@ -318,10 +323,11 @@ async fn hammer(
         }
     })
     .await;
-    Report {
+    let report = Report {
         mode: if mode == Mode::Links { "links" } else { "list" },
         ..Report::default()
-    }
+    };
+    (report, window)
 }
 
 /// ws mode: subscribers first, then link requests at the pace; every subscriber of a project
@@ -334,7 +340,10 @@ async fn fanout(
     bar: &ProgressBar,
     pace: super::pace::Pace,
     limit: Limit,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<(Report, Window)> {
+    if args.project.is_some() {
+        anyhow::bail!("ws mode makes its own projects: their only events are the run's");
+    }
     let subscribers = args.subscribers.max(1);
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -367,6 +376,10 @@ async fn fanout(
                 let Ok(event) = serde_json::from_str::<Value>(&text) else {
                     continue;
                 };
+                // The run's link requests are the events expected; nothing else counts.
+                if event["type"] != "upload_requested" {
+                    continue;
+                }
                 if let Some(at) = event["at"]
                     .as_str()
                     .and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok())
@@ -386,7 +399,7 @@ async fn fanout(
     let m = projects.len();
     let per_project = move |p: usize| subscribers.saturating_sub(p).div_ceil(m) as u64;
     let expected = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    {
+    let window = {
         let (target, projects) = (target.clone(), projects.to_vec());
         let (tally, bar, expected) = (tally.clone(), bar.clone(), expected.clone());
         drive(pace, limit, move |i| {
@@ -407,8 +420,8 @@ async fn fanout(
                 count_job(&bar, limit);
             }
         })
-        .await;
-    }
+        .await
+    };
     // Let the last events arrive, then close the sockets (each reader reports on its way out).
     let expected = expected.load(std::sync::atomic::Ordering::Relaxed);
     let settle = Instant::now() + Duration::from_secs(10);
@@ -421,11 +434,12 @@ async fn fanout(
         let _ = r.await;
     }
     let got = received.load(std::sync::atomic::Ordering::Relaxed);
-    Ok(Report {
+    let report = Report {
         mode: "ws",
         subscribers: Some(subscribers),
         messages_expected: Some(expected),
         messages_missed: Some(expected.saturating_sub(got)),
         ..Report::default()
-    })
+    };
+    Ok((report, window))
 }
