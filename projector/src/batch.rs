@@ -75,6 +75,14 @@ impl Batch {
         self.order.iter().filter_map(|id| self.records.get(id))
     }
 
+    /// The records to write, each image once, owned (for a commit off the async threads).
+    pub fn into_records(mut self) -> Vec<Record> {
+        self.order
+            .iter()
+            .filter_map(|id| self.records.remove(id))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.last_seq == 0
     }

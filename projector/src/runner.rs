@@ -156,6 +156,16 @@ impl Projector {
                     shutdown.cancelled().await;
                     break;
                 }
+                Err(err @ ProjectorError::Stuck(_)) => {
+                    tracing::error!(
+                        %err,
+                        "projector halted: the read model's store stopped answering; restart \
+                         this process (the log keeps every event; nothing was skipped)"
+                    );
+                    self.halted.send_replace(Some(err.to_string()));
+                    shutdown.cancelled().await;
+                    break;
+                }
                 Err(err) => tracing::warn!(%err, "projector lost the log; resuming in 1 s"),
                 Ok(()) => {}
             }
@@ -192,8 +202,13 @@ impl Projector {
             let after = self.store.last_seq()?;
             let (batch, folded, stop) = fold_chunk(&self.store, Some(js), chunk, after).await?;
             if !batch.is_empty() {
-                self.store.commit_batch(batch.last_seq(), batch.records())?;
-                self.applied.send_replace(batch.last_seq());
+                let seq = batch.last_seq();
+                let (store, records) = (self.store.clone(), batch.into_records());
+                within(COMMIT_DEADLINE, move || {
+                    store.commit_batch(seq, records.iter())
+                })
+                .await?;
+                self.applied.send_replace(seq);
                 for stored in folded {
                     self.fanout.publish(Arc::new(stored));
                 }
@@ -202,6 +217,30 @@ impl Projector {
                 return Err(err);
             }
         }
+    }
+}
+
+/// How long one batch's commit may take before the store counts as stuck. sled 0.34 can
+/// deadlock under heavy writes (spacejam/sled#1412; seen once in our read-model bench): the
+/// projector then halts and `/ready` says so, so that the process gets restarted, instead of
+/// silently serving an ever older read model.
+pub const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs a blocking store call on the blocking pool, waiting at most `deadline` for it (a
+/// stuck call keeps its thread; the caller goes on).
+async fn within<T: Send + 'static>(
+    deadline: Duration,
+    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ProjectorError> {
+    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(call)).await {
+        Ok(Ok(result)) => Ok(result?),
+        Ok(Err(panicked)) => Err(ProjectorError::Stuck(format!(
+            "a commit panicked: {panicked}"
+        ))),
+        Err(_) => Err(ProjectorError::Stuck(format!(
+            "a commit took over {} s",
+            deadline.as_secs()
+        ))),
     }
 }
 
@@ -294,6 +333,8 @@ pub enum ProjectorError {
     NewerEvent { seq: u64, kind: String },
     #[error("stream info: {0}")]
     Info(String),
+    #[error("the read model's store is stuck: {0}")]
+    Stuck(String),
     #[error("swapping directories: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -357,4 +398,29 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     dir.with_file_name(format!("{name}.{suffix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_store_call_past_its_deadline_counts_as_stuck() {
+        let fast = within(Duration::from_secs(5), || Ok(7)).await.unwrap();
+        assert_eq!(fast, 7);
+        let slow = within(Duration::from_millis(50), || {
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        })
+        .await;
+        assert!(matches!(slow, Err(ProjectorError::Stuck(_))), "{slow:?}");
+        let panicked = within(Duration::from_secs(5), || -> Result<(), StoreError> {
+            panic!("sled panicked")
+        })
+        .await;
+        assert!(
+            matches!(panicked, Err(ProjectorError::Stuck(_))),
+            "{panicked:?}"
+        );
+    }
 }
