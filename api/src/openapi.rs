@@ -72,20 +72,34 @@ impl utoipa::Modify for BearerToken {
     }
 }
 
-/// Completes the generated document: the public URL as its server, and the error body as the
-/// `default` answer of every operation (any status an operation doesn't list is an error with
-/// that body).
+fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+/// Whether the operation names the token scheme (it then answers 401 without a valid token
+/// when the deployment requires tokens).
+fn takes_token(op: &utoipa::openapi::path::Operation) -> bool {
+    op.security
+        .iter()
+        .flatten()
+        .any(|req| serde_json::to_value(req).is_ok_and(|v| v.get(TOKEN).is_some()))
+}
+
+/// Completes the generated document: the public URL as its server; 401 on every operation that
+/// takes a token; and the error body as the `default` answer of every operation (any status an
+/// operation doesn't list is an error with that body).
 pub fn finish(mut doc: OpenApi, public_url: &str) -> OpenApi {
     doc.servers = Some(vec![Server::new(public_url)]);
-    let error = ResponseBuilder::new()
-        .description("An error: the status and `error.code` say which")
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                .build(),
-        )
-        .build();
     for item in doc.paths.paths.values_mut() {
         for op in [
             &mut item.get,
@@ -97,10 +111,18 @@ pub fn finish(mut doc: OpenApi, public_url: &str) -> OpenApi {
         .into_iter()
         .flatten()
         {
+            if takes_token(op) {
+                op.responses
+                    .responses
+                    .entry("401".into())
+                    .or_insert_with(|| error_response("A token is required (`unauthorized`)"));
+            }
             op.responses
                 .responses
                 .entry("default".into())
-                .or_insert_with(|| RefOr::T(error.clone()));
+                .or_insert_with(|| {
+                    error_response("An error: the status and `error.code` say which")
+                });
         }
     }
     doc
@@ -140,7 +162,7 @@ pub async fn spec(Extension(spec): Extension<Spec>) -> Response {
 #[allow(dead_code)]
 pub struct ProjectPath {
     /// The project id
-    #[param(schema_with = project_id)]
+    #[param(schema_with = project_id, required = true)]
     id: String,
 }
 

@@ -231,17 +231,8 @@ pub async fn upload_with_params(
     params: Value,
     bytes: Vec<u8>,
 ) -> anyhow::Result<(u16, Value)> {
-    let mut form = reqwest::multipart::Form::new();
-    for (k, v) in params.as_object().context("params")? {
-        form = form.text(k.clone(), v.as_str().unwrap_or_default().to_owned());
-    }
-    let content_type = params["Content-Type"]
-        .as_str()
-        .unwrap_or("application/octet-stream");
-    let part = reqwest::multipart::Part::bytes(bytes)
-        .file_name("upload")
-        .mime_str(content_type)?;
-    form = form.part("file", part);
+    let form =
+        gallery::load::client::upload_form(params.as_object().context("params")?, bytes, "upload")?;
     assert_eq!(link["method"], "POST");
     let resp = http
         .post(link["upload_link"].as_str().context("upload_link")?)

@@ -34,6 +34,21 @@ impl Doc {
         Doc(doc)
     }
 
+    /// Path parameters must be required (OpenAPI 3.1, 4.8.12.1): tools refuse documents where
+    /// one isn't.
+    fn check_path_parameters(&self) {
+        for (path, item) in self.0["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if p["in"] == "path" {
+                        assert_eq!(p["required"], true, "{method} {path}: {p}");
+                        assert!(path.contains(&format!("{{{}}}", p["name"].as_str().unwrap())));
+                    }
+                }
+            }
+        }
+    }
+
     /// `(path template, method)` of every documented operation.
     fn operations(&self) -> BTreeSet<(String, String)> {
         let mut out = BTreeSet::new();
@@ -141,6 +156,7 @@ async fn every_route_is_documented_and_every_operation_served() {
         served.len() >= 15 && served.contains("/projects/{id}/ws"),
         "reading the router's paths failed (did axum's Debug output change?): {served:?}"
     );
+    doc.check_path_parameters();
     let documented: BTreeSet<String> = doc.operations().into_iter().map(|(p, _)| p).collect();
     assert_eq!(
         served, documented,
@@ -379,15 +395,19 @@ async fn the_sample_flow_matches_the_documented_schemas() {
     let (status, body) = stack.upload(&link, jpeg_photo(100, 100)).await.unwrap();
     assert_eq!(status, 409, "a second upload: {body}");
     doc.check("post", "/uploads/{id}", status, &body);
-    let resp = stack
-        .http
-        .get(stack.url("/files/originals/42/x"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
-    let body: Value = resp.json().await.unwrap();
-    doc.check("get", "/files/{key}", 403, &body);
+    // Unsigned, and with a damaged expiry: both a JSON 403, not the framework's text answer.
+    for query in ["", "?expires=soon&signature=x"] {
+        let resp = stack
+            .http
+            .get(stack.url(&format!("/files/originals/42/x{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{query}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_signature");
+        doc.check("get", "/files/{key}", 403, &body);
+    }
 }
 
 /// In S3 mode the link carries S3's POST-policy fields and the URLs are presigned S3 URLs: the

@@ -70,12 +70,7 @@ impl Batch {
         self.last_seq = self.last_seq.max(seq);
     }
 
-    /// The records to write, each image once.
-    pub fn records(&self) -> impl Iterator<Item = &Record> + Clone {
-        self.order.iter().filter_map(|id| self.records.get(id))
-    }
-
-    /// The records to write, each image once, owned (for a commit off the async threads).
+    /// The records to write, each image once, in the order the batch first touched them.
     pub fn into_records(mut self) -> Vec<Record> {
         self.order
             .iter()
@@ -161,7 +156,7 @@ mod tests {
                 batch.fold(e, |id| store.get(id)).unwrap();
             }
             store
-                .commit_batch(batch.last_seq(), batch.records())
+                .commit_batch(batch.last_seq(), batch.into_records().iter())
                 .unwrap();
         }
     }
@@ -216,7 +211,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(reads, 3);
-        assert_eq!(batch.records().count(), 3);
         assert_eq!(batch.last_seq(), 7);
+        assert_eq!(batch.into_records().len(), 3);
     }
 }

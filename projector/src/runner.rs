@@ -364,14 +364,15 @@ pub async fn rebuild(js: &jetstream::Context, dir: &Path) -> Result<u64, Project
             .ready_chunks(MAX_BATCH);
         while let Some(chunk) = chunks.next().await {
             let (batch, folded, stop) = fold_chunk(&fresh, None, chunk, 0).await?;
+            let seq = batch.last_seq();
             if !batch.is_empty() {
-                fresh.commit_batch(batch.last_seq(), batch.records())?;
+                fresh.commit_batch(seq, batch.into_records().iter())?;
             }
             applied += folded.len() as u64;
             if let Some(err) = stop {
                 return Err(err);
             }
-            if batch.last_seq() >= last {
+            if seq >= last {
                 break;
             }
         }

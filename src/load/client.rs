@@ -28,6 +28,27 @@ impl Failure {
     }
 }
 
+/// The upload form of a link: every `params` field as given, then the file as `file`, typed
+/// with the link's `Content-Type` (the S3 POST-policy contract, also the api's in local mode).
+pub fn upload_form(
+    params: &serde_json::Map<String, Value>,
+    bytes: Vec<u8>,
+    filename: &str,
+) -> Result<reqwest::multipart::Form, reqwest::Error> {
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in params {
+        form = form.text(k.clone(), v.as_str().unwrap_or_default().to_owned());
+    }
+    let content_type = params
+        .get("Content-Type")
+        .and_then(Value::as_str)
+        .unwrap_or("application/octet-stream");
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(filename.to_owned())
+        .mime_str(content_type)?;
+    Ok(form.part("file", part))
+}
+
 #[derive(Clone)]
 pub struct Target {
     pub http: reqwest::Client,
@@ -94,19 +115,8 @@ impl Target {
             return Err(Failure("unknown_upload_method".into()));
         }
         let params = link["params"].as_object().cloned().unwrap_or_default();
-        let mut form = reqwest::multipart::Form::new();
-        for (k, v) in &params {
-            form = form.text(k.clone(), v.as_str().unwrap_or_default().to_owned());
-        }
-        let content_type = params
-            .get("Content-Type")
-            .and_then(Value::as_str)
-            .unwrap_or("application/octet-stream");
-        let part = reqwest::multipart::Part::bytes(bytes)
-            .file_name(filename.to_owned())
-            .mime_str(content_type)
+        let form = upload_form(&params, bytes, filename)
             .map_err(|_| Failure("bad_content_type".into()))?;
-        form = form.part("file", part);
         let url = link["upload_link"].as_str().unwrap_or_default();
         let resp = self
             .http

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::client::{Failure, Target};
-use super::pace::{Limit, Window, drive};
+use super::pace::{Limit, Pace, Window, drive};
 use super::photos::{Photo, load_dir, unique};
 use super::stats::{Errors, Latencies, Report, per_second};
 use super::{LoadArgs, Mode};
@@ -31,6 +31,18 @@ struct Tally {
 }
 
 type Shared = Arc<Mutex<Tally>>;
+
+/// What every mode works with.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    args: &'a LoadArgs,
+    target: &'a Target,
+    projects: &'a [String],
+    tally: &'a Shared,
+    bar: &'a ProgressBar,
+    pace: Pace,
+    limit: Limit,
+}
 
 fn note(tally: &Shared, f: impl FnOnce(&mut Tally)) {
     f(&mut tally.lock().expect("tally lock"));
@@ -53,8 +65,8 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     let pace = args.pace()?;
     let limit = args.limit();
     let connections = match pace {
-        super::pace::Pace::Closed { concurrency } => concurrency,
-        super::pace::Pace::Open { rate, .. } => rate.ceil() as usize,
+        Pace::Closed { concurrency } => concurrency,
+        Pace::Open { rate, .. } => rate.ceil() as usize,
     };
     let target = Target::new(&args.url, args.token.clone(), connections)?;
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xFF_FFFF);
@@ -67,12 +79,19 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     let tally: Shared = Arc::default();
     let bar = progress(limit);
     let ticker = tick_by_time(&bar, limit);
+    let run = Run {
+        args,
+        target: &target,
+        projects: &projects,
+        tally: &tally,
+        bar: &bar,
+        pace,
+        limit,
+    };
     let (mut report, window) = match args.mode {
-        Mode::Flow => flow(args, &target, &projects, &tally, &bar, pace, limit).await?,
-        Mode::Links | Mode::List => {
-            hammer(args.mode, &target, &projects, &tally, &bar, pace, limit).await
-        }
-        Mode::Ws => fanout(args, &target, &projects, &tally, &bar, pace, limit).await?,
+        Mode::Flow => flow(&run).await?,
+        Mode::Links | Mode::List => hammer(&run).await,
+        Mode::Ws => fanout(&run).await?,
     };
     ticker.abort();
     bar.finish_and_clear();
@@ -134,15 +153,16 @@ enum Outcome {
 
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Outcome>>>>;
 
-async fn flow(
-    args: &LoadArgs,
-    target: &Target,
-    projects: &[String],
-    tally: &Shared,
-    bar: &ProgressBar,
-    pace: super::pace::Pace,
-    limit: Limit,
-) -> anyhow::Result<(Report, Window)> {
+async fn flow(run: &Run<'_>) -> anyhow::Result<(Report, Window)> {
+    let Run {
+        args,
+        target,
+        projects,
+        tally,
+        bar,
+        pace,
+        limit,
+    } = *run;
     let dir = args
         .photos
         .as_deref()
@@ -292,15 +312,17 @@ async fn watch(
     }
 }
 
-async fn hammer(
-    mode: Mode,
-    target: &Target,
-    projects: &[String],
-    tally: &Shared,
-    bar: &ProgressBar,
-    pace: super::pace::Pace,
-    limit: Limit,
-) -> (Report, Window) {
+async fn hammer(run: &Run<'_>) -> (Report, Window) {
+    let Run {
+        args,
+        target,
+        projects,
+        tally,
+        bar,
+        pace,
+        limit,
+    } = *run;
+    let mode = args.mode;
     let (target, projects) = (target.clone(), projects.to_vec());
     let (tally_c, bar_c) = (tally.clone(), bar.clone());
     let window = drive(pace, limit, move |i| {
@@ -332,15 +354,16 @@ async fn hammer(
 
 /// ws mode: subscribers first, then link requests at the pace; every subscriber of a project
 /// should see every `upload_requested` of it.
-async fn fanout(
-    args: &LoadArgs,
-    target: &Target,
-    projects: &[String],
-    tally: &Shared,
-    bar: &ProgressBar,
-    pace: super::pace::Pace,
-    limit: Limit,
-) -> anyhow::Result<(Report, Window)> {
+async fn fanout(run: &Run<'_>) -> anyhow::Result<(Report, Window)> {
+    let Run {
+        args,
+        target,
+        projects,
+        tally,
+        bar,
+        pace,
+        limit,
+    } = *run;
     if args.project.is_some() {
         anyhow::bail!("ws mode makes its own projects: their only events are the run's");
     }

@@ -17,21 +17,17 @@ use crate::signing::LinkError;
 use crate::state::AppState;
 use crate::view::ErrorBody;
 
-#[derive(Deserialize)]
-pub struct Signed {
-    expires: Option<i64>,
-    signature: Option<String>,
-}
-
-/// The query of a download link (documentation).
-#[derive(utoipa::IntoParams)]
+/// A download link's query: both fields are required, checked by the handler (403
+/// `bad_signature` when one is missing).
+#[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct DownloadQuery {
-    /// The link's end (Unix seconds)
-    expires: i64,
+pub struct Signed {
+    /// The link's end (Unix seconds); read as text so that a damaged one gets a JSON answer
+    #[param(required = true, value_type = i64)]
+    expires: Option<String>,
     /// The link's signature
-    signature: String,
+    #[param(required = true)]
+    signature: Option<String>,
 }
 
 /// Download a file (local mode).
@@ -45,7 +41,7 @@ pub struct DownloadQuery {
     operation_id = "download_file",
     params(
         ("key" = String, Path, description = "The object key, slashes included (`originals/...` or `versions/...`)"),
-        DownloadQuery,
+        Signed,
     ),
     responses(
         (status = 200, description = "The file's bytes, cacheable for an hour", content_type = "image/*", body = Vec<u8>),
@@ -60,10 +56,12 @@ pub async fn download(
     Query(q): Query<Signed>,
 ) -> ApiResult<Response> {
     local_mode_only(&state)?;
-    let (Some(expires), Some(signature)) = (q.expires, q.signature) else {
+    let (Some(expires), Some(signature)) =
+        (q.expires.and_then(|e| e.parse::<i64>().ok()), q.signature)
+    else {
         return Err(ApiError::new(
             ErrorCode::BadSignature,
-            "the link is not signed",
+            "the link is not signed (or its expiry is not a number)",
         ));
     };
     state

@@ -36,7 +36,6 @@ pub struct ImagePath {
     params(ImagePath),
     responses(
         (status = 200, description = "The image", body = ImageView),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 404, description = "No such image, or not in the token's projects", body = ErrorBody),
     ),
     security((), ("token" = [])),
@@ -63,7 +62,6 @@ pub async fn get_one(
     params(ImagePath),
     responses(
         (status = 202, description = "Accepted: the image as it is now", body = ImageView),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 404, description = "No such image, or not in the token's projects", body = ErrorBody),
         (status = 409, description = "Not finished, never uploaded, or changed meanwhile", body = ErrorBody),
         (status = 429, description = "Too many reprocess requests (`rate_limited`)", body = ErrorBody),
@@ -121,7 +119,6 @@ pub async fn reprocess(
     params(ImagePath),
     responses(
         (status = 200, description = "The image: `uploaded` (or later), or `error` if the file was refused", body = ImageView),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 404, description = "No such image, or not in the token's projects", body = ErrorBody),
         (status = 409, description = "No upload has arrived yet", body = ErrorBody),
     ),

@@ -131,7 +131,6 @@ pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
         (status = 201, description = "The link; `Location` names the image", body = UploadLink,
             headers(("Location" = String, description = "`/images/{image_id}`"))),
         (status = 400, description = "`invalid_request` or `invalid_project_id`", body = ErrorBody),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 403, description = "The token doesn't grant `upload` on the project", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key was used with another body", body = ErrorBody),
         (status = 413, description = "`size` is over the limit (`upload_too_large`)", body = ErrorBody),
@@ -166,7 +165,10 @@ pub async fn create(
                 }
             };
             match decision {
-                idempotency::Decision::Replay(first) => return Ok(created(first)),
+                idempotency::Decision::Replay(first) => {
+                    let id = first["image_id"].as_str().unwrap_or_default().to_owned();
+                    return Ok(created(&id, Json(first)));
+                }
                 idempotency::Decision::Proceed(reserved) => {
                     image_id = ImageId::parse(&reserved)
                         .map_err(|e| ApiError::internal("a reserved image id", e))?;
@@ -245,16 +247,17 @@ pub async fn create(
     };
     metrics::counter!("gallery_links_requested_total").increment(1);
     let link = link_response(&state, &req.project_id, &image_id, &recorded);
-    let body = serde_json::to_value(&link).map_err(|e| ApiError::internal("the link answer", e))?;
     if let Some((store, bucket_key, body_sha256)) = idempotent {
+        let response = serde_json::to_value(&link)
+            .map_err(|e| ApiError::internal("storing the link answer", e))?;
         let stored = idempotency::Stored {
             body_sha256,
             image_id: image_id.to_string(),
-            response: Some(body.clone()),
+            response: Some(response),
         };
         idempotency::answer(&store, &bucket_key, &stored).await?;
     }
-    Ok(created(body))
+    Ok(created(&image_id.to_string(), Json(link)))
 }
 
 /// The answer to `POST /images/`: where and how to upload the file.
@@ -378,14 +381,10 @@ pub async fn create_unslashed(
     create(state, access, headers, body).await
 }
 
-fn created(body: Value) -> Response {
-    let location = format!("/images/{}", body["image_id"].as_str().unwrap_or_default());
-    (
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(body),
-    )
-        .into_response()
+/// 201 with `Location: /images/{id}`: a fresh link answer, or a stored one replayed.
+fn created(image_id: &str, body: impl IntoResponse) -> Response {
+    let location = format!("/images/{image_id}");
+    (StatusCode::CREATED, [(header::LOCATION, location)], body).into_response()
 }
 
 #[cfg(test)]

@@ -16,10 +16,19 @@ use crate::view::{ErrorBody, ImageView, image_view};
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 500;
 
-#[derive(Deserialize)]
+/// The listing's query. Read as text, so that a bad value gets `invalid_request` with the
+/// reason; documented with the types the handler accepts.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Images per page, 1 to 500 (default 50)
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page
+    #[param(format = Uuid)]
     cursor: Option<String>,
+    /// Only images in this state
+    #[param(schema_with = crate::openapi::image_state)]
     state: Option<String>,
 }
 
@@ -36,34 +45,16 @@ pub struct ImagePage {
     pub seq: u64,
 }
 
-/// The listing's query (documentation; the handler reads it as text and answers
-/// `invalid_request` with the reason).
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct ListParams {
-    /// Images per page, 1 to 500 (default 50)
-    #[param(minimum = 1, maximum = 500)]
-    limit: Option<u32>,
-    /// `next_cursor` of the previous page
-    #[param(format = Uuid)]
-    cursor: Option<String>,
-    /// Only images in this state
-    #[param(schema_with = crate::openapi::image_state)]
-    state: Option<String>,
-}
-
 /// List a project's images.
 #[utoipa::path(
     get,
     path = "/projects/{id}/images",
     tag = "projects",
     operation_id = "list_images",
-    params(crate::openapi::ProjectPath, ListParams),
+    params(crate::openapi::ProjectPath, ListQuery),
     responses(
         (status = 200, description = "A page, newest first", body = ImagePage),
         (status = 400, description = "A bad project id, limit, cursor or state", body = ErrorBody),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 403, description = "The token doesn't grant `read` on the project", body = ErrorBody),
     ),
     security((), ("token" = [])),

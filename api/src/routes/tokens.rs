@@ -194,7 +194,6 @@ pub fn parse_mint(body: &[u8]) -> ApiResult<MintRequest> {
     responses(
         (status = 201, description = "The token", body = MintedToken),
         (status = 400, description = "A bad project, rights or ttl", body = ErrorBody),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 403, description = "The token is not admin over that scope, or lacks a right it would grant", body = ErrorBody),
         (status = 404, description = "Tokens are off on this deployment (`--auth off`)", body = ErrorBody),
     ),

@@ -66,20 +66,14 @@ impl Keepalive {
     }
 }
 
-#[derive(Deserialize)]
-pub struct WsQuery {
-    since: Option<String>,
-}
-
-/// `?since` of the WebSocket (documentation).
-#[derive(utoipa::IntoParams)]
+/// `?since`, read as text so that a bad value gets `invalid_request` ([`parse_since`]).
+#[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct SubscribeParams {
+pub struct WsQuery {
     /// Replay the project's events after this stream sequence first (a listing's `seq`, or the
     /// last message's `seq` when reconnecting), then go live
-    #[param(minimum = 0)]
-    since: Option<u64>,
+    #[param(value_type = Option<u64>, minimum = 0)]
+    since: Option<String>,
 }
 
 /// Follow a project's events live.
@@ -94,11 +88,10 @@ pub struct SubscribeParams {
     path = "/projects/{id}/ws",
     tag = "projects",
     operation_id = "subscribe",
-    params(crate::openapi::ProjectPath, SubscribeParams),
+    params(crate::openapi::ProjectPath, WsQuery),
     responses(
         (status = 101, description = "Switching to WebSocket; then one text frame per event, each this JSON", body = WsMessage),
         (status = 400, description = "Not a WebSocket request, or a bad project id or `since`", body = ErrorBody),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 403, description = "The token doesn't grant `subscribe`, or the page's origin is not allowed", body = ErrorBody),
         (status = 429, description = "Too many connects (`rate_limited`)", body = ErrorBody),
     ),
