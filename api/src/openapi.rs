@@ -161,8 +161,9 @@ pub async fn spec(Extension(spec): Extension<Spec>) -> Response {
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
 pub struct ProjectPath {
-    /// The project id
-    #[param(schema_with = project_id, required = true)]
+    /// The project id: letters, digits, `_` and `-` (path parameters are required, which a
+    /// `schema_with` field would lose)
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     id: String,
 }
 
@@ -246,6 +247,18 @@ pub fn version_meta_map() -> Object {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_path_parameter_spells_the_project_id_rule() {
+        use utoipa::IntoParams;
+        let params = ProjectPath::into_params(|| None);
+        let json = serde_json::to_value(&params[0]).unwrap();
+        assert_eq!(json["required"], true);
+        assert_eq!(
+            json["schema"]["pattern"],
+            serde_json::to_value(project_id()).unwrap()["pattern"]
+        );
+    }
 
     #[test]
     fn enums_list_every_value() {
