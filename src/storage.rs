@@ -8,18 +8,31 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use gallery_api::readiness::READY_PROBE;
 use object_store::aws::AmazonS3Builder;
+use object_store::list::PaginatedListStore;
 use object_store::local::LocalFileSystem;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use crate::config::{AppConfig, S3Config};
 
-pub async fn open(cfg: &AppConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
+/// The store of a run, and in S3 mode the same client for paginated LIST requests (the upload
+/// watcher's batch detection).
+pub struct Storage {
+    pub store: Arc<dyn ObjectStore>,
+    pub lister: Option<Arc<dyn PaginatedListStore>>,
+}
+
+pub async fn open(cfg: &AppConfig) -> anyhow::Result<Storage> {
     let Some(s3) = &cfg.s3 else {
         let dir = cfg.data_dir.join("storage");
         std::fs::create_dir_all(&dir)?;
-        return Ok(Arc::new(LocalFileSystem::new_with_prefix(&dir)?));
+        return Ok(Storage {
+            store: Arc::new(LocalFileSystem::new_with_prefix(&dir)?),
+            lister: None,
+        });
     };
-    let store: Arc<dyn ObjectStore> = Arc::new(s3_store(s3)?);
+    let s3_client = Arc::new(s3_store(s3)?);
+    let store: Arc<dyn ObjectStore> = s3_client.clone();
+    let lister: Option<Arc<dyn PaginatedListStore>> = Some(s3_client);
     // The bucket must exist and take writes: find out now, not on the first upload. A server
     // that doesn't answer is an outage, not a mistake: start anyway (the roles retry, /ready
     // says storage is down), rather than crash-loop until it is back.
@@ -41,7 +54,7 @@ pub async fn open(cfg: &AppConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
             });
         }
     }
-    Ok(store)
+    Ok(Storage { store, lister })
 }
 
 /// The server could not be reached or did not answer in time (as opposed to an answer that

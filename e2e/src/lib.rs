@@ -215,6 +215,22 @@ impl TestStack {
         Ok(WsClient { stream })
     }
 
+    /// The text of the running process's Prometheus endpoint.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let addr = self
+            .running
+            .as_ref()
+            .and_then(|r| r.metrics_addr)
+            .context("no metrics listener")?;
+        let resp = self
+            .http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status() == 200, "metrics: {}", resp.status());
+        Ok(resp.text().await?)
+    }
+
     /// `ws://…/projects/{project}/ws[?since=…]`.
     pub fn ws_url(&self, project: &str, since: Option<u64>) -> String {
         let base = self.base().replacen("http://", "ws://", 1);
@@ -289,6 +305,15 @@ impl WsClient {
 }
 
 /// A synthetic photo: a smooth gradient with detail, encoded as JPEG.
+/// The value of the series whose line starts with `series` (name and labels, exactly as
+/// exported) in a Prometheus text page; `None` when it isn't there.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 pub fn jpeg_photo(width: u32, height: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(width, height, |x, y| {
         let r = (x * 255 / width.max(1)) as u8;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gallery_e2e::{TestStack, dimensions, jpeg_photo, upload_with_params};
+use gallery_e2e::{TestStack, dimensions, jpeg_photo, metric, upload_with_params};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -154,6 +154,69 @@ async fn the_store_refuses_what_the_policy_does_not_allow() {
         small["image_id"].as_str().unwrap(),
     ] {
         assert_eq!(stack.image(image).await.unwrap()["state"], "init");
+    }
+}
+
+/// Batch detection: with hundreds of links waiting, the watcher finds uploads by listing the
+/// originals' key range a few times a second, not by asking S3 about each link. Its LIST
+/// requests are bounded by its passes (one page covers every waiting link here), it makes no
+/// HEAD before a link's deadline, and one ranged GET per upload it records.
+#[tokio::test]
+async fn the_watcher_finds_uploads_in_batches_not_per_link() {
+    let every = Duration::from_millis(200);
+    let stack = TestStack::start_s3_with(|c| c.upload_scan_every = every)
+        .await
+        .unwrap();
+    for i in 0..400 {
+        stack
+            .request_link("batch", &format!("idle-{i}.jpg"))
+            .await
+            .unwrap();
+    }
+    let watcher = |text: &str, op: &str| {
+        metric(
+            text,
+            &format!(r#"gallery_upload_check_s3_requests_total{{by="watcher",op="{op}"}}"#),
+        )
+        .unwrap_or(0.0)
+    };
+    let before = stack.metrics().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let link = stack
+            .request_link("batch", &format!("used-{i}.jpg"))
+            .await
+            .unwrap();
+        let (status, _) = stack.upload(&link, jpeg_photo(320, 240)).await.unwrap();
+        assert!((200..300).contains(&status), "{status}");
+        ids.push(link["image_id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        stack.wait_state(id, "done").await.unwrap();
+    }
+    let after = stack.metrics().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        metric(&after, r#"gallery_uploads_detected_total{via="watcher"}"#),
+        Some(5.0),
+        "the watcher records every upload (no client called complete)"
+    );
+    let lists = watcher(&after, "list") - watcher(&before, "list");
+    let passes = (elapsed.as_millis() / every.as_millis()) as f64 + 1.0;
+    assert!(
+        lists >= 1.0 && lists <= passes,
+        "{lists} LISTs in {elapsed:?}"
+    );
+    assert_eq!(watcher(&after, "head"), 0.0, "no HEAD before a deadline");
+    assert_eq!(watcher(&after, "get") - watcher(&before, "get"), 5.0);
+    assert!(
+        metric(&after, "gallery_upload_watcher_pending").unwrap() >= 400.0,
+        "the idle links wait in the index"
+    );
+    for id in &ids {
+        let rec = stack.image(id).await.unwrap();
+        assert_eq!(rec["state"], "done");
     }
 }
 

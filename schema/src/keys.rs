@@ -9,9 +9,43 @@ use crate::version::VersionName;
 /// File extensions of rendered versions: JPEG, or PNG when the source had transparency.
 pub const VERSION_EXTENSIONS: [&str; 2] = ["jpg", "png"];
 
-/// `originals/<project>/<image>`: the uploaded bytes, as received.
+/// Where every original lives; the upload watcher lists it (docs/ARCHITECTURE.md §5).
+pub const ORIGINALS_PREFIX: &str = "originals/";
+
+/// `originals/<image>/<project>`: the uploaded bytes, as received. The image id comes first:
+/// ids are UUIDv7, so keys sort by the time their upload link was made, and the upload watcher
+/// finds the uploads of the last seconds with a few LIST requests over one contiguous range,
+/// whatever their projects. The project stays in the key, so an event of one project can't
+/// name another project's object.
 pub fn original_key(project: &ProjectId, image: &ImageId) -> String {
-    format!("originals/{project}/{image}")
+    format!("{ORIGINALS_PREFIX}{image}/{project}")
+}
+
+/// The layout of releases before the time-ordered one: `originals/<project>/<image>`. Logs
+/// written then still name it, and it stays valid for their images.
+pub fn legacy_original_key(project: &ProjectId, image: &ImageId) -> String {
+    format!("{ORIGINALS_PREFIX}{project}/{image}")
+}
+
+/// Whether `key` is this image's original, in either layout.
+pub fn is_original_key(key: &str, project: &ProjectId, image: &ImageId) -> bool {
+    key == original_key(project, image) || key == legacy_original_key(project, image)
+}
+
+/// The image an original's key names, in either layout (`None` for any other key).
+pub fn original_image(key: &str) -> Option<ImageId> {
+    let mut parts = key.strip_prefix(ORIGINALS_PREFIX)?.split('/');
+    let (first, second) = (parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    match (ImageId::parse(first), ImageId::parse(second)) {
+        (Ok(image), Err(_)) if ProjectId::parse(second).is_ok() => Some(image),
+        (Err(_), Ok(image)) if ProjectId::parse(first).is_ok() => Some(image),
+        // A project named like a UUID: the current layout puts the image first.
+        (Ok(image), Ok(_)) => Some(image),
+        _ => None,
+    }
 }
 
 /// `versions/<project>/<image>/<generation>/<version>.<ext>`: immutable, one per generation.
@@ -67,6 +101,32 @@ mod tests {
                 "{forged}"
             );
         }
-        assert_eq!(original_key(&p, &i), format!("originals/p1/{i}"));
+    }
+
+    #[test]
+    fn original_keys_sort_by_time_and_name_their_image() {
+        let p = ProjectId::parse("p1").unwrap();
+        let q = ProjectId::parse("zz").unwrap();
+        let older = ImageId::new_v7();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let newer = ImageId::new_v7();
+        assert_eq!(original_key(&p, &older), format!("originals/{older}/p1"));
+        // Time order across projects: the later link sorts later whatever its project.
+        assert!(original_key(&q, &older) < original_key(&p, &newer));
+        for key in [original_key(&p, &older), legacy_original_key(&p, &older)] {
+            assert!(is_original_key(&key, &p, &older), "{key}");
+            assert!(!is_original_key(&key, &q, &older), "{key}");
+            assert!(!is_original_key(&key, &p, &newer), "{key}");
+            assert_eq!(original_image(&key), Some(older), "{key}");
+        }
+        for other in [
+            format!("originals/{older}"),
+            format!("originals/{older}/p1/x"),
+            format!("originals/{older}/../p1"),
+            format!("versions/p1/{older}/1/thumb.jpg"),
+            "originals/p1/p2".to_owned(),
+        ] {
+            assert_eq!(original_image(&other), None, "{other}");
+        }
     }
 }

@@ -222,7 +222,7 @@ impl Event {
     fn check_keys(&self) -> Result<(), DecodeError> {
         let (p, i) = (&self.project_id, &self.image_id);
         match &self.body {
-            EventBody::UploadRequested(u) if u.object_key != crate::keys::original_key(p, i) => {
+            EventBody::UploadRequested(u) if !crate::keys::is_original_key(&u.object_key, p, i) => {
                 Err(DecodeError::ForeignKey(
                     u.object_key.chars().take(300).collect(),
                 ))
@@ -371,24 +371,44 @@ mod tests {
             Event::decode_checked(&subject, &html.encode()),
             Err(DecodeError::VersionType(_))
         ));
-        // An upload request for somebody else's original.
-        let req = Event::new(
-            p.clone(),
-            i,
-            EventBody::UploadRequested(UploadRequested {
-                filename: "a.jpg".into(),
-                object_key: crate::keys::original_key(&p, &other),
-                content_type: "image/jpeg".into(),
-                declared_size: None,
-                link_expires_at: from_millis(1_700_000_000_000).unwrap(),
-                max_bytes: 5,
-            }),
-        );
-        let subject = crate::subjects::event_subject(&p, &i, req.kind());
-        assert!(matches!(
-            Event::decode_checked(&subject, &req.encode()),
-            Err(DecodeError::ForeignKey(_))
-        ));
+        // Upload requests for somebody else's original (another image's, or another
+        // project's, in either layout), and for the image's own in both layouts.
+        let q = ProjectId::parse("q1").unwrap();
+        let request = |key: String| {
+            Event::new(
+                p.clone(),
+                i,
+                EventBody::UploadRequested(UploadRequested {
+                    filename: "a.jpg".into(),
+                    object_key: key,
+                    content_type: "image/jpeg".into(),
+                    declared_size: None,
+                    link_expires_at: from_millis(1_700_000_000_000).unwrap(),
+                    max_bytes: 5,
+                }),
+            )
+        };
+        let subject = crate::subjects::event_subject(&p, &i, crate::EventKind::UploadRequested);
+        for key in [
+            crate::keys::original_key(&p, &other),
+            crate::keys::original_key(&q, &i),
+            crate::keys::legacy_original_key(&q, &i),
+            crate::keys::legacy_original_key(&p, &other),
+        ] {
+            assert!(
+                matches!(
+                    Event::decode_checked(&subject, &request(key.clone()).encode()),
+                    Err(DecodeError::ForeignKey(_))
+                ),
+                "{key}"
+            );
+        }
+        for key in [
+            crate::keys::original_key(&p, &i),
+            crate::keys::legacy_original_key(&p, &i),
+        ] {
+            assert!(Event::decode_checked(&subject, &request(key).encode()).is_ok());
+        }
     }
 
     #[test]

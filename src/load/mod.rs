@@ -78,6 +78,11 @@ pub struct LoadArgs {
     /// How long a photo may take from its upload to `processed`.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "120s")]
     pub timeout: Duration,
+    /// The api's Prometheus endpoint (e.g. http://127.0.0.1:9464/metrics): read before and
+    /// after the run, it adds the server's S3 requests for finding and checking uploads, per
+    /// second, to the report (the watcher's next to `complete`'s).
+    #[arg(long)]
+    pub metrics: Option<String>,
     /// Print the report as JSON (on stdout) instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::client::{Failure, Target};
 use super::pace::{Limit, Pace, Window, drive};
 use super::photos::{Photo, load_dir, unique};
-use super::stats::{Errors, Latencies, Report, per_second};
+use super::stats::{Errors, Latencies, Report, per_second, rates_between, upload_check_requests};
 use super::{LoadArgs, Mode};
 
 /// What the jobs of a run collect.
@@ -88,6 +88,10 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         pace,
         limit,
     };
+    let metrics_before = match &args.metrics {
+        Some(url) => Some((upload_checks(&target, url).await?, Instant::now())),
+        None => None,
+    };
     let (mut report, window) = match args.mode {
         Mode::Flow => flow(&run).await?,
         Mode::Links | Mode::List => hammer(&run).await,
@@ -122,7 +126,28 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         report.event_to_client_ms = Some(t.event_to_client.summary());
     }
     report.errors = t.errors;
+    if let (Some(url), Some((before, since))) = (&args.metrics, metrics_before) {
+        let after = upload_checks(&target, url).await?;
+        report.upload_check_s3_rps = Some(rates_between(&before, &after, since.elapsed()));
+    }
     Ok(report)
+}
+
+/// The api's S3 requests for upload checks so far, by who made them.
+async fn upload_checks(
+    target: &Target,
+    url: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+    let text = target
+        .http
+        .get(url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .with_context(|| format!("reading metrics from {url}"))?
+        .text()
+        .await?;
+    Ok(upload_check_requests(&text))
 }
 
 /// With a duration limit, the bar shows seconds.

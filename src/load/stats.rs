@@ -125,7 +125,50 @@ pub struct Report {
     pub messages_expected: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages_missed: Option<u64>,
+    /// With `--metrics`: the api's S3 requests per second to find and check uploads, by who
+    /// made them (`watcher`, `complete`), over the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_check_s3_rps: Option<BTreeMap<String, f64>>,
     pub errors: Errors,
+}
+
+/// Totals of `gallery_upload_check_s3_requests_total` by its `by` label, from a Prometheus
+/// text page.
+pub fn upload_check_requests(text: &str) -> BTreeMap<String, f64> {
+    let mut by = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("gallery_upload_check_s3_requests_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let Some(who) = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("by=\"")?.strip_suffix('"'))
+        else {
+            continue;
+        };
+        if let Ok(v) = value.trim().parse::<f64>() {
+            *by.entry(who.to_owned()).or_default() += v;
+        }
+    }
+    by
+}
+
+/// Per-second rates between two readings of [`upload_check_requests`].
+pub fn rates_between(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    elapsed: Duration,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(who, n)| {
+            let delta = n - before.get(who).copied().unwrap_or(0.0);
+            (who.clone(), round(delta / elapsed.as_secs_f64().max(1e-9)))
+        })
+        .collect()
 }
 
 impl Report {
@@ -175,6 +218,18 @@ impl Report {
                 format!("{expected} expected, {missed} missed"),
             ));
         }
+        if let Some(rates) = &self.upload_check_s3_rps {
+            let text = if rates.is_empty() {
+                "none".to_owned()
+            } else {
+                rates
+                    .iter()
+                    .map(|(who, v)| format!("{who} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            rows.push(("upload checks, S3 requests/s".into(), text));
+        }
         let errors = if self.errors.0.is_empty() {
             "none".to_owned()
         } else {
@@ -196,6 +251,23 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_check_requests_are_read_from_the_metrics_page() {
+        let before = "# TYPE gallery_upload_check_s3_requests_total counter\n\
+            gallery_upload_check_s3_requests_total{by=\"watcher\",op=\"list\"} 10\n\
+            gallery_upload_check_s3_requests_total{by=\"watcher\",op=\"get\"} 5\n\
+            gallery_uploads_detected_total{via=\"watcher\"} 5\n";
+        let after = "gallery_upload_check_s3_requests_total{by=\"watcher\",op=\"list\"} 30\n\
+            gallery_upload_check_s3_requests_total{by=\"watcher\",op=\"get\"} 25\n\
+            gallery_upload_check_s3_requests_total{by=\"complete\",op=\"head\"} 4\n";
+        let (b, a) = (upload_check_requests(before), upload_check_requests(after));
+        assert_eq!(b.get("watcher"), Some(&15.0));
+        assert_eq!(a.get("watcher"), Some(&55.0));
+        let rates = rates_between(&b, &a, Duration::from_secs(4));
+        assert_eq!(rates.get("watcher"), Some(&10.0));
+        assert_eq!(rates.get("complete"), Some(&1.0));
+    }
 
     fn ms(v: &[u64]) -> Latencies {
         let mut l = Latencies::default();

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use gallery_schema::{ErrorCode, ImageId};
+use gallery_schema::ErrorCode;
 use object_store::path::Path as ObjectPath;
 use serde::Deserialize;
 
@@ -77,11 +77,8 @@ pub async fn download(
     let content_type = if key.starts_with("versions/") {
         content_type::for_version_key(&key).to_owned()
     } else {
-        // originals/<project>/<image id>: the type the upload link pinned.
-        let image = key
-            .rsplit('/')
-            .next()
-            .and_then(|id| ImageId::parse(id).ok());
+        // An original: the type its upload link pinned.
+        let image = gallery_schema::keys::original_image(&key);
         let rec = image.and_then(|id| state.projector.store.get(&id).ok().flatten());
         rec.map(|r| r.content_type)
             .unwrap_or_else(|| "application/octet-stream".into())

@@ -132,9 +132,14 @@ pub async fn complete(
     access.signed_in()?;
     let mut rec = access.image(&state, &parse_image_id(&id)?, Right::Upload)?;
     if rec.state == ImageState::Init {
-        let found = inspect_upload(state.store.as_ref(), &rec.original_key, rec.max_bytes)
-            .await
-            .map_err(|e| ApiError::unavailable("checking the upload", e))?;
+        let found = inspect_upload(
+            state.store.as_ref(),
+            &rec.original_key,
+            rec.max_bytes,
+            "complete",
+        )
+        .await
+        .map_err(|e| ApiError::unavailable("checking the upload", e))?;
         match found {
             Inspection::Missing => {
                 return Err(ApiError::conflict(

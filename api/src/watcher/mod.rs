@@ -1,11 +1,18 @@
 //! The upload watcher: notices uploads without any client call and expires unused links.
 //!
-//! A durable consumer delivers every `upload_requested` event. For each, the watcher reads the
-//! image's history and looks at the object in storage: an image already uploaded or failed is
-//! done; an object that is there gets `uploaded` (with its ETag); a link past its expiry plus a
-//! grace period (for uploads that started in time) gets `failed: upload_expired`; otherwise the
-//! delivery is nak'ed with a delay and comes back later. In local mode the upload endpoint
-//! records uploads itself, so the watcher only wakes at the deadline; with S3 (later) it polls.
+//! A durable consumer delivers every `upload_requested` event. An image already uploaded or
+//! failed is done; an object that is there gets `uploaded` (with its ETag); a link past its
+//! expiry plus a grace period (for uploads that started in time) gets `failed:
+//! upload_expired`, after one last look at the object (HEAD).
+//!
+//! Before the deadline, local mode waits (the upload endpoint records uploads itself): the
+//! delivery is nak'ed until the deadline. With S3 nobody tells us, so [`scan`] looks in
+//! batches: the delivery is held (not acknowledged) in a pending index, and a scanner LISTs the
+//! originals' key range around the due links a few times a second. Original keys start with
+//! the image's UUIDv7, so the links of the last seconds sit in one contiguous range whatever
+//! their projects: one LIST page (1,000 keys) answers for all of them, and the S3 request rate
+//! follows the upload rate, not the number of links waiting. A held delivery comes back after
+//! the consumer's ack wait (30 s), so a replica that dies loses nothing: another one holds it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,24 +24,55 @@ use gallery_nats::{AppendError, EventLog, Guard, topology};
 use gallery_schema::event::Failure;
 use gallery_schema::sniff::{SNIFF_LEN, known_unsupported, sniff_image, unsupported_message};
 use gallery_schema::{ErrorCode, Event, EventBody, Uploaded, subjects};
-use object_store::{ObjectStore, path::Path as ObjectPath};
+use object_store::list::PaginatedListStore;
+use object_store::{ObjectMeta, ObjectStore, path::Path as ObjectPath};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone)]
+pub mod scan;
+
+use scan::Pending;
+
+#[derive(Clone)]
 pub struct WatcherConfig {
     /// How long after a link's expiry an upload may still arrive.
     pub grace: Duration,
-    /// How often to look for the object before the deadline; `None`: only at the deadline.
-    pub poll: Option<Duration>,
+    /// Look for uploads before the deadline (S3 mode); `None`: only at the deadline.
+    pub scan: Option<ScanConfig>,
+}
+
+/// Batch detection: LIST requests over the originals' key range (module docs).
+#[derive(Clone)]
+pub struct ScanConfig {
+    pub lister: Arc<dyn PaginatedListStore>,
+    /// How often the scanner looks for due links; a new link is due at once, then less often
+    /// as it ages (an eighth of its age, at most every 30 s).
+    pub every: Duration,
+}
+
+impl std::fmt::Debug for WatcherConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatcherConfig")
+            .field("grace", &self.grace)
+            .field("scan_every", &self.scan.as_ref().map(|s| s.every))
+            .finish()
+    }
 }
 
 impl Default for WatcherConfig {
     fn default() -> Self {
         Self {
             grace: Duration::from_secs(10 * 60),
-            poll: None,
+            scan: None,
         }
     }
+}
+
+/// Counts S3 requests made to notice and check uploads, by who made them (`watcher`, or
+/// `complete` for the client's call) and operation (`list`, `head`, `get`):
+/// `gallery_upload_check_s3_requests_total`.
+pub(crate) fn count_request(by: &'static str, op: &'static str, n: u64) {
+    metrics::counter!("gallery_upload_check_s3_requests_total", "by" => by, "op" => op)
+        .increment(n);
 }
 
 /// What storage holds at an upload's key.
@@ -54,18 +92,31 @@ pub enum Inspection {
 }
 
 /// Looks at the object behind an upload link: its size against the link's limit and its first
-/// bytes against the accepted formats (one small ranged read).
+/// bytes against the accepted formats (a HEAD and one small ranged read).
+/// `by` names the caller in the request counter ([`count_request`]).
 pub async fn inspect_upload(
     store: &dyn ObjectStore,
     key: &str,
     max_bytes: u64,
+    by: &'static str,
 ) -> Result<Inspection, object_store::Error> {
     let path = ObjectPath::from(key);
+    count_request(by, "head", 1);
     let meta = match store.head(&path).await {
         Ok(meta) => meta,
         Err(object_store::Error::NotFound { .. }) => return Ok(Inspection::Missing),
         Err(e) => return Err(e),
     };
+    inspect_object(store, &meta, max_bytes, by).await
+}
+
+/// [`inspect_upload`] for an object already found (by HEAD or in a LIST page).
+pub async fn inspect_object(
+    store: &dyn ObjectStore,
+    meta: &ObjectMeta,
+    max_bytes: u64,
+    by: &'static str,
+) -> Result<Inspection, object_store::Error> {
     if meta.size > max_bytes {
         return Ok(Inspection::Reject {
             code: ErrorCode::UploadTooLarge,
@@ -78,7 +129,15 @@ pub async fn inspect_upload(
             message: "the file is empty".into(),
         });
     }
-    let head = store.get_range(&path, 0..meta.size.min(SNIFF_LEN)).await?;
+    count_request(by, "get", 1);
+    let head = match store
+        .get_range(&meta.location, 0..meta.size.min(SNIFF_LEN))
+        .await
+    {
+        Ok(head) => head,
+        Err(object_store::Error::NotFound { .. }) => return Ok(Inspection::Missing),
+        Err(e) => return Err(e),
+    };
     if sniff_image(&head).is_none() {
         return Ok(Inspection::Reject {
             code: ErrorCode::UnsupportedFormat,
@@ -87,7 +146,7 @@ pub async fn inspect_upload(
     }
     Ok(Inspection::Ready {
         size: meta.size,
-        etag: meta.e_tag.unwrap_or_default(),
+        etag: meta.e_tag.clone().unwrap_or_default(),
     })
 }
 
@@ -99,14 +158,14 @@ pub enum WatchDecision {
     CheckAgainIn(Duration),
 }
 
-/// The pure decision for one delivery: `settled` says the log has `uploaded` or `failed`
-/// already; `delivered` counts deliveries (the poll interval doubles with it, up to 30 s).
+/// The pure decision for one look at an upload: `settled` says the log has `uploaded` or
+/// `failed` already; a missing object before the deadline is looked at again at the deadline
+/// (the scanner, in S3 mode, looks sooner).
 pub fn decide(
     settled: bool,
     found: &Inspection,
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
-    delivered: i64,
     cfg: &WatcherConfig,
 ) -> WatchDecision {
     if settled {
@@ -132,13 +191,7 @@ pub fn decide(
             code: ErrorCode::UploadExpired,
             message: "the upload link expired without an upload".into(),
         },
-        Some(wait) => WatchDecision::CheckAgainIn(match cfg.poll {
-            Some(poll) => {
-                let backoff = poll * (1u32 << delivered.clamp(1, 6).saturating_sub(1) as u32);
-                backoff.min(Duration::from_secs(30)).min(wait)
-            }
-            None => wait,
-        }),
+        Some(wait) => WatchDecision::CheckAgainIn(wait),
     }
 }
 
@@ -165,6 +218,20 @@ pub async fn run(
         topology::wait_for_consumer(&js, subjects::UPLOAD_WATCHER_CONSUMER, &shutdown).await?;
     running();
     let log = EventLog::new(js.clone());
+    let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
+    // The scanner stops with the watcher (shutdown, or this function returning).
+    let scanner_stop = shutdown.child_token();
+    let _scanner_guard = scanner_stop.clone().drop_guard();
+    if let Some(scan) = cfg.scan.clone() {
+        tokio::spawn(scan::run(scan::Scanner {
+            scan,
+            store: store.clone(),
+            log: log.clone(),
+            cfg: cfg.clone(),
+            pending: pending.clone(),
+            shutdown: scanner_stop,
+        }));
+    }
     loop {
         let messages = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -184,7 +251,7 @@ pub async fn run(
                 n = messages.next() => n,
             };
             match next {
-                Some(Ok(msg)) => handle(&log, store.as_ref(), &cfg, msg).await,
+                Some(Ok(msg)) => handle(&log, store.as_ref(), &cfg, &pending, msg).await,
                 Some(Err(err)) => {
                     tracing::warn!(%err, "upload watcher: pulling");
                     break;
@@ -199,11 +266,19 @@ async fn handle(
     log: &EventLog,
     store: &dyn ObjectStore,
     cfg: &WatcherConfig,
+    pending: &std::sync::Mutex<Pending>,
     msg: jetstream::Message,
 ) {
-    let ack = match check(log, store, cfg, &msg).await {
-        Ok(None) => msg.ack().await,
-        Ok(Some(delay)) => msg.ack_with(AckKind::Nak(Some(delay))).await,
+    let ack = match check(log, store, cfg, pending, &msg).await {
+        Ok(Next::Finished) => msg.ack().await,
+        Ok(Next::Later(delay)) => msg.ack_with(AckKind::Nak(Some(delay))).await,
+        Ok(Next::Hold(held)) => {
+            pending
+                .lock()
+                .expect("pending index")
+                .hold(held, msg, Utc::now());
+            return;
+        }
         Err(err) => {
             tracing::warn!(%err, "upload watcher: will retry");
             msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
@@ -215,26 +290,58 @@ async fn handle(
     }
 }
 
-/// `Ok(None)`: finished with this request; `Ok(Some(d))`: look again after `d`.
+/// What to do with a delivery.
+enum Next {
+    Finished,
+    /// Deliver it again after this long.
+    Later(Duration),
+    /// Keep it unacknowledged in the pending index: the scanner settles it.
+    Hold(scan::Held),
+}
+
 async fn check(
     log: &EventLog,
     store: &dyn ObjectStore,
     cfg: &WatcherConfig,
+    pending: &std::sync::Mutex<Pending>,
     msg: &jetstream::Message,
-) -> Result<Option<Duration>, String> {
+) -> Result<Next, String> {
     let Ok(event) = Event::decode_checked(&msg.subject, &msg.payload) else {
-        return Ok(None);
+        return Ok(Next::Finished);
     };
     let EventBody::UploadRequested(req) = &event.body else {
-        return Ok(None);
+        return Ok(Next::Finished);
     };
-    // Without polling (local mode: the upload endpoint records uploads itself) there is nothing
-    // to look at before the deadline; looking early would only race the endpoint.
-    if cfg.poll.is_none()
-        && let Some(wait) = until_deadline(req.link_expires_at, Utc::now(), cfg)
-    {
-        return Ok(Some(wait));
+    if let Some(wait) = until_deadline(req.link_expires_at, Utc::now(), cfg) {
+        // Without a scanner (local mode: the upload endpoint records uploads itself) there is
+        // nothing to look at before the deadline; looking early would only race the endpoint.
+        return Ok(match cfg.scan {
+            None => Next::Later(wait),
+            Some(_) => Next::Hold(scan::Held::new(&event, req)),
+        });
     }
+    // The deadline: one last look, then the link's fate is written.
+    pending
+        .lock()
+        .expect("pending index")
+        .forget(&req.object_key);
+    Ok(match conclude(log, store, cfg, &event, req, None).await? {
+        None => Next::Finished,
+        Some(wait) => Next::Later(wait),
+    })
+}
+
+/// Looks at an upload and writes what happened to it, unless the log has it already.
+/// `listed`: the object as a LIST page showed it (otherwise it is looked up with HEAD).
+/// `Ok(None)`: finished with this request; `Ok(Some(d))`: look again after `d`.
+async fn conclude(
+    log: &EventLog,
+    store: &dyn ObjectStore,
+    cfg: &WatcherConfig,
+    event: &Event,
+    req: &gallery_schema::UploadRequested,
+    listed: Option<&ObjectMeta>,
+) -> Result<Option<Duration>, String> {
     let history = log
         .image_history(&event.project_id, &event.image_id)
         .await
@@ -243,22 +350,13 @@ async fn check(
     let settled = history
         .iter()
         .any(|s| matches!(s.event.body, EventBody::Uploaded(_) | EventBody::Failed(_)));
-    let found = if settled {
-        Inspection::Missing
-    } else {
-        inspect_upload(store, &req.object_key, req.max_bytes)
-            .await
-            .map_err(|e| e.to_string())?
-    };
-    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-    let body = match decide(
-        settled,
-        &found,
-        req.link_expires_at,
-        Utc::now(),
-        delivered,
-        cfg,
-    ) {
+    let found = match (settled, listed) {
+        (true, _) => Ok(Inspection::Missing),
+        (false, Some(meta)) => inspect_object(store, meta, req.max_bytes, "watcher").await,
+        (false, None) => inspect_upload(store, &req.object_key, req.max_bytes, "watcher").await,
+    }
+    .map_err(|e| e.to_string())?;
+    let body = match decide(settled, &found, req.link_expires_at, Utc::now(), cfg) {
         WatchDecision::Done => return Ok(None),
         WatchDecision::CheckAgainIn(d) => return Ok(Some(d)),
         WatchDecision::RecordUpload { size, etag } => EventBody::Uploaded(Uploaded {
@@ -304,7 +402,7 @@ mod tests {
     fn decisions() {
         let cfg = WatcherConfig {
             grace: Duration::from_secs(60),
-            poll: None,
+            scan: None,
         };
         let ready = Inspection::Ready {
             size: 10,
@@ -312,11 +410,11 @@ mod tests {
         };
         let missing = Inspection::Missing;
         assert_eq!(
-            decide(true, &missing, at(0), at(999), 1, &cfg),
+            decide(true, &missing, at(0), at(999), &cfg),
             WatchDecision::Done
         );
         assert_eq!(
-            decide(false, &ready, at(0), at(-5), 1, &cfg),
+            decide(false, &ready, at(0), at(-5), &cfg),
             WatchDecision::RecordUpload {
                 size: 10,
                 etag: "e".into()
@@ -324,7 +422,7 @@ mod tests {
         );
         // An upload that arrived within the grace period still counts.
         assert!(matches!(
-            decide(false, &ready, at(0), at(30), 1, &cfg),
+            decide(false, &ready, at(0), at(30), &cfg),
             WatchDecision::RecordUpload { .. }
         ));
         let too_big = Inspection::Reject {
@@ -332,42 +430,27 @@ mod tests {
             message: "m".into(),
         };
         assert!(matches!(
-            decide(false, &too_big, at(0), at(0), 1, &cfg),
+            decide(false, &too_big, at(0), at(0), &cfg),
             WatchDecision::Fail {
                 code: ErrorCode::UploadTooLarge,
                 ..
             }
         ));
+        // Missing before the deadline: again at the deadline (expiry + grace).
         assert_eq!(
-            decide(false, &missing, at(0), at(-60), 1, &cfg),
+            decide(false, &missing, at(0), at(-60), &cfg),
             WatchDecision::CheckAgainIn(Duration::from_millis(120_050))
         );
+        assert_eq!(
+            decide(false, &missing, at(0), at(55), &cfg),
+            WatchDecision::CheckAgainIn(Duration::from_millis(5_050))
+        );
         assert!(matches!(
-            decide(false, &missing, at(0), at(60), 1, &cfg),
+            decide(false, &missing, at(0), at(60), &cfg),
             WatchDecision::Fail {
                 code: ErrorCode::UploadExpired,
                 ..
             }
         ));
-        // Polling (S3 mode) backs off with each delivery, up to 30 s and never past the deadline.
-        let polling = WatcherConfig {
-            poll: Some(Duration::from_secs(1)),
-            ..cfg
-        };
-        let waits: Vec<_> = [1, 2, 3, 7, 50]
-            .map(|n| decide(false, &missing, at(600), at(0), n, &polling))
-            .to_vec();
-        let secs = |d: &WatchDecision| match d {
-            WatchDecision::CheckAgainIn(d) => d.as_secs(),
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(
-            waits.iter().map(secs).collect::<Vec<_>>(),
-            [1, 2, 4, 30, 30]
-        );
-        assert_eq!(
-            decide(false, &missing, at(0), at(55), 9, &polling),
-            WatchDecision::CheckAgainIn(Duration::from_millis(5_050))
-        );
     }
 }
