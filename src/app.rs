@@ -37,6 +37,8 @@ pub struct Running {
     /// Where `/metrics` is served (the api role; a processor serves it on `addr`).
     pub metrics_addr: Option<SocketAddr>,
     pub nats_url: String,
+    /// Where the api's read model came from at start (`None`: no api role).
+    pub read_model: Option<crate::readmodel::Origin>,
     /// Stops the http listener, the processor's pulls and the upload watcher.
     intake: CancellationToken,
     intake_tasks: TaskTracker,
@@ -271,7 +273,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
     if cfg.roles.api() {
         ensure_topology(&client, &js, cfg.stream_replicas).await?;
     }
-    let store = crate::storage::open(&cfg).await?;
+    let crate::storage::Storage { store, lister } = crate::storage::open(&cfg).await?;
     let std_listener = std::net::TcpListener::bind(cfg.listen)
         .with_context(|| format!("binding {}", cfg.listen))?;
     std_listener.set_nonblocking(true)?;
@@ -300,8 +302,20 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
     }
 
     let mut drain = None;
+    let mut read_model_origin = None;
     let router = if cfg.roles.api() {
-        let read_model = readmodel::open_or_rebuild(&js, &cfg.data_dir).await?;
+        let (read_model, origin) =
+            readmodel::open_or_rebuild(&js, &cfg.data_dir, store.as_ref()).await?;
+        read_model_origin = Some(origin);
+        if let Some(every) = cfg.snapshot_every {
+            intake_tasks.spawn(crate::snapshots::run(
+                read_model.clone(),
+                store.clone(),
+                cfg.data_dir.clone(),
+                every,
+                intake.clone(),
+            ));
+        }
         let projector = Arc::new(Projector::new(read_model)?);
         let handle = projector.handle();
         drain = Some((handle.clone(), js.clone()));
@@ -323,7 +337,10 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         // Local mode records uploads at the upload endpoint; with S3 nobody tells us, so look.
         let watcher = gallery_api::watcher::WatcherConfig {
             grace: cfg.upload_grace,
-            poll: cfg.s3.as_ref().map(|_| Duration::from_secs(1)),
+            scan: lister.map(|lister| gallery_api::watcher::ScanConfig {
+                lister,
+                every: cfg.upload_scan_every,
+            }),
         };
         let (wjs, wstore) = (js.clone(), store.clone());
         supervisor.spawn(
@@ -454,6 +471,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         addr,
         metrics_addr,
         nats_url,
+        read_model: read_model_origin,
         intake,
         intake_tasks,
         projector_stop,

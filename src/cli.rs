@@ -362,6 +362,14 @@ pub struct HttpArgs {
     /// unused link ends in `upload_expired`.
     #[arg(long, env = "GALLERY_UPLOAD_GRACE", default_value_t = 600)]
     pub upload_grace: u64,
+    /// S3 mode: how often the upload watcher lists the originals for uploads (a LIST request
+    /// covers up to 1,000 keys, so this sets latency, not a per-link cost).
+    #[arg(long, env = "GALLERY_UPLOAD_SCAN_INTERVAL", default_value = "200ms", value_parser = duration)]
+    pub upload_scan_interval: Duration,
+    /// How often the api writes a read-model snapshot to the object store when the model has
+    /// moved on (`0s`: never); a replica on an empty data dir starts from the newest one.
+    #[arg(long, env = "GALLERY_SNAPSHOT_INTERVAL", default_value = "1h", value_parser = duration)]
+    pub snapshot_interval: Duration,
     /// WebSocket ping interval; a client that answers no ping for three intervals is closed.
     #[arg(long, env = "GALLERY_WS_PING_INTERVAL", default_value = "20s", value_parser = duration)]
     pub ws_ping_interval: Duration,
@@ -609,6 +617,8 @@ impl HttpArgs {
         cfg.upload_link_ttl = Duration::from_secs(self.upload_link_ttl);
         cfg.download_link_ttl = Duration::from_secs(self.download_link_ttl);
         cfg.upload_grace = Duration::from_secs(self.upload_grace);
+        cfg.upload_scan_every = self.upload_scan_interval;
+        cfg.snapshot_every = (!self.snapshot_interval.is_zero()).then_some(self.snapshot_interval);
         cfg.ws_ping_every = self.ws_ping_interval;
         cfg.auth = self.auth;
         cfg.http.header_timeout = self.http_header_timeout;

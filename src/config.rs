@@ -53,6 +53,11 @@ pub struct AppConfig {
     /// How long after a link's expiry an upload may still be recorded before the image ends in
     /// `upload_expired`.
     pub upload_grace: Duration,
+    /// S3 mode: how often the upload watcher lists the originals for links due a look.
+    pub upload_scan_every: Duration,
+    /// How often the api looks whether to write a read-model snapshot to the object store
+    /// (`None`: never). A replica on an empty data dir restores the newest one either way.
+    pub snapshot_every: Option<Duration>,
     /// WebSocket ping interval; a client silent for three intervals is closed.
     pub ws_ping_every: Duration,
     /// How often the acting reconciler looks for stuck images.
@@ -231,6 +236,8 @@ impl AppConfig {
             upload_link_ttl: Duration::from_secs(900),
             download_link_ttl: Duration::from_secs(3600),
             upload_grace: Duration::from_secs(600),
+            upload_scan_every: Duration::from_millis(200),
+            snapshot_every: Some(Duration::from_secs(3600)),
             ws_ping_every: Duration::from_secs(20),
             reconcile_every: Duration::from_secs(60),
             redrive_after: Duration::from_secs(30 * 60),

@@ -11,6 +11,7 @@ pub mod load;
 pub mod readmodel;
 pub mod render_worker;
 pub mod secret;
+pub mod snapshots;
 pub mod storage;
 pub mod supervise;
 pub mod telemetry;

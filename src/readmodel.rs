@@ -1,14 +1,16 @@
 //! The api role's read model on disk: one process per directory, guarded by a lock file that
-//! `gallery rebuild` checks too, and rebuilt from the log at start when it can't be opened
-//! (damaged files, a record format from another version). The model is disposable; the log is
-//! the source of truth (docs/ARCHITECTURE.md §8).
+//! `gallery rebuild` checks too, restored from the newest snapshot when the directory doesn't
+//! exist yet, and rebuilt from the log at start when it can't be opened (damaged files, a
+//! record format from another version). The model is disposable; the log is the source of
+//! truth (docs/ARCHITECTURE.md §8).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use gallery_projector::Store;
+use gallery_projector::{SnapshotInfo, Store};
 use nix::fcntl::{Flock, FlockArg};
+use object_store::ObjectStore;
 
 /// Held for as long as a process uses the read model under a data dir.
 pub struct ReadModelLock {
@@ -38,13 +40,32 @@ pub fn lock(data_dir: &Path) -> anyhow::Result<ReadModelLock> {
     }
 }
 
-/// Opens the read model; when that fails, moves the damaged directory aside and rebuilds it
-/// from the log. The caller holds the lock.
+/// Where a process's read model came from at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The directory held one (or nothing yet: a new deployment).
+    Opened,
+    /// Restored from the newest snapshot; the projector folds the log from after its sequence.
+    Restored(SnapshotInfo),
+    /// Rebuilt from the whole log (the directory was damaged).
+    Rebuilt { events: u64 },
+}
+
+/// Opens the read model. A directory that doesn't exist is first restored from the newest
+/// snapshot in `snapshots` (if any); one that can't be opened is moved aside and rebuilt from
+/// the log. The caller holds the lock.
 pub async fn open_or_rebuild(
     js: &async_nats::jetstream::Context,
     data_dir: &Path,
-) -> anyhow::Result<Store> {
+    snapshots: &dyn ObjectStore,
+) -> anyhow::Result<(Store, Origin)> {
     let dir = dir(data_dir);
+    if !dir.exists()
+        && let Some(info) = restore(js, snapshots, &dir).await
+    {
+        let store = Store::open(&dir).context("opening the restored read model")?;
+        return Ok((store, Origin::Restored(info)));
+    }
     let opened = {
         let dir = dir.clone();
         // sled can panic on some damaged files rather than return an error.
@@ -60,7 +81,7 @@ pub async fn open_or_rebuild(
         .await?
     };
     let err = match opened {
-        Ok(Ok(store)) => return Ok(store),
+        Ok(Ok(store)) => return Ok((store, Origin::Opened)),
         Ok(Err(err)) => err.to_string(),
         Err(panic) => panic,
     };
@@ -84,7 +105,40 @@ pub async fn open_or_rebuild(
         took = ?started.elapsed(),
         "read model rebuilt from the log"
     );
-    Store::open(&dir).context("opening the rebuilt read model")
+    let store = Store::open(&dir).context("opening the rebuilt read model")?;
+    Ok((store, Origin::Rebuilt { events: applied }))
+}
+
+/// The newest snapshot restored into `dir`, or `None` (none there, the stream doesn't hold its
+/// tail, or it failed: then the projector folds the log from the start, as without one).
+async fn restore(
+    js: &async_nats::jetstream::Context,
+    snapshots: &dyn ObjectStore,
+    dir: &Path,
+) -> Option<SnapshotInfo> {
+    let first_seq = match js.get_stream(gallery_schema::subjects::STREAM).await {
+        Ok(mut stream) => match stream.info().await {
+            Ok(info) => info.state.first_sequence,
+            Err(err) => {
+                tracing::warn!(%err, "no snapshot restore: reading the stream's state");
+                return None;
+            }
+        },
+        Err(err) => {
+            tracing::warn!(%err, "no snapshot restore: reading the stream's state");
+            return None;
+        }
+    };
+    match crate::snapshots::restore(snapshots, dir, first_seq).await {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::warn!(
+                err = format!("{err:#}"),
+                "the newest read-model snapshot can't be restored; folding the log from the start"
+            );
+            None
+        }
+    }
 }
 
 fn chrono_like_stamp(t: std::time::SystemTime) -> u64 {

@@ -1,11 +1,23 @@
 //! The log is the source of truth: restarts keep images and finish unfinished work, the
 //! WebSocket replays from any sequence with no gap or duplicate, a rebuilt read model equals
-//! the live one, and reprocessing starts a clean generation.
+//! the live one, a replica restored from a snapshot plus the log's tail equals a rebuild, and
+//! reprocessing starts a clean generation.
+
+use std::time::Duration;
 
 use gallery::app::Roles;
+use gallery::readmodel::Origin;
 use gallery_e2e::{TestStack, jpeg_photo};
 use gallery_projector::Store;
 use serde_json::Value;
+
+async fn last_seq(js: &async_nats::jetstream::Context) -> u64 {
+    let mut stream = js
+        .get_stream(gallery_schema::subjects::STREAM)
+        .await
+        .unwrap();
+    stream.info().await.unwrap().state.last_sequence
+}
 
 async fn done_image(stack: &TestStack, project: &str, w: u32, h: u32) -> String {
     let link = stack.request_link(project, "p.jpg").await.unwrap();
@@ -178,6 +190,99 @@ async fn a_rebuilt_read_model_equals_the_live_one() {
         "[].last_seq" => "[seq]",
         "[].error.message" => "[message]",
     });
+}
+
+/// A new api replica on an empty data dir starts from the newest read-model snapshot in the
+/// object store and folds only the log's tail after it; the model it ends with equals a
+/// rebuild from the first event. (S3 mode: replicas share the bucket.)
+#[tokio::test]
+async fn a_new_replica_restores_the_newest_snapshot_and_folds_only_the_tail() {
+    let mut stack = TestStack::start_s3_with(|c| {
+        c.snapshot_every = Some(Duration::from_millis(300));
+    })
+    .await
+    .unwrap();
+    let client = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    done_image(&stack, "snap", 500, 400).await;
+    stack.request_link("snap", "never.png").await.unwrap();
+    let covered = last_seq(&js).await;
+    let objects = gallery::storage::open(&stack.config).await.unwrap().store;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let snapshot_seq = loop {
+        let newest = gallery::snapshots::list(objects.as_ref())
+            .await
+            .unwrap()
+            .pop()
+            .map(|(seq, _)| seq);
+        if let Some(seq) = newest.filter(|seq| *seq >= covered) {
+            break seq;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot covers {covered}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // No more snapshots; the log moves on past the newest one.
+    stack.restart(|c| c.snapshot_every = None).await.unwrap();
+    done_image(&stack, "snap", 90, 300).await;
+    stack.request_link("snap", "later.png").await.unwrap();
+    let end = last_seq(&js).await;
+    assert!(end > snapshot_seq);
+
+    // A new replica: an empty data dir, the same NATS and bucket.
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = stack.config.clone();
+    cfg.data_dir = data.path().to_owned();
+    cfg.roles = Roles::Api;
+    let replica = gallery::app::start(cfg).await.unwrap();
+    let Some(Origin::Restored(info)) = replica.read_model else {
+        panic!("not restored: {:?}", replica.read_model);
+    };
+    assert_eq!((info.last_seq, info.records), (snapshot_seq, 2));
+    // It serves what the tail added too.
+    let url = format!("{}/projects/snap/images", replica.base_url());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let page: Value = stack
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut states: Vec<&str> = page["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["state"].as_str().unwrap())
+            .collect();
+        states.sort();
+        if states == ["done", "done", "init", "init"] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    replica.stop().await;
+    stack.stop().await;
+
+    let restored = Store::open(&data.path().join("readmodel"))
+        .unwrap()
+        .all()
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("rebuilt");
+    gallery_projector::rebuild(&js, &dir).await.unwrap();
+    let rebuilt = Store::open(&dir).unwrap().all().unwrap();
+    assert_eq!(restored.len(), 4);
+    assert_eq!(restored, rebuilt);
+    assert_eq!(Store::open(&dir).unwrap().last_seq().unwrap(), end);
 }
 
 #[tokio::test]

@@ -7,9 +7,11 @@ pub mod batch;
 pub mod fold;
 pub mod record;
 pub mod runner;
+pub mod snapshot;
 pub mod store;
 
 pub use fold::{FoldError, apply};
 pub use record::{Record, RecordError, RenderedVersion};
 pub use runner::{Projector, ProjectorHandle, rebuild};
+pub use snapshot::{SnapshotError, SnapshotInfo};
 pub use store::{Page, Store, StoreError};

@@ -69,12 +69,31 @@ fn index_key(project: &ProjectId, image: &ImageId) -> Vec<u8> {
     key
 }
 
-impl Store {
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
+/// Opens the sled database. A store dropped a moment ago can still hold its file lock (sled's
+/// background threads let go of it shortly after the last handle): that is waited out, up to
+/// 5 s, rather than failed (a rebuild reopens the directory it just wrote).
+fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(200))
-            .open()?;
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = open_db(dir)?;
         let store = Self {
             records: db.open_tree("records")?,
             by_project: db.open_tree("by_project")?,
@@ -317,6 +336,59 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Every record as stored (JSON), in image id order: what a snapshot holds.
+    pub(crate) fn raw_records(&self) -> impl Iterator<Item = Result<sled::IVec, StoreError>> + '_ {
+        self.records
+            .iter()
+            .map(|entry| entry.map(|(_, v)| v).map_err(StoreError::from))
+    }
+
+    /// Writes records of a snapshot with their index entries, outside any transaction: the
+    /// store is being built aside and nobody reads it until [`Self::finish_import`].
+    pub(crate) fn import_records(
+        &self,
+        records: &[(ImageId, ProjectId, ImageState, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let (mut recs, mut by_project, mut pending, mut awaiting) = (
+            sled::Batch::default(),
+            sled::Batch::default(),
+            sled::Batch::default(),
+            sled::Batch::default(),
+        );
+        for (image, project, state, bytes) in records {
+            recs.insert(image.as_bytes(), bytes.as_slice());
+            let key = index_key(project, image);
+            if is_pending(*state) {
+                pending.insert(image.as_bytes(), &[]);
+            }
+            if *state == ImageState::Init {
+                awaiting.insert(key.as_slice(), &[]);
+            }
+            by_project.insert(key, &[]);
+        }
+        self.records.apply_batch(recs)?;
+        self.by_project.apply_batch(by_project)?;
+        self.pending.apply_batch(pending)?;
+        self.awaiting.apply_batch(awaiting)?;
+        Ok(())
+    }
+
+    /// Ends an import: the per-project counts of images awaiting their upload, the sequence
+    /// the snapshot covers, and everything on disk.
+    pub(crate) fn finish_import(
+        &self,
+        last_seq: u64,
+        awaiting: &std::collections::HashMap<ProjectId, u64>,
+    ) -> Result<(), StoreError> {
+        for (project, n) in awaiting {
+            self.awaiting_count
+                .insert(project.as_str().as_bytes(), &n.to_be_bytes())?;
+        }
+        self.meta.insert(LAST_SEQ, &last_seq.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Every record, in image id order (rebuild comparisons and tests).
