@@ -116,9 +116,9 @@ async fn restore(
     snapshots: &dyn ObjectStore,
     dir: &Path,
 ) -> Option<SnapshotInfo> {
-    let first_seq = match js.get_stream(gallery_schema::subjects::STREAM).await {
+    let (first_seq, last_seq) = match js.get_stream(gallery_schema::subjects::STREAM).await {
         Ok(mut stream) => match stream.info().await {
-            Ok(info) => info.state.first_sequence,
+            Ok(info) => (info.state.first_sequence, info.state.last_sequence),
             Err(err) => {
                 tracing::warn!(%err, "no snapshot restore: reading the stream's state");
                 return None;
@@ -129,7 +129,7 @@ async fn restore(
             return None;
         }
     };
-    match crate::snapshots::restore(snapshots, dir, first_seq).await {
+    match crate::snapshots::restore(snapshots, dir, first_seq, last_seq).await {
         Ok(found) => found,
         Err(err) => {
             tracing::warn!(

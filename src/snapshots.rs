@@ -101,16 +101,27 @@ pub async fn write(
 }
 
 /// Builds the read model in `dir` (which must not exist) from the newest snapshot, if there is
-/// one whose tail the log still holds (`first_seq`: the stream's first sequence). `Ok(None)`:
-/// nothing to restore from.
+/// one that fits the log: the log must still hold the events after it, and must have reached
+/// it (`first_seq`, `last_seq`: the stream's). `Ok(None)`: nothing to restore from.
 pub async fn restore(
     objects: &dyn ObjectStore,
     dir: &Path,
     first_seq: u64,
+    last_seq: u64,
 ) -> anyhow::Result<Option<SnapshotInfo>> {
     let Some((seq, meta)) = list(objects).await?.pop() else {
         return Ok(None);
     };
+    if seq > last_seq {
+        // Another log (a new server, a restored backup that ends earlier): the snapshot holds
+        // events this log doesn't, and the sequences after them would mean something else.
+        tracing::warn!(
+            snapshot_seq = seq,
+            last_seq,
+            "the newest snapshot is ahead of the log; not restoring it"
+        );
+        return Ok(None);
+    }
     if seq + 1 < first_seq {
         tracing::warn!(
             snapshot_seq = seq,

@@ -125,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
 
     let restored_dir = dir.path().join("restored");
     let started = Instant::now();
-    let restored = gallery::snapshots::restore(objects.as_ref(), &restored_dir, 1)
+    let restored = gallery::snapshots::restore(objects.as_ref(), &restored_dir, 1, seq)
         .await?
         .expect("a snapshot to restore");
     let took = started.elapsed();

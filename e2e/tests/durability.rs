@@ -272,6 +272,17 @@ async fn a_new_replica_restores_the_newest_snapshot_and_folds_only_the_tail() {
     replica.stop().await;
     stack.stop().await;
 
+    // Against another log (a new, empty server) the snapshot is ahead of it: not used.
+    let other_nats = gallery_nats::NatsServer::start_temp().await.unwrap();
+    let other_data = tempfile::tempdir().unwrap();
+    let mut cfg = stack.config.clone();
+    cfg.data_dir = other_data.path().to_owned();
+    cfg.roles = Roles::Api;
+    cfg.nats_url = Some(other_nats.url().into());
+    let stranger = gallery::app::start(cfg).await.unwrap();
+    assert_eq!(stranger.read_model, Some(Origin::Opened));
+    stranger.stop().await;
+
     let restored = Store::open(&data.path().join("readmodel"))
         .unwrap()
         .all()
