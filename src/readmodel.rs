@@ -82,9 +82,36 @@ pub async fn open_or_rebuild(
     };
     let err = match opened {
         Ok(Ok(store)) => return Ok((store, Origin::Opened)),
+        Ok(Err(gallery_projector::StoreError::Version(old))) => {
+            // An upgrade that changed the record format: expected, and the model is
+            // disposable. A snapshot of this build's format (another replica's) saves folding
+            // the whole log.
+            tracing::warn!(
+                dir = %dir.display(),
+                old,
+                new = gallery_projector::record::RECORD_VERSION,
+                "the read model has another record format; replacing it"
+            );
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            if let Some(info) = restore(js, snapshots, &dir).await {
+                let store = Store::open(&dir).context("opening the restored read model")?;
+                return Ok((store, Origin::Restored(info)));
+            }
+            format!("record format {old}")
+        }
         Ok(Err(err)) => err.to_string(),
         Err(panic) => panic,
     };
+    if !dir.exists() {
+        // Replaced above: nothing to keep aside.
+        let started = std::time::Instant::now();
+        let applied = gallery_projector::rebuild(js, &dir)
+            .await
+            .context("rebuilding the read model from the log")?;
+        tracing::warn!(events = applied, took = ?started.elapsed(), "read model rebuilt from the log");
+        let store = Store::open(&dir).context("opening the rebuilt read model")?;
+        return Ok((store, Origin::Rebuilt { events: applied }));
+    }
     let aside = data_dir.join(format!(
         "readmodel.damaged-{}",
         chrono_like_stamp(std::time::SystemTime::now())

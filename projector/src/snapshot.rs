@@ -7,7 +7,7 @@
 //! ```text
 //! "LGSNAP" 0x00 0x01                    magic and format 1
 //! u32 LE n, n bytes of JSON             header: {"record_version", "last_seq", "written_at"}
-//! (u32 LE n > 0, n bytes)*              each record as the store keeps it (JSON)
+//! (u32 LE n > 0, n bytes)*              each record as the store keeps it (postcard)
 //! u32 LE 0, u64 LE count                end: a file cut short is refused, never half-loaded
 //! ```
 //!
@@ -20,10 +20,10 @@ use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use gallery_schema::{ImageId, ImageState, ProjectId};
+use gallery_schema::{ImageState, ProjectId};
 use serde::{Deserialize, Serialize};
 
-use crate::record::RECORD_VERSION;
+use crate::record::{RECORD_VERSION, Record};
 use crate::store::{Store, StoreError};
 
 const MAGIC: &[u8; 8] = b"LGSNAP\x00\x01";
@@ -58,14 +58,6 @@ pub enum SnapshotError {
     Damaged(String),
 }
 
-/// The fields the import needs to place a record in the indexes.
-#[derive(Deserialize)]
-struct Placement {
-    image_id: ImageId,
-    project_id: ProjectId,
-    state: ImageState,
-}
-
 impl Store {
     /// Writes every record and the sequence they cover to `out` (uncompressed; the caller
     /// compresses). Safe while the projector runs (module docs).
@@ -79,7 +71,7 @@ impl Store {
             last_seq,
             written_at: Utc::now(),
         })
-        .map_err(StoreError::Corrupt)?;
+        .map_err(io::Error::other)?;
         write_frame(&mut out, &header)?;
         let mut records = 0u64;
         for bytes in self.raw_records() {
@@ -133,12 +125,12 @@ impl Store {
             let frame = read_frame(&mut input)?;
             let done = frame.is_none();
             if let Some(bytes) = frame {
-                let place: Placement = serde_json::from_slice(&bytes)
+                let rec = Record::decode(&bytes)
                     .map_err(|e| SnapshotError::Damaged(format!("record {records}: {e}")))?;
-                if place.state == ImageState::Init {
-                    *awaiting.entry(place.project_id.clone()).or_default() += 1;
+                if rec.state == ImageState::Init {
+                    *awaiting.entry(rec.project_id.clone()).or_default() += 1;
                 }
-                chunk.push((place.image_id, place.project_id, place.state, bytes));
+                chunk.push((rec.image_id, rec.project_id, rec.state, bytes));
                 records += 1;
             }
             if chunk.len() >= chunk_size || (done && !chunk.is_empty()) {
@@ -207,7 +199,7 @@ fn read_frame(input: &mut impl Read) -> Result<Option<Vec<u8>>, SnapshotError> {
 mod tests {
     use super::*;
     use crate::fold::apply;
-    use gallery_schema::{Event, EventBody, UploadRequested, Uploaded};
+    use gallery_schema::{Event, EventBody, ImageId, UploadRequested, Uploaded};
 
     fn model(dir: &Path, images: usize) -> Store {
         let store = Store::open(dir).unwrap();
@@ -312,7 +304,8 @@ mod tests {
         // A record that isn't one.
         let mut flipped = bytes.clone();
         let first_record = 8 + 4 + u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-        flipped[first_record + 4] = b'#';
+        // Its first field as a varint that never ends.
+        flipped[first_record + 4..first_record + 16].fill(0xFF);
         assert!(matches!(
             attempt("flipped", &flipped),
             Err(SnapshotError::Damaged(_))

@@ -1,7 +1,7 @@
 //! The read model on sled, behind a small interface (sled 0.34 is old; the model is disposable
 //! and rebuilt from the log, which is what makes it acceptable).
 //!
-//! Trees: `records` (image id → JSON record), `by_project` (`<project>/<image id bytes>` →
+//! Trees: `records` (image id → record, postcard), `by_project` (`<project>/<image id bytes>` →
 //! empty, ordered by creation because image ids are UUIDv7), `pending` (image id → empty, for
 //! every image in `uploaded` or `processing`: what the reconciler looks at), `awaiting`
 //! (`<project>/<image id bytes>` for every image still waiting for its upload) with its count per
@@ -23,7 +23,7 @@ pub enum StoreError {
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
     #[error("corrupt record: {0}")]
-    Corrupt(#[from] serde_json::Error),
+    Corrupt(#[from] postcard::Error),
     #[error("the read model was written by another version ({0}); run `gallery rebuild`")]
     Version(u32),
 }
@@ -156,7 +156,7 @@ impl Store {
 
     pub fn get(&self, image: &ImageId) -> Result<Option<Record>, StoreError> {
         match self.records.get(image.as_bytes())? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            Some(bytes) => Ok(Some(Record::decode(&bytes)?)),
             None => Ok(None),
         }
     }
@@ -177,8 +177,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let encoded = records
             .clone()
-            .map(|rec| serde_json::to_vec(rec).map(|bytes| (rec, bytes)))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|rec| (rec, rec.encode()))
+            .collect::<Vec<_>>();
         (
             &self.records,
             &self.by_project,
@@ -328,7 +328,7 @@ impl Store {
             }
             None => {
                 for entry in self.records.iter() {
-                    let rec: Record = serde_json::from_slice(&entry?.1)?;
+                    let rec = Record::decode(&entry?.1)?;
                     if matches(&rec) {
                         out.push(rec);
                     }
@@ -338,7 +338,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Every record as stored (JSON), in image id order: what a snapshot holds.
+    /// Every record as stored (postcard), in image id order: what a snapshot holds.
     pub(crate) fn raw_records(&self) -> impl Iterator<Item = Result<sled::IVec, StoreError>> + '_ {
         self.records
             .iter()
@@ -395,7 +395,7 @@ impl Store {
     pub fn all(&self) -> Result<Vec<Record>, StoreError> {
         self.records
             .iter()
-            .map(|entry| Ok(serde_json::from_slice(&entry?.1)?))
+            .map(|entry| Ok(Record::decode(&entry?.1)?))
             .collect()
     }
 }
