@@ -106,6 +106,9 @@ impl Readiness {
     /// The report: ready when it names no problem.
     pub async fn check(&self) -> ReadinessReport {
         let mut problems = Vec::new();
+        // Read before the stream's sequence: the log only grows, so a sane model can't be
+        // ahead of a sequence read after it.
+        let applied = self.projector.as_ref().map(|p| p.applied_seq());
         if self.client.connection_state() != async_nats::connection::State::Connected {
             problems.push("nats: not connected".to_owned());
         }
@@ -136,18 +139,12 @@ impl Readiness {
             Err(_) => problems.push("storage: no answer within 2 s".to_owned()),
         }
         problems.extend(self.roles.problems());
-        let mut applied = None;
         if let Some(projector) = &self.projector {
-            let seq = projector.applied_seq();
-            applied = Some(seq);
             if let Some(reason) = projector.halted() {
                 problems.push(format!("projector: halted: {reason}"));
             }
-            if let Some(stream_seq) = stream_seq {
-                let lag = stream_seq.saturating_sub(seq);
-                if lag > self.max_lag {
-                    problems.push(format!("read model: {lag} events behind"));
-                }
+            if let (Some(seq), Some(stream_seq)) = (applied, stream_seq) {
+                problems.extend(lag_problem(seq, stream_seq, self.max_lag));
             }
         }
         ReadinessReport {
@@ -201,9 +198,36 @@ pub fn health_router(readiness: Arc<Readiness>) -> axum::Router {
         )
 }
 
+/// What the read model's position says, given the stream's last sequence read after it: too
+/// far behind, or ahead, which a log that only grows can't explain (a stream recreated or
+/// restored short of what this model folded: its later events would be new ones at sequences
+/// the model believes it has applied, and would be skipped).
+pub fn lag_problem(applied: u64, stream_seq: u64, max_lag: u64) -> Option<String> {
+    if applied > stream_seq {
+        return Some(format!(
+            "read model: ahead of the stream ({applied} > {stream_seq}): the log lost events \
+             this model folded; rebuild it (gallery rebuild)"
+        ));
+    }
+    let lag = stream_seq - applied;
+    (lag > max_lag).then(|| format!("read model: {lag} events behind"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_too_far_behind_or_ahead_of_the_log_is_a_problem() {
+        assert_eq!(lag_problem(100, 100, 0), None);
+        assert_eq!(lag_problem(90, 100, 10), None);
+        assert_eq!(
+            lag_problem(89, 100, 10).as_deref(),
+            Some("read model: 11 events behind")
+        );
+        let ahead = lag_problem(120, 100, 1_000).unwrap();
+        assert!(ahead.contains("ahead of the stream (120 > 100)"), "{ahead}");
+    }
 
     #[test]
     fn the_board_names_roles_that_are_not_running() {

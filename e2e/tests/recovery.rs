@@ -136,3 +136,42 @@ async fn an_event_kind_from_a_newer_version_halts_the_projector_instead_of_being
     assert!(problems.contains("deleted"), "{body}");
     assert!(body["seq"].as_u64().unwrap() < ack.sequence, "{body}");
 }
+
+/// A log that lost events this read model folded (the stream recreated, or restored from an
+/// older backup) would reuse their sequences for new events, which the model would skip as
+/// already applied. `/ready` says so instead of reporting no lag.
+#[tokio::test]
+async fn a_read_model_ahead_of_the_log_is_not_ready() {
+    let stack = TestStack::start().await.unwrap();
+    for n in 0..3 {
+        stack
+            .request_link("lost", &format!("{n}.jpg"))
+            .await
+            .unwrap();
+    }
+    let client = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.delete_stream(gallery_schema::subjects::STREAM)
+        .await
+        .unwrap();
+    gallery_nats::topology::ensure_topology(
+        &js,
+        1,
+        &gallery_nats::ProcessorConsumerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = stack.get_json("/ready").await.unwrap();
+        if status == 503 && body["problems"].to_string().contains("ahead of the stream") {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["seq"], 3, "{body}");
+    assert_eq!(body["stream_seq"], 0, "{body}");
+}
