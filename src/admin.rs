@@ -126,7 +126,16 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     )
     .await?;
     let js = async_nats::jetstream::new(client.clone());
-    ensure_topology(&client, &js, args.topology.stream_replicas).await?;
+    ensure_topology(
+        &client,
+        &js,
+        args.topology.stream_replicas,
+        &gallery_nats::ProcessorConsumerConfig {
+            max_ack_pending: args.topology.processor_max_ack_pending.max(1),
+            ..Default::default()
+        },
+    )
+    .await?;
     let file = std::fs::File::open(&args.from)
         .with_context(|| format!("opening {}", args.from.display()))?;
     let mut input = std::io::BufReader::new(file);
@@ -148,7 +157,16 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     )
     .await?;
     let js = async_nats::jetstream::new(client.clone());
-    ensure_topology(&client, &js, args.topology.stream_replicas).await?;
+    ensure_topology(
+        &client,
+        &js,
+        args.topology.stream_replicas,
+        &gallery_nats::ProcessorConsumerConfig {
+            max_ack_pending: args.topology.processor_max_ack_pending.max(1),
+            ..Default::default()
+        },
+    )
+    .await?;
     let dir = readmodel::dir(&args.data_dir);
     let started = std::time::Instant::now();
     let applied = gallery_projector::rebuild(&js, &dir).await?;

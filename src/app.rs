@@ -134,6 +134,7 @@ pub(crate) async fn ensure_topology(
     client: &async_nats::Client,
     js: &async_nats::jetstream::Context,
     replicas: gallery_nats::Replicas,
+    processor: &ProcessorConsumerConfig,
 ) -> anyhow::Result<()> {
     // A cluster that is still forming advertises fewer servers than it has: give its routes
     // a moment before `auto` settles on a replica count that a restart won't change.
@@ -151,7 +152,7 @@ pub(crate) async fn ensure_topology(
     tracing::info!(cluster, replicas, "stream replicas");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        match topology::ensure_topology(js, replicas, &ProcessorConsumerConfig::default()).await {
+        match topology::ensure_topology(js, replicas, processor).await {
             Ok(_) => return Ok(()),
             Err(err) if tokio::time::Instant::now() >= deadline => {
                 return Err(err).context("declaring the JetStream stream and consumers");
@@ -271,7 +272,11 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         connect_nats(&cfg.data_dir, cfg.nats_url.as_deref(), &cfg.nats_auth).await?;
     let js = async_nats::jetstream::new(client.clone());
     if cfg.roles.api() {
-        ensure_topology(&client, &js, cfg.stream_replicas).await?;
+        let processor = ProcessorConsumerConfig {
+            max_ack_pending: cfg.processor_max_ack_pending.max(1),
+            ..Default::default()
+        };
+        ensure_topology(&client, &js, cfg.stream_replicas, &processor).await?;
     }
     let crate::storage::Storage { store, lister } = crate::storage::open(&cfg).await?;
     let std_listener = std::net::TcpListener::bind(cfg.listen)

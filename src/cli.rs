@@ -269,6 +269,11 @@ pub struct TopologyArgs {
     /// servers, else 1), 1, 3 or 5. An existing stream keeps its replicas.
     #[arg(long, env = "GALLERY_STREAM_REPLICAS", default_value = "auto")]
     pub stream_replicas: Replicas,
+    /// Deliveries the processor consumer lets be in flight at once, over all processor
+    /// replicas (each job holds one): raise it past twice the render cores of the fleet.
+    /// Applied to the consumer at every start of an api.
+    #[arg(long, env = "GALLERY_PROCESSOR_MAX_ACK_PENDING", default_value_t = 256)]
+    pub processor_max_ack_pending: i64,
 }
 
 /// Settings of the roles that render (`up`, `processor`).
@@ -666,6 +671,7 @@ impl UpArgs {
         self.processing.apply(&mut cfg);
         self.reconciler.apply(&mut cfg);
         cfg.stream_replicas = self.topology.stream_replicas;
+        cfg.processor_max_ack_pending = self.topology.processor_max_ack_pending;
         Ok(cfg)
     }
 }
@@ -675,6 +681,7 @@ impl ApiArgs {
         let mut cfg = base_config(&self.common, Some(self.nats_url.clone()), Roles::Api)?;
         self.http.apply(&mut cfg)?;
         cfg.stream_replicas = self.topology.stream_replicas;
+        cfg.processor_max_ack_pending = self.topology.processor_max_ack_pending;
         self.reconciler.apply(&mut cfg);
         cfg.shutdown_grace = DEFAULT_SHUTDOWN_GRACE;
         Ok(cfg)

@@ -38,6 +38,8 @@ pub struct AppConfig {
     pub nats_auth: gallery_nats::NatsAuth,
     /// Copies of the stream when the api role creates it.
     pub stream_replicas: Replicas,
+    /// The processor consumer's `max_ack_pending`: jobs in flight over the whole fleet.
+    pub processor_max_ack_pending: i64,
     pub listen: SocketAddr,
     /// Where `/metrics` is served (api and `up`; a processor serves it on its health port).
     pub metrics_listen: Option<SocketAddr>,
@@ -225,6 +227,7 @@ impl AppConfig {
             nats_url: None,
             nats_auth: gallery_nats::NatsAuth::default(),
             stream_replicas: Replicas::Auto,
+            processor_max_ack_pending: 256,
             listen: "127.0.0.1:0".parse().expect("valid address"),
             metrics_listen: Some("127.0.0.1:0".parse().expect("valid address")),
             public_url: None,

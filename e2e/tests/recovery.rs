@@ -175,3 +175,33 @@ async fn a_read_model_ahead_of_the_log_is_not_ready() {
     assert_eq!(body["seq"], 3, "{body}");
     assert_eq!(body["stream_seq"], 0, "{body}");
 }
+
+/// The processor consumer's cap on jobs in flight is the operator's: an api applies
+/// `GALLERY_PROCESSOR_MAX_ACK_PENDING` at every start, raising or lowering it.
+#[tokio::test]
+async fn the_processor_fleet_cap_follows_the_configuration() {
+    let mut stack = TestStack::start_with(|c| c.processor_max_ack_pending = 1_000)
+        .await
+        .unwrap();
+    let client = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let cap = |js: async_nats::jetstream::Context| async move {
+        let stream = js
+            .get_stream(gallery_schema::subjects::STREAM)
+            .await
+            .unwrap();
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .get_consumer(gallery_schema::subjects::PROCESSOR_CONSUMER)
+            .await
+            .unwrap();
+        consumer.info().await.unwrap().config.max_ack_pending
+    };
+    assert_eq!(cap(js.clone()).await, 1_000);
+    stack
+        .restart(|c| c.processor_max_ack_pending = 300)
+        .await
+        .unwrap();
+    assert_eq!(cap(js).await, 300);
+}
