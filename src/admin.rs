@@ -130,10 +130,9 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         &client,
         &js,
         args.topology.stream_replicas,
-        &gallery_nats::ProcessorConsumerConfig {
-            max_ack_pending: args.topology.processor_max_ack_pending.max(1),
-            ..Default::default()
-        },
+        &gallery_nats::ProcessorConsumerConfig::with_max_ack_pending(
+            args.topology.processor_max_ack_pending,
+        ),
     )
     .await?;
     let file = std::fs::File::open(&args.from)
@@ -161,10 +160,9 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         &client,
         &js,
         args.topology.stream_replicas,
-        &gallery_nats::ProcessorConsumerConfig {
-            max_ack_pending: args.topology.processor_max_ack_pending.max(1),
-            ..Default::default()
-        },
+        &gallery_nats::ProcessorConsumerConfig::with_max_ack_pending(
+            args.topology.processor_max_ack_pending,
+        ),
     )
     .await?;
     let dir = readmodel::dir(&args.data_dir);

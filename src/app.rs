@@ -272,10 +272,8 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         connect_nats(&cfg.data_dir, cfg.nats_url.as_deref(), &cfg.nats_auth).await?;
     let js = async_nats::jetstream::new(client.clone());
     if cfg.roles.api() {
-        let processor = ProcessorConsumerConfig {
-            max_ack_pending: cfg.processor_max_ack_pending.max(1),
-            ..Default::default()
-        };
+        let processor =
+            ProcessorConsumerConfig::with_max_ack_pending(cfg.processor_max_ack_pending);
         ensure_topology(&client, &js, cfg.stream_replicas, &processor).await?;
     }
     let crate::storage::Storage { store, lister } = crate::storage::open(&cfg).await?;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::StreamExt;
+use gallery_projector::runner::sibling;
 use gallery_projector::{SnapshotInfo, Store};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore};
@@ -170,14 +171,6 @@ pub async fn restore(
         "read model restored from a snapshot; following the log from there"
     );
     Ok(Some(info))
-}
-
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dir.with_file_name(format!("{name}.{suffix}"))
 }
 
 /// The api's snapshot writer: every `every`, a snapshot when the model has moved past the

@@ -10,57 +10,11 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use futures::StreamExt;
 use gallery_nats::{EventLog, Guard, NatsServer, ProcessorConsumerConfig};
 use gallery_projector::{Projector, Store, rebuild};
-use gallery_schema::{
-    Event, EventBody, ImageId, ProjectId, UploadRequested, Uploaded, VersionName, VersionRendered,
-};
+use gallery_schema::{ImageId, ProjectId};
 use tokio_util::sync::CancellationToken;
-
-fn image_events(project: &ProjectId, image: ImageId) -> Vec<Event> {
-    let key = gallery_schema::keys::original_key(project, &image);
-    let mut bodies = vec![
-        EventBody::UploadRequested(UploadRequested {
-            filename: "IMG_0001.jpg".into(),
-            object_key: key,
-            content_type: "image/jpeg".into(),
-            declared_size: None,
-            link_expires_at: Utc::now() + chrono::TimeDelta::minutes(15),
-            max_bytes: 50_000_000,
-        }),
-        EventBody::Uploaded(Uploaded {
-            size: 4_000_000,
-            etag: "\"0123456789abcdef\"".into(),
-            generation: 1,
-        }),
-        EventBody::ProcessingStarted {
-            attempt: 1,
-            generation: 1,
-        },
-    ];
-    for version in VersionName::CASCADE {
-        bodies.push(EventBody::VersionRendered(VersionRendered {
-            version,
-            key: gallery_schema::keys::version_key(project, &image, 1, version, "jpg"),
-            width: 1000,
-            height: 750,
-            bytes: 100_000,
-            content_type: "image/jpeg".into(),
-            generation: 1,
-        }));
-    }
-    bodies.push(EventBody::Processed {
-        generation: 1,
-        width: 4000,
-        height: 3000,
-    });
-    bodies
-        .into_iter()
-        .map(|body| Event::new(project.clone(), image, body))
-        .collect()
-}
 
 /// CPU seconds this process has used (user + system), to tell work from waiting.
 fn cpu_secs() -> f64 {
@@ -89,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
             async move {
                 let project = ProjectId::parse(&format!("p{}", i % 100)).unwrap();
                 let mut last = 0;
-                for event in image_events(&project, ImageId::new_v7()) {
+                for event in gallery_e2e::sample_flow_events(&project, ImageId::new_v7()) {
                     last = log.append(&event, Guard::LastImageSeq(last)).await?.seq;
                 }
                 anyhow::Ok(())

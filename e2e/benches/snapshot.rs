@@ -12,54 +12,9 @@
 
 use std::time::Instant;
 
-use chrono::Utc;
 use gallery::config::AppConfig;
 use gallery_projector::{Record, Store, apply};
-use gallery_schema::{
-    Event, EventBody, ImageId, ProjectId, UploadRequested, Uploaded, VersionName, VersionRendered,
-};
-
-fn image_events(project: &ProjectId, image: ImageId) -> Vec<Event> {
-    let mut bodies = vec![
-        EventBody::UploadRequested(UploadRequested {
-            filename: "IMG_0001.jpg".into(),
-            object_key: gallery_schema::keys::original_key(project, &image),
-            content_type: "image/jpeg".into(),
-            declared_size: None,
-            link_expires_at: Utc::now() + chrono::TimeDelta::minutes(15),
-            max_bytes: 50_000_000,
-        }),
-        EventBody::Uploaded(Uploaded {
-            size: 4_000_000,
-            etag: "\"0123456789abcdef\"".into(),
-            generation: 1,
-        }),
-        EventBody::ProcessingStarted {
-            attempt: 1,
-            generation: 1,
-        },
-    ];
-    for version in VersionName::CASCADE {
-        bodies.push(EventBody::VersionRendered(VersionRendered {
-            version,
-            key: gallery_schema::keys::version_key(project, &image, 1, version, "jpg"),
-            width: 1000,
-            height: 750,
-            bytes: 100_000,
-            content_type: "image/jpeg".into(),
-            generation: 1,
-        }));
-    }
-    bodies.push(EventBody::Processed {
-        generation: 1,
-        width: 4000,
-        height: 3000,
-    });
-    bodies
-        .into_iter()
-        .map(|body| Event::new(project.clone(), image, body))
-        .collect()
-}
+use gallery_schema::{ImageId, ProjectId};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -79,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
         for i in 0..n {
             let project = ProjectId::parse(&format!("p{}", (made + i) % 1000))?;
             let mut rec = None;
-            for event in image_events(&project, ImageId::new_v7()) {
+            for event in gallery_e2e::sample_flow_events(&project, ImageId::new_v7()) {
                 seq += 1;
                 rec = Some(apply(rec, seq, &event)?);
             }

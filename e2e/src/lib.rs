@@ -215,6 +215,12 @@ impl TestStack {
         Ok(WsClient { stream })
     }
 
+    /// A JetStream context on the stack's nats-server.
+    pub async fn js(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        let client = gallery_nats::connect(&self.nats.url(), Duration::from_secs(5)).await?;
+        Ok(async_nats::jetstream::new(client))
+    }
+
     /// The text of the running process's Prometheus endpoint.
     pub async fn metrics(&self) -> anyhow::Result<String> {
         let addr = self
@@ -312,6 +318,57 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The eight events of one image's sample flow (link, upload, start, four versions, processed),
+/// for benches that need a log or a model of many images.
+pub fn sample_flow_events(
+    project: &gallery_schema::ProjectId,
+    image: gallery_schema::ImageId,
+) -> Vec<gallery_schema::Event> {
+    use gallery_schema::{
+        Event, EventBody, UploadRequested, Uploaded, VersionName, VersionRendered,
+    };
+    let key = gallery_schema::keys::original_key(project, &image);
+    let mut bodies = vec![
+        EventBody::UploadRequested(UploadRequested {
+            filename: "IMG_0001.jpg".into(),
+            object_key: key,
+            content_type: "image/jpeg".into(),
+            declared_size: None,
+            link_expires_at: chrono::Utc::now() + chrono::TimeDelta::minutes(15),
+            max_bytes: 50_000_000,
+        }),
+        EventBody::Uploaded(Uploaded {
+            size: 4_000_000,
+            etag: "\"0123456789abcdef\"".into(),
+            generation: 1,
+        }),
+        EventBody::ProcessingStarted {
+            attempt: 1,
+            generation: 1,
+        },
+    ];
+    for version in VersionName::CASCADE {
+        bodies.push(EventBody::VersionRendered(VersionRendered {
+            version,
+            key: gallery_schema::keys::version_key(project, &image, 1, version, "jpg"),
+            width: 1000,
+            height: 750,
+            bytes: 100_000,
+            content_type: "image/jpeg".into(),
+            generation: 1,
+        }));
+    }
+    bodies.push(EventBody::Processed {
+        generation: 1,
+        width: 4000,
+        height: 3000,
+    });
+    bodies
+        .into_iter()
+        .map(|body| Event::new(project.clone(), image, body))
+        .collect()
 }
 
 pub fn jpeg_photo(width: u32, height: u32) -> Vec<u8> {

@@ -169,10 +169,7 @@ async fn a_rebuilt_read_model_equals_the_live_one() {
 
     let dir = stack.data_dir().join("readmodel");
     let live = Store::open(&dir).unwrap().all().unwrap();
-    let client = gallery_nats::connect(&stack.nats.url(), std::time::Duration::from_secs(5))
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = stack.js().await.unwrap();
     let applied = gallery_projector::rebuild(&js, &dir).await.unwrap();
     // Two processed images (8 events each), a failed one (4) and an unused link (1).
     assert_eq!(applied, 8 * 2 + 4 + 1);
@@ -202,10 +199,7 @@ async fn a_new_replica_restores_the_newest_snapshot_and_folds_only_the_tail() {
     })
     .await
     .unwrap();
-    let client = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(5))
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = stack.js().await.unwrap();
     done_image(&stack, "snap", 500, 400).await;
     stack.request_link("snap", "never.png").await.unwrap();
     let covered = last_seq(&js).await;

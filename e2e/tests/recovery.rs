@@ -9,10 +9,7 @@ use gallery_e2e::{TestStack, jpeg_photo};
 use serde_json::Value;
 
 async fn events_of(stack: &TestStack, project: &str) -> Vec<String> {
-    let client = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(5))
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = stack.js().await.unwrap();
     let p = gallery_schema::ProjectId::parse(project).unwrap();
     gallery_nats::read::read_until_now(
         &js,
@@ -106,10 +103,7 @@ async fn an_outage_past_the_budget_is_retryable_and_redrive_finishes_it() {
 async fn an_event_kind_from_a_newer_version_halts_the_projector_instead_of_being_skipped() {
     let stack = TestStack::start().await.unwrap();
     let before = stack.request_link("upgrade", "a.jpg").await.unwrap();
-    let client = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(5))
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = stack.js().await.unwrap();
     // What a newer version might append: a kind this build has no variant for.
     let image = before["image_id"].as_str().unwrap();
     let ack = js
@@ -149,10 +143,7 @@ async fn a_read_model_ahead_of_the_log_is_not_ready() {
             .await
             .unwrap();
     }
-    let client = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(5))
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = stack.js().await.unwrap();
     js.delete_stream(gallery_schema::subjects::STREAM)
         .await
         .unwrap();
@@ -183,10 +174,7 @@ async fn the_processor_fleet_cap_follows_the_configuration() {
     let mut stack = TestStack::start_with(|c| c.processor_max_ack_pending = 1_000)
         .await
         .unwrap();
-    let client = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(5))
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = stack.js().await.unwrap();
     let cap = |js: async_nats::jetstream::Context| async move {
         let stream = js
             .get_stream(gallery_schema::subjects::STREAM)

@@ -261,6 +261,17 @@ impl Default for ProcessorConsumerConfig {
     }
 }
 
+impl ProcessorConsumerConfig {
+    /// The defaults with the fleet's cap on jobs in flight (`GALLERY_PROCESSOR_MAX_ACK_PENDING`;
+    /// at least 1).
+    pub fn with_max_ack_pending(max_ack_pending: i64) -> Self {
+        Self {
+            max_ack_pending: max_ack_pending.max(1),
+            ..Default::default()
+        }
+    }
+}
+
 pub fn processor_consumer_config(cfg: &ProcessorConsumerConfig) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(PROCESSOR_CONSUMER.to_owned()),

@@ -393,7 +393,8 @@ pub async fn rebuild(js: &jetstream::Context, dir: &Path) -> Result<u64, Project
     Ok(applied)
 }
 
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+/// `<dir>.<suffix>` next to `dir`: where a store is built aside before it is moved into place.
+pub fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
