@@ -1,4 +1,5 @@
-//! The operator's commands beside the service: `gallery redrive` (through a running api),
+//! The operator's commands beside the service: `gallery redrive` and `gallery sweep` (through a
+//! running api),
 //! `gallery backup` and `gallery restore` (the event log out and back), `gallery rebuild` (the
 //! read model from the log, service stopped). See docs/ARCHITECTURE.md §9 and §10.
 
@@ -7,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::app::{connect_nats, ensure_topology};
-use crate::cli::{BackupArgs, RebuildArgs, RedriveArgs, RestoreArgs, TokenArgs};
+use crate::cli::{BackupArgs, RebuildArgs, RedriveArgs, RestoreArgs, SweepArgs, TokenArgs};
 use crate::readmodel;
 
 /// `gallery token`: mints a token with the keys file (created in the data dir when it is the
@@ -64,6 +65,77 @@ pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
         reply.found,
         reply.redriven,
         reply.image_ids.join(" ")
+    );
+    Ok(())
+}
+
+/// `gallery sweep`: asks a running api (any replica) to sweep the store, or with `--dry-run`
+/// to say what a sweep would remove.
+pub async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
+    use gallery_api::sweeper::{SweepReport, SweepRequest};
+    let client = gallery_nats::connect_with(
+        &args.nats_url,
+        &args.nats.resolve()?,
+        Duration::from_secs(10),
+    )
+    .await?;
+    let req = SweepRequest {
+        dry_run: args.dry_run,
+    };
+    // A sweep lists the whole store: a big one takes a while.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(3600),
+        client.request(
+            gallery_schema::subjects::ADMIN_SWEEP,
+            serde_json::to_vec(&req)?.into(),
+        ),
+    )
+    .await
+    .context("no answer within an hour")?
+    .context("no api is running to answer (gallery api or up)")?;
+    let report: SweepReport = serde_json::from_slice(&answer.payload)?;
+    if let Some(err) = &report.error {
+        anyhow::bail!("{err}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for swept in &report.removed {
+        println!(
+            "{:>12}  {:<12}  {}",
+            swept.bytes,
+            swept.reason.as_str(),
+            swept.key
+        );
+    }
+    if report.removed.len() < report.objects as usize {
+        println!(
+            "… and {} more",
+            report.objects as usize - report.removed.len()
+        );
+    }
+    for (reason, tally) in &report.by_reason {
+        println!("{reason}: {} objects, {} bytes", tally.objects, tally.bytes);
+    }
+    println!(
+        "examined {} objects; {verb} {} ({} bytes){}",
+        report.examined,
+        report.objects,
+        report.bytes,
+        if report.failed > 0 {
+            format!(
+                "; {} could not be removed (the next sweep retries)",
+                report.failed
+            )
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

@@ -367,15 +367,48 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
             },
         );
 
+        let dcfg = gallery_api::deleter::DeleterConfig {
+            settle: cfg.delete_settle,
+            upload_grace: cfg.upload_grace,
+            ..Default::default()
+        };
+        let (djs, dstore) = (js.clone(), store.clone());
+        supervisor.spawn(&intake_tasks, "deleter", intake.clone(), move |ctx| {
+            let (js, store, dcfg) = (djs.clone(), dstore.clone(), dcfg.clone());
+            async move {
+                let ready = ctx.clone();
+                gallery_api::deleter::run(js, store, dcfg, ctx.shutdown.clone(), move || {
+                    ready.running()
+                })
+                .await?;
+                Ok(())
+            }
+        });
+
         let rcfg = gallery_api::reconciler::ReconcilerConfig {
             every: cfg.reconcile_every,
             stuck_after: cfg.redrive_after,
             processing_after: cfg.retry_budget + cfg.redrive_after,
         };
+        let sweeping = gallery_api::reconciler::Sweeping {
+            objects: store.clone(),
+            policy: cfg.sweep_policy.clone().unwrap_or_else(|| {
+                gallery_api::sweeper::SweepPolicy::for_links(
+                    cfg.download_link_ttl,
+                    cfg.sweep_retention,
+                )
+            }),
+            every: cfg.sweep_every,
+        };
         let (rjs, rclient, rstore) = (js.clone(), client.clone(), handle.store.clone());
         supervisor.spawn(&intake_tasks, "reconciler", intake.clone(), move |ctx| {
-            let (js, client, store, rcfg) =
-                (rjs.clone(), rclient.clone(), rstore.clone(), rcfg.clone());
+            let (js, client, store, rcfg, sweeping) = (
+                rjs.clone(),
+                rclient.clone(),
+                rstore.clone(),
+                rcfg.clone(),
+                sweeping.clone(),
+            );
             async move {
                 let ready = ctx.clone();
                 gallery_api::reconciler::run(
@@ -383,6 +416,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
                     client,
                     store,
                     rcfg,
+                    sweeping,
                     ctx.shutdown.clone(),
                     move || ready.running(),
                 )

@@ -50,6 +50,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Re-drives settled errors whose cause has passed (default: `retries_exhausted`).
     Redrive(RedriveArgs),
+    /// Removes stored objects no record needs any more, through a running api (`--dry-run`
+    /// lists them and their bytes).
+    Sweep(SweepArgs),
     /// Appends the event log (from --since, or all of it) to a backup file.
     Backup(BackupArgs),
     /// Publishes a backup into an empty stream (or one that ends where the backup begins).
@@ -73,6 +76,20 @@ pub struct RedriveArgs {
     /// Images in `error` with this code.
     #[arg(long, default_value = "retries_exhausted")]
     pub code: String,
+    #[command(flatten)]
+    pub nats: NatsAuthArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SweepArgs {
+    #[arg(long, env = "GALLERY_NATS_URL")]
+    pub nats_url: String,
+    /// List what would be removed, and the bytes, without removing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the whole report as JSON.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub nats: NatsAuthArgs,
 }
@@ -371,6 +388,18 @@ pub struct HttpArgs {
     /// covers up to 1,000 keys, so this sets latency, not a per-link cost).
     #[arg(long, env = "GALLERY_UPLOAD_SCAN_INTERVAL", default_value = "200ms", value_parser = duration)]
     pub upload_scan_interval: Duration,
+    /// How long after an image's deletion its objects are removed (a render under way stops
+    /// within it).
+    #[arg(long, env = "GALLERY_DELETE_SETTLE", default_value = "30s", value_parser = duration)]
+    pub delete_settle: Duration,
+    /// How often one api replica sweeps the store for objects no record needs (`0s`: only
+    /// `gallery sweep`).
+    #[arg(long, env = "GALLERY_SWEEP_INTERVAL", default_value = "6h", value_parser = duration)]
+    pub sweep_interval: Duration,
+    /// How long the sweeper keeps the originals of refused or expired uploads (and objects of
+    /// images the read model doesn't know).
+    #[arg(long, env = "GALLERY_SWEEP_RETENTION", default_value = "7d", value_parser = duration)]
+    pub sweep_retention: Duration,
     /// How often the api writes a read-model snapshot to the object store when the model has
     /// moved on (`0s`: never); a replica on an empty data dir starts from the newest one.
     #[arg(long, env = "GALLERY_SNAPSHOT_INTERVAL", default_value = "1h", value_parser = duration)]
@@ -623,6 +652,9 @@ impl HttpArgs {
         cfg.download_link_ttl = Duration::from_secs(self.download_link_ttl);
         cfg.upload_grace = Duration::from_secs(self.upload_grace);
         cfg.upload_scan_every = self.upload_scan_interval;
+        cfg.delete_settle = self.delete_settle;
+        cfg.sweep_every = (!self.sweep_interval.is_zero()).then_some(self.sweep_interval);
+        cfg.sweep_retention = self.sweep_retention;
         cfg.snapshot_every = (!self.snapshot_interval.is_zero()).then_some(self.snapshot_interval);
         cfg.ws_ping_every = self.ws_ping_interval;
         cfg.auth = self.auth;

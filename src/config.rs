@@ -57,6 +57,17 @@ pub struct AppConfig {
     pub upload_grace: Duration,
     /// S3 mode: how often the upload watcher lists the originals for links due a look.
     pub upload_scan_every: Duration,
+    /// How long after an image's deletion the deleter removes its objects.
+    pub delete_settle: Duration,
+    /// How often the acting reconciler sweeps the store (`None`: only `gallery sweep`).
+    pub sweep_every: Option<Duration>,
+    /// How long the sweeper keeps originals of refused or expired uploads and objects the read
+    /// model doesn't know.
+    pub sweep_retention: Duration,
+    /// Replaces the sweep policy derived from the link lifetime and the retention (tests; the
+    /// command line always derives it, so the superseded versions' grace stays at least the
+    /// download links' lifetime plus an hour).
+    pub sweep_policy: Option<gallery_api::sweeper::SweepPolicy>,
     /// How often the api looks whether to write a read-model snapshot to the object store
     /// (`None`: never). A replica on an empty data dir restores the newest one either way.
     pub snapshot_every: Option<Duration>,
@@ -240,6 +251,10 @@ impl AppConfig {
             download_link_ttl: Duration::from_secs(3600),
             upload_grace: Duration::from_secs(600),
             upload_scan_every: Duration::from_millis(200),
+            delete_settle: Duration::from_secs(30),
+            sweep_every: Some(Duration::from_secs(6 * 3600)),
+            sweep_retention: Duration::from_secs(7 * 24 * 3600),
+            sweep_policy: None,
             snapshot_every: Some(Duration::from_secs(3600)),
             ws_ping_every: Duration::from_secs(20),
             reconcile_every: Duration::from_secs(60),

@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => gallery::bench::run(args),
         Command::Backup(args) => gallery::admin::backup(args).await,
         Command::Redrive(args) => gallery::admin::redrive(args).await,
+        Command::Sweep(args) => gallery::admin::sweep(args).await,
         Command::Restore(args) => gallery::admin::restore(args).await,
         Command::Token(args) => gallery::admin::token(args),
         Command::Load(args) => gallery::load::run(args).await,

@@ -81,7 +81,9 @@ pub async fn sample(
     every: std::time::Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    use gallery_schema::subjects::{PROCESSOR_CONSUMER, STREAM, UPLOAD_WATCHER_CONSUMER};
+    use gallery_schema::subjects::{
+        DELETER_CONSUMER, PROCESSOR_CONSUMER, STREAM, UPLOAD_WATCHER_CONSUMER,
+    };
     let handle = metrics();
     let mut tick = tokio::time::interval(every);
     loop {
@@ -101,7 +103,11 @@ pub async fn sample(
                 metrics::gauge!("gallery_projector_lag_events").set(lag as f64);
             }
         }
-        for name in [PROCESSOR_CONSUMER, UPLOAD_WATCHER_CONSUMER] {
+        for name in [
+            PROCESSOR_CONSUMER,
+            UPLOAD_WATCHER_CONSUMER,
+            DELETER_CONSUMER,
+        ] {
             let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> =
                 stream.get_consumer(name).await;
             if let Ok(mut consumer) = consumer

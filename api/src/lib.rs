@@ -6,6 +6,7 @@
 pub mod access;
 pub mod auth;
 pub mod content_type;
+pub mod deleter;
 pub mod error;
 pub mod idempotency;
 pub mod limits;
@@ -18,6 +19,7 @@ pub mod serve;
 pub mod signing;
 pub mod sigv4;
 pub mod state;
+pub mod sweeper;
 pub mod view;
 pub mod watcher;
 
@@ -92,11 +94,12 @@ pub fn api_routes(config: &ApiConfig) -> OpenApiRouter<AppState> {
         .routes(routes!(routes::tokens::mint))
         .routes(unslashed)
         .routes(create)
-        .routes(routes!(routes::images::get_one))
+        .routes(routes!(routes::images::get_one, routes::images::delete))
         .routes(reprocess)
         .routes(routes!(routes::images::complete))
         .routes(upload)
         .routes(routes!(routes::projects::list))
+        .routes(routes!(routes::projects::delete))
         .routes(subscribe);
     // The key spans the rest of the path: axum's `{*key}`, which OpenAPI writes `{key}`.
     let (schemas, paths, files) = routes!(routes::files::download);

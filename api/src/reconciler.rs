@@ -13,6 +13,9 @@
 //! `gallery.admin.redrive`, one api replica per request through a queue group): settled errors
 //! with a retryable code (default `retries_exhausted`) get `reprocess_requested`, a new
 //! generation. See docs/ARCHITECTURE.md §9.
+//!
+//! The acting one also sweeps the store every `Sweeping::every` (`sweeper.rs`), and any replica
+//! answers operators' `gallery sweep` requests (`gallery.admin.sweep`).
 
 use std::time::Duration;
 
@@ -21,7 +24,11 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use gallery_nats::{AppendError, EventLog, Guard};
 use gallery_projector::{Record, Store};
-use gallery_schema::subjects::{ADMIN_REDRIVE, LEASE_BUCKET};
+use gallery_schema::subjects::{ADMIN_REDRIVE, ADMIN_SWEEP, LEASE_BUCKET};
+use object_store::ObjectStore;
+use std::sync::Arc;
+
+use crate::sweeper::{SweepPolicy, SweepReport, SweepRequest};
 use gallery_schema::{ErrorCode, Event, EventBody, ImageState, ProjectId};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -225,12 +232,47 @@ pub async fn redrive_errors(
     Ok(reply)
 }
 
+/// The store the sweeper cleans, its policy, and how often the acting replica sweeps
+/// (`None`: only on request).
+#[derive(Clone)]
+pub struct Sweeping {
+    pub objects: Arc<dyn ObjectStore>,
+    pub policy: SweepPolicy,
+    pub every: Option<Duration>,
+}
+
+async fn answer_sweep(sweeping: &Sweeping, store: &Store, payload: &[u8]) -> SweepReport {
+    // A request that doesn't parse is refused, never read as "for real".
+    let req = match serde_json::from_slice::<SweepRequest>(payload) {
+        Ok(req) => req,
+        Err(e) => {
+            return SweepReport {
+                error: Some(format!("not a sweep request: {e}")),
+                ..Default::default()
+            };
+        }
+    };
+    crate::sweeper::sweep(
+        sweeping.objects.as_ref(),
+        store,
+        &sweeping.policy,
+        req.dry_run,
+    )
+    .await
+    .unwrap_or_else(|e| SweepReport {
+        dry_run: req.dry_run,
+        error: Some(format!("listing the store: {e}")),
+        ..Default::default()
+    })
+}
+
 /// Runs until `shutdown`: the lease loop and the operator requests.
 pub async fn run(
     js: jetstream::Context,
     client: async_nats::Client,
     store: Store,
     cfg: ReconcilerConfig,
+    sweeping: Sweeping,
     shutdown: CancellationToken,
     running: impl FnOnce(),
 ) -> Result<(), ReconcileError> {
@@ -248,13 +290,27 @@ pub async fn run(
         .queue_subscribe(ADMIN_REDRIVE, "gallery-api".into())
         .await
         .map_err(|e| ReconcileError::Nats(e.to_string()))?;
+    let mut sweeps = client
+        .queue_subscribe(ADMIN_SWEEP, "gallery-api".into())
+        .await
+        .map_err(|e| ReconcileError::Nats(e.to_string()))?;
     running();
     // Renew well within the lease's 30 s life; look every `every`.
     let mut renew = tokio::time::interval(Duration::from_secs(5));
     let mut last_pass: Option<tokio::time::Instant> = None;
+    // The first periodic sweep comes one interval after taking the lease, not at start.
+    let mut last_sweep: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            msg = sweeps.next() => {
+                let Some(msg) = msg else { break };
+                let reply = answer_sweep(&sweeping, &store, &msg.payload).await;
+                if let Some(to) = msg.reply {
+                    let body = serde_json::to_vec(&reply).expect("plain JSON");
+                    let _ = client.publish(to, body.into()).await;
+                }
+            }
             msg = requests.next() => {
                 let Some(msg) = msg else { break };
                 // A request that doesn't parse is refused, never read as "everything".
@@ -278,7 +334,27 @@ pub async fn run(
             }
             _ = renew.tick() => {
                 if !lease.hold().await {
+                    last_sweep = None;
                     continue;
+                }
+                if let Some(every) = sweeping.every {
+                    match last_sweep {
+                        None => last_sweep = Some(tokio::time::Instant::now()),
+                        Some(t) if t.elapsed() >= every => {
+                            last_sweep = Some(tokio::time::Instant::now());
+                            let report = crate::sweeper::sweep(
+                                sweeping.objects.as_ref(),
+                                &store,
+                                &sweeping.policy,
+                                false,
+                            )
+                            .await;
+                            if let Err(e) = report {
+                                tracing::warn!("sweep failed: {e}");
+                            }
+                        }
+                        Some(_) => {}
+                    }
                 }
                 if last_pass.is_some_and(|t| t.elapsed() < cfg.every) {
                     continue;

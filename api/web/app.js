@@ -18,6 +18,7 @@ const state = {
   retry: 0,
   offlineUntil: 0, // a test's dropped connection stays down until then
   tiles: new Map(), // image id -> tile element
+  viewing: null, // the image id the viewer shows
 };
 
 function setStatus(text) {
@@ -106,9 +107,19 @@ function showRecord(rec, atTop) {
   if (rec.versions && rec.versions.thumb) showThumb(tile, rec.versions.thumb);
 }
 
+function removeTile(id) {
+  const tile = state.tiles.get(id);
+  if (tile) tile.remove();
+  state.tiles.delete(id);
+}
+
 function onEvent(msg) {
   if (msg.project_id !== state.project) return;
   state.seq = Math.max(state.seq, msg.seq);
+  if (msg.type === "deleted") {
+    removeTile(msg.image_id);
+    return;
+  }
   const tile = tileFor(msg.image_id, null, true);
   showState(tile, msg.state, msg.error);
   if (msg.type === "version_rendered") {
@@ -148,7 +159,20 @@ async function openViewer(id) {
   $("viewer-meta").textContent = rec
     ? `${stateLabel(rec.state)}${meta && meta.width ? ` · ${meta.width}×${meta.height}` : ""}${rec.error ? ` · ${rec.error.code}: ${rec.error.message}` : ""}`
     : "";
+  state.viewing = id;
   $("viewer").showModal();
+}
+
+async function deleteViewed() {
+  const id = state.viewing;
+  if (!id || !confirm("Delete this image and every version of it?")) return;
+  try {
+    await api(`/images/${id}`, { method: "DELETE" });
+    removeTile(id);
+    $("viewer").close();
+  } catch (err) {
+    $("viewer-meta").textContent = `Not deleted: ${err.code || "error"}: ${err.message}`;
+  }
 }
 
 async function loadPage() {
@@ -278,6 +302,7 @@ async function init() {
   $("token").required = state.authRequired;
   $("token").value = sessionStorage.getItem("gallery.token") || "";
   $("project-form").addEventListener("submit", openProject);
+  $("viewer-delete").addEventListener("click", deleteViewed);
   $("older").addEventListener("click", () => loadPage().catch((e) => setStatus(e.message)));
   $("files").addEventListener("change", (e) => { uploadAll(e.target.files); e.target.value = ""; });
   const drop = $("drop");

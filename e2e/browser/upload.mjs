@@ -89,6 +89,12 @@ try {
     alt: t.querySelector("img")?.alt ?? null,
   })));
   await page.screenshot({ path: screenshot, fullPage: true });
+  // The viewer deletes the failed image (after the confirmation): its tile goes.
+  page.once("dialog", (d) => d.accept());
+  await page.locator('.tile[data-state="error"] button').click();
+  await page.getByRole("button", { name: "Delete" }).click();
+  await page.waitForFunction(() => !document.querySelector('.tile[data-state="error"]'), null, { timeout });
+  seen.tiles_after_delete = await page.locator(".tile").count();
   // Phone width: nothing overflows sideways.
   await page.setViewportSize({ width: 375, height: 800 });
   seen.phone_overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);

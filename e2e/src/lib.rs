@@ -142,6 +142,34 @@ impl TestStack {
         Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
 
+    /// `DELETE` with this token (or none), whatever the stack's own token is.
+    pub async fn delete_as(&self, path: &str, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.delete(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.delete_as(path, self.token.as_deref()).await
+    }
+
+    /// Every key in the stack's object store (local directory or S3 bucket), sorted.
+    pub async fn object_keys(&self) -> anyhow::Result<Vec<String>> {
+        use object_store::ObjectStore as _;
+        let objects = gallery::storage::open(&self.config).await?.store;
+        let mut keys = Vec::new();
+        let mut listing = objects.list(None);
+        while let Some(meta) = listing.next().await {
+            keys.push(meta?.location.to_string());
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     /// `POST /images/` and return the link response (asserting 201).
     pub async fn request_link(&self, project: &str, filename: &str) -> anyhow::Result<Value> {
         let (status, body) = self

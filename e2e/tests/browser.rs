@@ -124,6 +124,7 @@ fn check(seen: &Value) {
         "the larger view: {seen}"
     );
     assert_eq!(seen["phone_overflow"], false, "{seen}");
+    assert_eq!(seen["tiles_after_delete"], 3, "{seen}");
     // The docs page lists every operation of /openapi.json, the WebSocket's message included.
     assert_eq!(
         seen["docs"]["operations"], seen["documented_operations"],

@@ -75,6 +75,7 @@ async fn the_flow_mode_counts_every_photo_and_every_error_closed_and_open_loop()
             "9",
             "--projects",
             "2",
+            "--cleanup",
         ],
     )
     .await;
@@ -85,6 +86,16 @@ async fn the_flow_mode_counts_every_photo_and_every_error_closed_and_open_loop()
     check_percentiles(&report["link_ms"], 9);
     assert!(report["link_rps"].as_f64().unwrap() > 0.0);
     assert!(report["photos_per_s"].as_f64().unwrap() > 0.0);
+    // `--cleanup` deleted what the run made: both projects are empty.
+    assert_eq!(report["cleaned_up"], 9, "{report}");
+    for k in 0..2 {
+        let run = report["run"].as_str().unwrap();
+        let (status, page) = stack
+            .get_json(&format!("/projects/{run}-{k}/images"))
+            .await
+            .unwrap();
+        assert_eq!((status, &page["images"]), (200, &serde_json::json!([])));
+    }
 
     // Open loop with bursts, and a corrupt file among the photos: its code is counted.
     let with_bad = photo_dir(1, true);

@@ -192,6 +192,11 @@ async fn each_role_works_through_its_own_permissions_and_can_do_nothing_more() {
 
     // The durable consumers are not the processor's to remove.
     assert!(
+        js.delete_consumer_from_stream("deleter", "IMAGES")
+            .await
+            .is_err()
+    );
+    assert!(
         js.delete_consumer_from_stream("upload-watcher", "IMAGES")
             .await
             .is_err()
@@ -211,6 +216,31 @@ async fn each_role_works_through_its_own_permissions_and_can_do_nothing_more() {
     .expect("the api answers an admin's re-drive request");
     let reply: Value = serde_json::from_slice(&answer.payload).unwrap();
     assert!(reply.get("found").is_some(), "{reply}");
+    // And a sweep's dry run; the processor can't ask for one.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        admin.request(
+            gallery_schema::subjects::ADMIN_SWEEP,
+            r#"{"dry_run":true}"#.into(),
+        ),
+    )
+    .await
+    .expect("an answer within 10 s")
+    .expect("the api answers an admin's sweep request");
+    let reply: Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(reply["dry_run"], true, "{reply}");
+    let sweep = tokio::time::timeout(
+        Duration::from_secs(3),
+        proc_client.request(
+            gallery_schema::subjects::ADMIN_SWEEP,
+            r#"{"dry_run":false}"#.into(),
+        ),
+    )
+    .await;
+    assert!(
+        !matches!(sweep, Ok(Ok(_))),
+        "the processor asked for a sweep"
+    );
 
     // The api can't delete or purge the log either.
     let api_client =

@@ -107,7 +107,10 @@ async fn an_event_kind_from_a_newer_version_halts_the_projector_instead_of_being
     // What a newer version might append: a kind this build has no variant for.
     let image = before["image_id"].as_str().unwrap();
     let ack = js
-        .publish(format!("images.upgrade.{image}.deleted"), Vec::new().into())
+        .publish(
+            format!("images.upgrade.{image}.archived"),
+            Vec::new().into(),
+        )
         .await
         .unwrap()
         .await
@@ -127,7 +130,7 @@ async fn an_event_kind_from_a_newer_version_halts_the_projector_instead_of_being
     };
     let problems = body["problems"].to_string();
     assert!(problems.contains("projector: halted"), "{body}");
-    assert!(problems.contains("deleted"), "{body}");
+    assert!(problems.contains("archived"), "{body}");
     assert!(body["seq"].as_u64().unwrap() < ack.sequence, "{body}");
 }
 

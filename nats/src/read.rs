@@ -174,8 +174,8 @@ mod tests {
     fn a_newer_kind_is_told_apart_from_a_damaged_event() {
         let s = "images.p.019a0000-0000-7000-8000-000000000001";
         assert_eq!(
-            unknown_kind(&format!("{s}.deleted"), &DecodeError::MissingKind),
-            Some("deleted".to_owned())
+            unknown_kind(&format!("{s}.archived"), &DecodeError::MissingKind),
+            Some("archived".to_owned())
         );
         // A known kind with no body is damage, not a newer version.
         assert_eq!(

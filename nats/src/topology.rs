@@ -181,6 +181,7 @@ pub async fn ensure_topology(
     let stream = ensure_stream(js, replicas).await?;
     ensure_processor_consumer(&stream, processor).await?;
     ensure_upload_watcher_consumer(&stream).await?;
+    stream.create_consumer(deleter_consumer_config()).await?;
     ensure_idempotency_bucket(js, replicas).await?;
     ensure_lease_bucket(js, replicas).await?;
     Ok(stream)
@@ -329,6 +330,23 @@ pub async fn ensure_upload_watcher_consumer(
     Ok(stream
         .create_consumer(upload_watcher_consumer_config())
         .await?)
+}
+
+/// The deleter's durable consumer: every `deleted` event, redelivered (naks with a delay)
+/// until the image's objects are gone from storage. Deleting a project queues one event per
+/// image, so many may wait at once.
+pub fn deleter_consumer_config() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(subjects::DELETER_CONSUMER.to_owned()),
+        description: Some("removes the objects of deleted images".into()),
+        filter_subject: subjects::kind_filter(EventKind::Deleted),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(60),
+        max_deliver: -1,
+        max_ack_pending: 100_000,
+        num_replicas: 0,
+        ..Default::default()
+    }
 }
 
 /// Waits, with backoff up to 5 s, until the stream and the durable consumer `name` exist (the

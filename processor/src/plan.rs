@@ -26,6 +26,8 @@ pub struct ImageHistory {
     outcome: BTreeSet<u32>,
     /// Render worker crashes recorded per generation.
     crashes: BTreeMap<u32, u32>,
+    /// The image was deleted: nothing is left to do for any generation.
+    deleted: bool,
 }
 
 impl ImageHistory {
@@ -62,6 +64,7 @@ impl ImageHistory {
                 EventBody::RenderCrashed { generation, .. } => {
                     *h.crashes.entry(*generation).or_insert(0) += 1;
                 }
+                EventBody::Deleted { .. } => h.deleted = true,
             }
         }
         h
@@ -85,9 +88,10 @@ impl ImageHistory {
         self.rendered.contains(&(generation, version))
     }
 
-    /// Work for `generation` is over: it has an outcome, or a newer generation replaced it.
+    /// Work for `generation` is over: it has an outcome, a newer generation replaced it, or
+    /// the image was deleted.
     pub fn settled(&self, generation: u32) -> bool {
-        self.outcome.contains(&generation) || generation < self.generation
+        self.deleted || self.outcome.contains(&generation) || generation < self.generation
     }
 }
 
@@ -255,6 +259,17 @@ mod tests {
         assert_eq!(h.etag.as_deref(), Some("e1"));
         assert!(h.settled(1) && !h.settled(2));
         assert!(h.started(1) && !h.started(2));
+        // A deleted image has nothing left to render, whatever generation asks.
+        let mut deleted = events.clone();
+        deleted.push(stored(
+            13,
+            EventBody::Deleted {
+                whole_project: false,
+            },
+        ));
+        let h = ImageHistory::from_events(&deleted);
+        assert!(h.settled(2) && h.settled(3));
+        assert_eq!(h.last_seq, 13);
     }
 
     #[test]

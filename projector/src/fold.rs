@@ -4,7 +4,9 @@
 //!
 //! Lifecycle: init -upload-> uploaded -start-> processing -version*-> processing -processed->
 //! done; `failed` ends any non-terminal state in error; `reprocess_requested` takes done or
-//! error back to uploaded in a new generation.
+//! error back to uploaded in a new generation; `deleted` ends any state for good (the record
+//! stays as a tombstone, without the file name, so a replay agrees and later events of the
+//! image are refused).
 
 use gallery_schema::{Event, EventBody, EventKind, ImageState};
 
@@ -18,6 +20,8 @@ pub enum FoldError {
     AlreadyExists,
     #[error("{kind:?} is not allowed in state {state:?}")]
     IllegalTransition { state: ImageState, kind: EventKind },
+    #[error("{kind:?} for a deleted image")]
+    Deleted { kind: EventKind },
     #[error("{kind:?} of generation {event} while the image is at generation {current}")]
     StaleGeneration {
         kind: EventKind,
@@ -80,6 +84,9 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
         }
     };
     use ImageState::*;
+    if rec.state == Deleted {
+        return Err(FoldError::Deleted { kind });
+    }
     match body {
         EventBody::UploadRequested(_) => return Err(FoldError::AlreadyExists),
         EventBody::Uploaded(up) => {
@@ -160,6 +167,12 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
             if rec.state != Processing {
                 return Err(illegal(&rec));
             }
+        }
+        EventBody::Deleted { .. } => {
+            // The tombstone: enough to tell it was here; the file name goes (it is the one
+            // field a user typed).
+            rec.state = Deleted;
+            rec.filename.clear();
         }
         EventBody::ReprocessRequested { generation } => {
             if !rec.state.is_terminal() || rec.etag.is_none() {

@@ -1,8 +1,9 @@
 //! The read model on sled, behind a small interface (sled 0.34 is old; the model is disposable
 //! and rebuilt from the log, which is what makes it acceptable).
 //!
-//! Trees: `records` (image id → record, postcard), `by_project` (`<project>/<image id bytes>` →
-//! empty, ordered by creation because image ids are UUIDv7), `pending` (image id → empty, for
+//! Trees: `records` (image id → record, postcard; a deleted image's record stays as a
+//! tombstone), `by_project` (`<project>/<image id bytes>` → empty, ordered by creation because
+//! image ids are UUIDv7; deleted images are not in it), `pending` (image id → empty, for
 //! every image in `uploaded` or `processing`: what the reconciler looks at), `awaiting`
 //! (`<project>/<image id bytes>` for every image still waiting for its upload) with its count per
 //! project in `awaiting_count` (the cap on pending upload links), `meta` (`last_seq`). One
@@ -192,7 +193,12 @@ impl Store {
                     for (rec, bytes) in &encoded {
                         records.insert(rec.image_id.as_bytes(), bytes.as_slice())?;
                         let key = index_key(&rec.project_id, &rec.image_id);
-                        by_project.insert(key.as_slice(), &[])?;
+                        if rec.state == ImageState::Deleted {
+                            // A tombstone: kept by id, gone from its project's listing.
+                            by_project.remove(key.as_slice())?;
+                        } else {
+                            by_project.insert(key.as_slice(), &[])?;
+                        }
                         if is_pending(rec.state) {
                             pending.insert(rec.image_id.as_bytes(), &[])?;
                         } else {
@@ -366,7 +372,9 @@ impl Store {
             if *state == ImageState::Init {
                 awaiting.insert(key.as_slice(), &[]);
             }
-            by_project.insert(key, &[]);
+            if *state != ImageState::Deleted {
+                by_project.insert(key, &[]);
+            }
         }
         self.records.apply_batch(recs)?;
         self.by_project.apply_batch(by_project)?;
@@ -523,5 +531,37 @@ mod tests {
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(reopened.awaiting_upload(&a).unwrap(), 1);
         assert_eq!(reopened.awaiting_upload(&b).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_deleted_image_leaves_its_listing_and_counts_but_keeps_a_tombstone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let p = ProjectId::parse("p").unwrap();
+        let (keep, gone) = (request(&p), request(&p));
+        let keep_rec = apply(None, 1, &keep).unwrap();
+        let gone_rec = apply(None, 2, &gone).unwrap();
+        store.commit(1, Some(&keep_rec)).unwrap();
+        store.commit(2, Some(&gone_rec)).unwrap();
+        assert_eq!(store.awaiting_upload(&p).unwrap(), 2);
+        let deletion = Event::new(
+            p.clone(),
+            gone.image_id,
+            EventBody::Deleted {
+                whole_project: false,
+            },
+        );
+        let tombstone = apply(Some(gone_rec), 3, &deletion).unwrap();
+        store.commit(3, Some(&tombstone)).unwrap();
+        let listed = store.list(&p, None, 10, None).unwrap().records;
+        assert_eq!(
+            listed.iter().map(|r| r.image_id).collect::<Vec<_>>(),
+            [keep.image_id]
+        );
+        assert_eq!(store.awaiting_upload(&p).unwrap(), 1);
+        assert_eq!(
+            store.get(&gone.image_id).unwrap().unwrap().state,
+            ImageState::Deleted
+        );
     }
 }

@@ -47,6 +47,12 @@ pub enum EventBody {
         crash: u32,
         message: String,
     },
+    /// The image was deleted: its last event. The fold keeps a tombstone (so a replay agrees),
+    /// listings drop it, the deleter removes its objects.
+    Deleted {
+        /// Deleted with its whole project (`DELETE /projects/{id}`).
+        whole_project: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,10 +103,11 @@ pub enum EventKind {
     ReprocessRequested,
     RenderCrashed,
     RedriveRequested,
+    Deleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         Self::UploadRequested,
         Self::Uploaded,
         Self::ProcessingStarted,
@@ -110,6 +117,7 @@ impl EventKind {
         Self::ReprocessRequested,
         Self::RenderCrashed,
         Self::RedriveRequested,
+        Self::Deleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -123,6 +131,7 @@ impl EventKind {
             Self::ReprocessRequested => "reprocess_requested",
             Self::RenderCrashed => "render_crashed",
             Self::RedriveRequested => "redrive_requested",
+            Self::Deleted => "deleted",
         }
     }
 
@@ -142,6 +151,7 @@ impl EventKind {
             | Self::RedriveRequested => ImageState::Processing,
             Self::Processed => ImageState::Done,
             Self::Failed => ImageState::Error,
+            Self::Deleted => ImageState::Deleted,
         }
     }
 }
@@ -158,14 +168,16 @@ impl EventBody {
             Self::ReprocessRequested { .. } => EventKind::ReprocessRequested,
             Self::RenderCrashed { .. } => EventKind::RenderCrashed,
             Self::RedriveRequested { .. } => EventKind::RedriveRequested,
+            Self::Deleted { .. } => EventKind::Deleted,
         }
     }
 
     /// The processing generation the event belongs to: 1 for the first upload, +1 for every
-    /// reprocess. An upload request precedes all generations (0).
+    /// reprocess. An upload request precedes all generations (0); a deletion ends them all
+    /// (also 0: it belongs to none).
     pub fn generation(&self) -> u32 {
         match self {
-            Self::UploadRequested(_) => 0,
+            Self::UploadRequested(_) | Self::Deleted { .. } => 0,
             Self::Uploaded(u) => u.generation,
             Self::ProcessingStarted { generation, .. }
             | Self::Processed { generation, .. }
@@ -208,6 +220,8 @@ impl Event {
             EventBody::RedriveRequested { observed_seq, .. } => {
                 format!("{image}:{generation}:redrive_requested:{observed_seq}")
             }
+            // One deletion per image, however many requests asked for it.
+            EventBody::Deleted { .. } => format!("{image}:deleted"),
             other => format!("{image}:{generation}:{}", other.kind().as_str()),
         }
     }

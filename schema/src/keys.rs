@@ -59,6 +59,27 @@ pub fn version_key(
     format!("versions/{project}/{image}/{generation}/{version}.{extension}")
 }
 
+/// The prefix under which every generation of an image's versions lives (the deleter removes
+/// all of it).
+pub fn versions_prefix(project: &ProjectId, image: &ImageId) -> String {
+    format!("versions/{project}/{image}/")
+}
+
+/// The image and generation a version's key names (`None` for any other key).
+pub fn version_image(key: &str) -> Option<(ProjectId, ImageId, u32)> {
+    let mut parts = key.strip_prefix("versions/")?.split('/');
+    let (project, image, generation, _file) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((
+        ProjectId::parse(project).ok()?,
+        ImageId::parse(image).ok()?,
+        generation.parse().ok()?,
+    ))
+}
+
 /// Whether `key` is one of the keys [`version_key`] gives for this image, generation and
 /// version (with any of the [`VERSION_EXTENSIONS`]).
 pub fn is_version_key(
@@ -90,6 +111,13 @@ mod tests {
         assert!(!is_version_key(&key, &p, &other, 2, VersionName::Thumb));
         let q = ProjectId::parse("p2").unwrap();
         assert!(!is_version_key(&key, &q, &i, 2, VersionName::Thumb));
+        assert_eq!(version_image(&key), Some((p.clone(), i, 2)));
+        for other_key in ["versions/p1/x/2/thumb.jpg", "versions/p1", "originals/p1/x"] {
+            assert_eq!(version_image(other_key), None, "{other_key}");
+        }
+        // Every generation of the image is under its prefix; no other image's is.
+        assert!(key.starts_with(&versions_prefix(&p, &i)));
+        assert!(!key.starts_with(&versions_prefix(&p, &other)));
         for forged in [
             format!("originals/p1/{i}"),
             format!("versions/p1/{i}/2/thumb.html"),

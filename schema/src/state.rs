@@ -12,15 +12,19 @@ pub enum ImageState {
     Processing,
     Done,
     Error,
+    /// Deleted: gone from listings; its objects are removed. Only WebSocket messages of the
+    /// `deleted` event carry it.
+    Deleted,
 }
 
 impl ImageState {
-    pub const ALL: [ImageState; 5] = [
+    pub const ALL: [ImageState; 6] = [
         Self::Init,
         Self::Uploaded,
         Self::Processing,
         Self::Done,
         Self::Error,
+        Self::Deleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -30,6 +34,7 @@ impl ImageState {
             Self::Processing => "processing",
             Self::Done => "done",
             Self::Error => "error",
+            Self::Deleted => "deleted",
         }
     }
 
@@ -40,6 +45,7 @@ impl ImageState {
             "processing" => Self::Processing,
             "done" => Self::Done,
             "error" => Self::Error,
+            "deleted" => Self::Deleted,
             _ => return None,
         })
     }
@@ -58,6 +64,6 @@ mod tests {
         for state in ImageState::ALL {
             assert_eq!(ImageState::parse(state.as_str()), Some(state));
         }
-        assert_eq!(ImageState::ALL.len(), 5);
+        assert_eq!(ImageState::ALL.len(), 6);
     }
 }

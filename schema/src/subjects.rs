@@ -12,6 +12,8 @@ pub const STREAM_SUBJECTS: &str = "images.>";
 pub const PROCESSOR_CONSUMER: &str = "processor";
 /// The upload watcher's durable pull consumer, shared by every api replica.
 pub const UPLOAD_WATCHER_CONSUMER: &str = "upload-watcher";
+/// The deleter's durable pull consumer (every `deleted` event), shared by every api replica.
+pub const DELETER_CONSUMER: &str = "deleter";
 
 /// The key-value bucket of `Idempotency-Key` answers of `POST /images/` (kept 24 h).
 pub const IDEMPOTENCY_BUCKET: &str = "gallery-idempotency";
@@ -20,6 +22,8 @@ pub const IDEMPOTENCY_BUCKET: &str = "gallery-idempotency";
 pub const LEASE_BUCKET: &str = "gallery-leases";
 /// Operators' re-drive requests (`gallery redrive`), answered by one api replica.
 pub const ADMIN_REDRIVE: &str = "gallery.admin.redrive";
+/// Operators' sweep requests (`gallery sweep`), answered by one api replica.
+pub const ADMIN_SWEEP: &str = "gallery.admin.sweep";
 
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// The id of the HTTP request that caused an event (logs follow it from the api to the

@@ -117,6 +117,9 @@ impl Event {
                 reason: reason.clone(),
                 observed_seq: *observed_seq,
             }),
+            EventBody::Deleted { whole_project } => Kind::Deleted(pb::Deleted {
+                whole_project: *whole_project,
+            }),
         };
         pb::Envelope {
             image_id: self.image_id.to_string(),
@@ -180,6 +183,9 @@ impl Event {
                 generation: r.generation,
                 reason: r.reason,
                 observed_seq: r.observed_seq,
+            },
+            Kind::Deleted(d) => EventBody::Deleted {
+                whole_project: d.whole_project,
             },
         };
         Ok(Event {

@@ -141,6 +141,21 @@ impl Target {
         Self::answer(resp).await.map(|_| ())
     }
 
+    /// `DELETE /projects/{id}`: how many images it deleted.
+    pub async fn delete_project(&self, project: &str) -> Result<u64, Failure> {
+        let req = self
+            .http
+            .delete(format!("{}/projects/{project}", self.base));
+        let resp = self
+            .authorized(req)
+            .send()
+            .await
+            .map_err(Failure::transport)?;
+        Self::answer(resp)
+            .await
+            .map(|body| body["deleted"].as_u64().unwrap_or(0))
+    }
+
     /// `GET /projects/{id}/images?limit=`.
     pub async fn list(&self, project: &str, limit: u32) -> Result<(), Failure> {
         let req = self.http.get(format!(

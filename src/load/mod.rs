@@ -65,7 +65,13 @@ pub struct LoadArgs {
     /// Use this existing project instead (e.g. list mode on a project that has images).
     #[arg(long)]
     pub project: Option<String>,
-    /// A token with upload, read and subscribe on `load-*` (when the api requires tokens).
+    /// After the run, delete the projects it made, with every image and object in them
+    /// (`DELETE /projects/{id}`; the token needs `admin`). Not with `--project`: that project
+    /// may hold more than the run's images.
+    #[arg(long, conflicts_with = "project")]
+    pub cleanup: bool,
+    /// A token with upload, read and subscribe on `load-*` (when the api requires tokens),
+    /// and admin for `--cleanup`.
     #[arg(long, env = "GALLERY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Don't call `POST /images/{id}/complete` after an upload (then the api's watcher must

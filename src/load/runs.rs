@@ -130,6 +130,16 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         let after = upload_checks(&target, url).await?;
         report.upload_check_s3_rps = Some(rates_between(&before, &after, since.elapsed()));
     }
+    if args.cleanup {
+        let mut deleted = 0;
+        for project in &projects {
+            match target.delete_project(project).await {
+                Ok(n) => deleted += n,
+                Err(Failure(code)) => report.errors.add(&format!("cleanup_{code}")),
+            }
+        }
+        report.cleaned_up = Some(deleted);
+    }
     Ok(report)
 }
 

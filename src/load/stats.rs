@@ -129,6 +129,9 @@ pub struct Report {
     /// made them (`watcher`, `complete`), over the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_check_s3_rps: Option<BTreeMap<String, f64>>,
+    /// With `--cleanup`: images deleted with the run's projects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleaned_up: Option<u64>,
     pub errors: Errors,
 }
 
@@ -229,6 +232,9 @@ impl Report {
                     .join(", ")
             };
             rows.push(("upload checks, S3 requests/s".into(), text));
+        }
+        if let Some(n) = self.cleaned_up {
+            rows.push(("cleaned up".into(), format!("{n} images deleted")));
         }
         let errors = if self.errors.0.is_empty() {
             "none".to_owned()

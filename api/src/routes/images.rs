@@ -1,12 +1,15 @@
-//! `GET /images/{id}`, `POST /images/{id}/reprocess`, `POST /images/{id}/complete` (the
-//! upload link, `POST /images/`, is in `links.rs`).
+//! `GET /images/{id}`, `DELETE /images/{id}`, `POST /images/{id}/reprocess`,
+//! `POST /images/{id}/complete` (the upload link, `POST /images/`, is in `links.rs`).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use gallery_nats::{AppendError, Guard};
-use gallery_schema::{Event, EventBody, ImageState};
+use gallery_schema::{Event, EventBody, ImageId, ImageState, ProjectId};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{links, load_record, parse_image_id, wait_applied};
 use crate::access::Access;
@@ -48,6 +51,99 @@ pub async fn get_one(
     access.signed_in()?;
     let rec = access.image(&state, &parse_image_id(&id)?, Right::Read)?;
     Ok(Json(image_view(&rec, &links(&state))))
+}
+
+/// What a deletion recorded. The objects are removed shortly after, by the deleter.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deletion {
+    /// Images deleted by this request.
+    pub deleted: u64,
+    /// The stream sequence of the last `deleted` event (0 when nothing was deleted): the read
+    /// model has applied it, and the WebSocket announced it.
+    pub seq: u64,
+}
+
+/// Delete an image.
+///
+/// Records `deleted`: the image leaves listings at once, its WebSocket subscribers get a
+/// `deleted` message, its links stop working (local mode) or expire (S3), and the deleter
+/// removes its original and every version shortly after. The log keeps the image's events.
+#[utoipa::path(
+    delete,
+    path = "/images/{id}",
+    tag = "images",
+    operation_id = "delete_image",
+    params(ImagePath),
+    responses(
+        (status = 202, description = "Deleted; the objects go shortly after", body = Deletion),
+        (status = 403, description = "The token doesn't grant `admin` on the image's project", body = ErrorBody),
+        (status = 404, description = "No such image (or already deleted), or not in the token's projects", body = ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    access: Access,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    access.signed_in()?;
+    let rec = access.image(&state, &parse_image_id(&id)?, Right::Admin)?;
+    let deletion = record_deletions(&state, &rec.project_id, &[rec.image_id], false).await?;
+    Ok((StatusCode::ACCEPTED, Json(deletion)).into_response())
+}
+
+/// Appends `deleted` for each image (up to 64 appends in flight) and waits until the read
+/// model has them. Unguarded: a deletion wins over whatever else is under way, which then
+/// meets it at its own next append. A retry after a partial failure is safe (one message id
+/// per image's deletion).
+pub(crate) async fn record_deletions(
+    state: &AppState,
+    project: &ProjectId,
+    images: &[ImageId],
+    whole_project: bool,
+) -> ApiResult<Deletion> {
+    let events: Vec<Event> = images
+        .iter()
+        .map(|image| {
+            Event::new(
+                project.clone(),
+                *image,
+                EventBody::Deleted { whole_project },
+            )
+        })
+        .collect();
+    let appends = events.into_iter().map(|event| {
+        let log = state.log.clone();
+        async move { log.append(&event, Guard::None).await }
+    });
+    let results: Vec<_> = futures::stream::iter(appends)
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let (mut deleted, mut seq, mut failure) = (0, 0, None);
+    for result in results {
+        match result {
+            Ok(appended) => {
+                deleted += 1;
+                seq = seq.max(appended.seq);
+            }
+            Err(err) => failure = Some(err),
+        }
+    }
+    if let Some(err) = failure {
+        return Err(ApiError::unavailable(
+            &format!(
+                "recording the deletion ({deleted} of {} images recorded; retry for the rest)",
+                images.len()
+            ),
+            err,
+        ));
+    }
+    if seq > 0 {
+        wait_applied(state, seq).await;
+    }
+    Ok(Deletion { deleted, seq })
 }
 
 /// Render every version again.

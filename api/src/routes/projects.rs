@@ -1,7 +1,10 @@
-//! `GET /projects/{id}/images`: a project's images, newest first, paged, optionally by state.
+//! `GET /projects/{id}/images`: a project's images, newest first, paged, optionally by state;
+//! `DELETE /projects/{id}`: every image of a project.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use gallery_schema::{ImageId, ImageState, ProjectId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -78,9 +81,16 @@ pub async fn list(
     };
     let filter = match q.state.as_deref() {
         None | Some("") => None,
-        Some(raw) => Some(ImageState::parse(raw).ok_or_else(|| {
-            ApiError::invalid("state must be one of init, uploaded, processing, done, error")
-        })?),
+        // Deleted images are never listed.
+        Some(raw) => Some(
+            ImageState::parse(raw)
+                .filter(|s| *s != ImageState::Deleted)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "state must be one of init, uploaded, processing, done, error",
+                    )
+                })?,
+        ),
     };
     let cursor = match q.cursor.as_deref() {
         None | Some("") => None,
@@ -102,4 +112,48 @@ pub async fn list(
         next_cursor: page.next_cursor.map(|c| c.to_string()),
         seq,
     }))
+}
+
+/// Delete every image of a project.
+///
+/// Records `deleted` for each image the project has now (an image whose link is asked for
+/// meanwhile may stay): they leave the listing at once, subscribers get a `deleted` message per
+/// image, and the deleter removes their objects shortly after. Safe to repeat.
+#[utoipa::path(
+    delete,
+    path = "/projects/{id}",
+    tag = "projects",
+    operation_id = "delete_project",
+    params(crate::openapi::ProjectPath),
+    responses(
+        (status = 202, description = "Deleted; the objects go shortly after", body = super::images::Deletion),
+        (status = 400, description = "A bad project id", body = ErrorBody),
+        (status = 403, description = "The token doesn't grant `admin` on the project", body = ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    access: Access,
+    Path(project): Path<String>,
+) -> ApiResult<Response> {
+    access.signed_in()?;
+    let project = ProjectId::parse(&project)?;
+    access.require(&project, Right::Admin)?;
+    let mut images = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = state
+            .projector
+            .store
+            .list(&project, None, MAX_LIMIT, cursor.as_ref())
+            .map_err(|e| ApiError::internal("listing images", e))?;
+        images.extend(page.records.iter().map(|r| r.image_id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let deletion = super::images::record_deletions(&state, &project, &images, true).await?;
+    Ok((StatusCode::ACCEPTED, Json(deletion)).into_response())
 }

@@ -274,9 +274,13 @@ async fn conclude(
         .await
         .map_err(|e| e.to_string())?;
     let last_seq = history.iter().map(|s| s.seq).max().unwrap_or(0);
-    let settled = history
-        .iter()
-        .any(|s| matches!(s.event.body, EventBody::Uploaded(_) | EventBody::Failed(_)));
+    // Uploaded, refused, expired or deleted: nothing is left to watch for.
+    let settled = history.iter().any(|s| {
+        matches!(
+            s.event.body,
+            EventBody::Uploaded(_) | EventBody::Failed(_) | EventBody::Deleted { .. }
+        )
+    });
     let found = match (settled, listed) {
         (true, _) => Ok(Inspection::Missing),
         (false, Some(meta)) => inspect_object(store, meta, req.max_bytes, "watcher").await,

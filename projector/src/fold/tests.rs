@@ -206,6 +206,50 @@ fn reprocess_starts_a_clean_generation_and_ignores_the_old_one() {
     );
 }
 
+fn deleted() -> EventBody {
+    EventBody::Deleted {
+        whole_project: false,
+    }
+}
+
+#[test]
+fn a_deletion_ends_any_state_in_a_tombstone_without_the_file_name() {
+    let prefixes: Vec<Vec<EventBody>> = vec![
+        vec![requested()],
+        vec![requested(), uploaded(1)],
+        vec![requested(), uploaded(1), started(1)],
+        happy_path(),
+        vec![
+            requested(),
+            uploaded(1),
+            started(1),
+            failed(ErrorCode::CorruptImage, 1),
+        ],
+    ];
+    for events in prefixes {
+        let before = given(events.clone()).fold().unwrap();
+        let rec = given([events, vec![deleted()]].concat()).fold().unwrap();
+        assert_eq!(rec.state, ImageState::Deleted);
+        assert_eq!(rec.filename, "", "the tombstone forgets the file name");
+        // What the deleter and a replay need stays.
+        assert_eq!(rec.original_key, before.original_key);
+        assert_eq!(rec.versions, before.versions);
+        assert_eq!(rec.generation, before.generation);
+    }
+    // Whatever a processor still appends is refused, not applied.
+    let late = [
+        happy_path(),
+        vec![deleted(), rendered(VersionName::Thumb, 1)],
+    ]
+    .concat();
+    assert_eq!(
+        given(late).fold().unwrap_err(),
+        FoldError::Deleted {
+            kind: EventKind::VersionRendered
+        }
+    );
+}
+
 #[test]
 fn illegal_transitions_are_errors_not_panics() {
     let cases: Vec<(Vec<EventBody>, FoldError)> = vec![
@@ -250,6 +294,18 @@ fn illegal_transitions_are_errors_not_panics() {
             FoldError::IllegalTransition {
                 state: ImageState::Uploaded,
                 kind: EventKind::ReprocessRequested,
+            },
+        ),
+        (
+            [happy_path(), vec![deleted(), reprocess(2)]].concat(),
+            FoldError::Deleted {
+                kind: EventKind::ReprocessRequested,
+            },
+        ),
+        (
+            vec![requested(), deleted(), deleted()],
+            FoldError::Deleted {
+                kind: EventKind::Deleted,
             },
         ),
         (

@@ -1,0 +1,455 @@
+//! The sweeper: removes stored objects that no record needs any more. The acting reconciler
+//! (one api replica at a time, by its lease) runs a sweep every `GALLERY_SWEEP_INTERVAL`, and
+//! operators run one with `gallery sweep [--dry-run]` (a request on `gallery.admin.sweep`,
+//! answered by one api replica).
+//!
+//! A sweep lists the whole store and judges each object against the read model ([`judge`],
+//! pure): a staging file a crashed upload left; the original of an upload that was refused or
+//! expired (it can never be processed: nothing can re-drive or reprocess it) after the
+//! retention; the versions of a generation a reprocess superseded, after a grace of at least
+//! the download links' lifetime plus the hour they are stable for; what a deleted image left
+//! (the deleter's work, if it missed something); and objects of images the model doesn't know,
+//! after the retention. Everything else is kept: read-model snapshots, the readiness probe,
+//! keys of any other shape, the original of any image that was uploaded.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use gallery_projector::{Record, Store};
+use gallery_schema::{ImageId, ImageState, keys};
+use object_store::ObjectStore;
+use serde::{Deserialize, Serialize};
+
+/// When objects become garbage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepPolicy {
+    /// How long the original of a refused or expired upload, and an object of an image the
+    /// read model doesn't know, are kept.
+    pub retention: Duration,
+    /// How long the versions of a superseded generation are kept after the image last changed
+    /// (at least the download links' lifetime plus one hour: links are stable per hour).
+    pub superseded_grace: Duration,
+    /// How long after a deletion the sweeper takes over what the deleter left.
+    pub deleted_grace: Duration,
+    /// How old a staging file of the local upload endpoint must be to be a leftover.
+    pub staging_age: Duration,
+}
+
+impl SweepPolicy {
+    /// The policy for download links that live `download_link_ttl`.
+    pub fn for_links(download_link_ttl: Duration, retention: Duration) -> Self {
+        Self {
+            retention,
+            superseded_grace: download_link_ttl + Duration::from_secs(3600),
+            deleted_grace: Duration::from_secs(3600),
+            staging_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Why an object goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// A staging file of a local upload that never finished.
+    Staging,
+    /// The original of an upload that was refused or expired.
+    Refused,
+    /// A version of a generation a reprocess replaced.
+    Superseded,
+    /// An object of a deleted image.
+    Deleted,
+    /// An object of an image the read model doesn't know.
+    Unreferenced,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Staging => "staging",
+            Self::Refused => "refused",
+            Self::Superseded => "superseded",
+            Self::Deleted => "deleted",
+            Self::Unreferenced => "unreferenced",
+        }
+    }
+}
+
+/// What an object's key says it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Staging,
+    Original(ImageId),
+    Version(ImageId, u32),
+    /// Snapshots, the readiness probe, anything else: never swept.
+    Other,
+}
+
+pub fn owner(key: &str) -> Owner {
+    if key.starts_with("tmp/uploads/") {
+        return Owner::Staging;
+    }
+    if let Some(image) = keys::original_image(key) {
+        return Owner::Original(image);
+    }
+    if let Some((_, image, generation)) = keys::version_image(key) {
+        return Owner::Version(image, generation);
+    }
+    Owner::Other
+}
+
+fn older_than(t: DateTime<Utc>, now: DateTime<Utc>, age: Duration) -> bool {
+    now - t >= chrono::TimeDelta::from_std(age).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+/// Pure: whether the object at `key`, last written at `modified`, goes, given the record of the
+/// image it belongs to (`None`: the model doesn't know it).
+pub fn judge(
+    owner: &Owner,
+    modified: DateTime<Utc>,
+    rec: Option<&Record>,
+    now: DateTime<Utc>,
+    policy: &SweepPolicy,
+) -> Option<Reason> {
+    let generation = match owner {
+        Owner::Other => return None,
+        Owner::Staging => {
+            return older_than(modified, now, policy.staging_age).then_some(Reason::Staging);
+        }
+        Owner::Original(_) => None,
+        Owner::Version(_, generation) => Some(*generation),
+    };
+    let Some(rec) = rec else {
+        return older_than(modified, now, policy.retention).then_some(Reason::Unreferenced);
+    };
+    if rec.state == ImageState::Deleted {
+        return older_than(rec.updated_at, now, policy.deleted_grace).then_some(Reason::Deleted);
+    }
+    match generation {
+        // Never uploaded (no ETag): refused at the door or expired; nothing can process it.
+        None => (rec.state == ImageState::Error
+            && rec.etag.is_none()
+            && older_than(rec.updated_at, now, policy.retention))
+        .then_some(Reason::Refused),
+        Some(generation) => (generation < rec.generation
+            && older_than(rec.updated_at, now, policy.superseded_grace))
+        .then_some(Reason::Superseded),
+    }
+}
+
+/// What a sweep found (and removed, unless a dry run).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SweepReport {
+    pub dry_run: bool,
+    /// Objects looked at.
+    pub examined: u64,
+    /// Objects (to be) removed, and their bytes.
+    pub objects: u64,
+    pub bytes: u64,
+    pub by_reason: BTreeMap<String, Tally>,
+    /// The first [`LISTED`] keys (to be) removed, with their size and reason.
+    pub removed: Vec<Swept>,
+    /// Objects whose removal failed (the next sweep tries again).
+    pub failed: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Tally {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Swept {
+    pub key: String,
+    pub bytes: u64,
+    pub reason: Reason,
+}
+
+/// Keys a report names one by one; the totals count them all.
+pub const LISTED: usize = 1000;
+
+/// An operator's `gallery sweep` request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SweepRequest {
+    pub dry_run: bool,
+}
+
+/// One sweep over the whole store.
+pub async fn sweep(
+    objects: &dyn ObjectStore,
+    model: &Store,
+    policy: &SweepPolicy,
+    dry_run: bool,
+) -> Result<SweepReport, object_store::Error> {
+    let mut report = SweepReport {
+        dry_run,
+        ..Default::default()
+    };
+    let now = Utc::now();
+    let mut listing = objects.list(None);
+    while let Some(meta) = listing.next().await {
+        let meta = meta?;
+        report.examined += 1;
+        let key = meta.location.to_string();
+        let owner = owner(&key);
+        let rec = match &owner {
+            Owner::Original(image) | Owner::Version(image, _) => match model.get(image) {
+                Ok(rec) => rec,
+                // An unreadable record: keep the object (the projector re-folds the record).
+                Err(_) => continue,
+            },
+            Owner::Staging | Owner::Other => None,
+        };
+        let Some(reason) = judge(&owner, meta.last_modified, rec.as_ref(), now, policy) else {
+            continue;
+        };
+        if !dry_run {
+            match objects.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => {
+                    tracing::warn!(%key, %err, "sweeper: removing an object");
+                    report.failed += 1;
+                    continue;
+                }
+            }
+            metrics::counter!("gallery_sweeper_objects_total", "reason" => reason.as_str())
+                .increment(1);
+            metrics::counter!("gallery_sweeper_bytes_total", "reason" => reason.as_str())
+                .increment(meta.size);
+        }
+        report.objects += 1;
+        report.bytes += meta.size;
+        let tally = report
+            .by_reason
+            .entry(reason.as_str().to_owned())
+            .or_default();
+        tally.objects += 1;
+        tally.bytes += meta.size;
+        if report.removed.len() < LISTED {
+            report.removed.push(Swept {
+                key,
+                bytes: meta.size,
+                reason,
+            });
+        }
+    }
+    tracing::info!(
+        dry_run,
+        examined = report.examined,
+        objects = report.objects,
+        bytes = report.bytes,
+        failed = report.failed,
+        "sweep"
+    );
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gallery_schema::{
+        ErrorCode, Event, EventBody, ProjectId, UploadRequested, Uploaded, event::Failure,
+    };
+
+    const HOUR: i64 = 3600;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn policy() -> SweepPolicy {
+        SweepPolicy::for_links(
+            Duration::from_secs(HOUR as u64),
+            Duration::from_secs(7 * 24 * HOUR as u64),
+        )
+    }
+
+    /// A record after these events, the last one at `at`.
+    fn record(bodies: Vec<EventBody>, at: DateTime<Utc>) -> Record {
+        let p = ProjectId::parse("p").unwrap();
+        let id = ImageId::parse("019a0000-0000-7000-8000-000000000001").unwrap();
+        let mut events = vec![EventBody::UploadRequested(UploadRequested {
+            filename: "f.jpg".into(),
+            object_key: keys::original_key(&p, &id),
+            content_type: "image/jpeg".into(),
+            declared_size: None,
+            link_expires_at: at,
+            max_bytes: 10,
+        })];
+        events.extend(bodies);
+        let mut rec = None;
+        for (n, body) in events.into_iter().enumerate() {
+            let event = Event {
+                at,
+                ..Event::new(p.clone(), id, body)
+            };
+            rec = Some(gallery_projector::apply(rec, n as u64 + 1, &event).unwrap());
+        }
+        rec.unwrap()
+    }
+
+    fn uploaded() -> EventBody {
+        EventBody::Uploaded(Uploaded {
+            size: 1,
+            etag: "e".into(),
+            generation: 1,
+        })
+    }
+
+    fn failed(code: ErrorCode, generation: u32) -> EventBody {
+        EventBody::Failed(Failure {
+            code,
+            message: String::new(),
+            retryable: code == ErrorCode::RetriesExhausted,
+            generation,
+        })
+    }
+
+    #[test]
+    fn keys_name_their_owner_and_nothing_else_is_touched() {
+        let p = ProjectId::parse("p").unwrap();
+        let i = ImageId::new_v7();
+        assert_eq!(owner(&keys::original_key(&p, &i)), Owner::Original(i));
+        assert_eq!(
+            owner(&keys::legacy_original_key(&p, &i)),
+            Owner::Original(i)
+        );
+        assert_eq!(
+            owner(&keys::version_key(
+                &p,
+                &i,
+                3,
+                gallery_schema::VersionName::Thumb,
+                "jpg"
+            )),
+            Owner::Version(i, 3)
+        );
+        assert_eq!(owner(&format!("tmp/uploads/{i}-x")), Owner::Staging);
+        for kept in [
+            "snapshots/readmodel/00000000000000000042.lgsnap.zst",
+            "ready-probe",
+            "originals/p",
+            "versions/p/x/1/thumb.jpg",
+            "something/else",
+        ] {
+            assert_eq!(owner(kept), Owner::Other, "{kept}");
+            // Whatever its age, with or without a record.
+            assert_eq!(
+                judge(&Owner::Other, t(0), None, t(1_000 * 24 * HOUR), &policy()),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn refused_and_expired_originals_go_after_the_retention_processed_ones_never() {
+        let week = 7 * 24 * HOUR;
+        let original = Owner::Original(ImageId::new_v7());
+        for code in [
+            ErrorCode::UploadExpired,
+            ErrorCode::UnsupportedFormat,
+            ErrorCode::UploadTooLarge,
+        ] {
+            let rec = record(vec![failed(code, 0)], t(0));
+            assert_eq!(
+                judge(&original, t(0), Some(&rec), t(week - 1), &policy()),
+                None
+            );
+            assert_eq!(
+                judge(&original, t(0), Some(&rec), t(week), &policy()),
+                Some(Reason::Refused),
+                "{code:?}"
+            );
+        }
+        // Uploaded originals stay, whatever happened after: they can be reprocessed or
+        // re-driven (a corrupt one, an outage that outlasted the budget) or are done.
+        let ages = [t(week * 10)];
+        for bodies in [
+            vec![uploaded()],
+            vec![uploaded(), failed(ErrorCode::CorruptImage, 1)],
+            vec![uploaded(), failed(ErrorCode::RetriesExhausted, 1)],
+        ] {
+            let rec = record(bodies, t(0));
+            for now in ages {
+                assert_eq!(judge(&original, t(0), Some(&rec), now, &policy()), None);
+            }
+        }
+        // An image still waiting for its upload keeps whatever is there.
+        let waiting = record(vec![], t(0));
+        assert_eq!(
+            judge(&original, t(0), Some(&waiting), t(week * 10), &policy()),
+            None
+        );
+    }
+
+    #[test]
+    fn superseded_versions_go_after_the_link_lifetime_plus_an_hour() {
+        let i = ImageId::new_v7();
+        let rec = record(
+            vec![
+                uploaded(),
+                failed(ErrorCode::CorruptImage, 1),
+                EventBody::ReprocessRequested { generation: 2 },
+            ],
+            t(0),
+        );
+        let old = Owner::Version(i, 1);
+        let current = Owner::Version(i, 2);
+        let newer = Owner::Version(i, 3);
+        // Links of the old generation were handed out until t(0): valid up to 2 h later.
+        assert_eq!(
+            judge(&old, t(0), Some(&rec), t(2 * HOUR - 1), &policy()),
+            None
+        );
+        assert_eq!(
+            judge(&old, t(0), Some(&rec), t(2 * HOUR), &policy()),
+            Some(Reason::Superseded)
+        );
+        for kept in [current, newer] {
+            assert_eq!(
+                judge(&kept, t(0), Some(&rec), t(1_000 * HOUR), &policy()),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn deleted_and_unknown_images_and_stale_staging_files_go() {
+        let i = ImageId::new_v7();
+        let deleted = record(
+            vec![
+                uploaded(),
+                EventBody::Deleted {
+                    whole_project: false,
+                },
+            ],
+            t(0),
+        );
+        for owner in [Owner::Original(i), Owner::Version(i, 1)] {
+            assert_eq!(
+                judge(&owner, t(0), Some(&deleted), t(HOUR - 1), &policy()),
+                None
+            );
+            assert_eq!(
+                judge(&owner, t(0), Some(&deleted), t(HOUR), &policy()),
+                Some(Reason::Deleted)
+            );
+            // Unknown to the model: only after the retention (it may be a link's upload whose
+            // event the model hasn't applied yet).
+            assert_eq!(judge(&owner, t(0), None, t(HOUR), &policy()), None);
+            assert_eq!(
+                judge(&owner, t(0), None, t(7 * 24 * HOUR), &policy()),
+                Some(Reason::Unreferenced)
+            );
+        }
+        assert_eq!(judge(&Owner::Staging, t(0), None, t(HOUR), &policy()), None);
+        assert_eq!(
+            judge(&Owner::Staging, t(0), None, t(24 * HOUR), &policy()),
+            Some(Reason::Staging)
+        );
+    }
+}
