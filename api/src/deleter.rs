@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct DeleterConfig {
     /// How long after a deletion its objects are removed: long enough for a render that was
-    /// under way to have given up (its next append meets the deletion and stops), so that it
-    /// can't write a version after the purge.
+    /// under way to usually have given up (its next append meets the deletion and stops). A
+    /// slower one can still write a version after the purge; the sweeper removes it.
     pub settle: Duration,
     /// How long after its link's expiry an upload may still land (the api's upload grace):
     /// an image deleted before its upload came waits that long before its purge.

@@ -8,8 +8,8 @@
 //! expired (it can never be processed: nothing can re-drive or reprocess it) after the
 //! retention; the versions of a generation a reprocess superseded, after a grace of at least
 //! the download links' lifetime plus the hour they are stable for; what a deleted image left
-//! (the deleter's work, if it missed something); and objects of images the model doesn't know,
-//! after the retention. Everything else is kept: read-model snapshots, the readiness probe,
+//! (the deleter's work, if it missed something). Everything else is kept, objects of images the
+//! model doesn't know included (a replica rebuilding its model doesn't know live ones yet): read-model snapshots, the readiness probe,
 //! keys of any other shape, the original of any image that was uploaded.
 
 use std::collections::BTreeMap;
@@ -61,8 +61,6 @@ pub enum Reason {
     Superseded,
     /// An object of a deleted image.
     Deleted,
-    /// An object of an image the read model doesn't know.
-    Unreferenced,
 }
 
 impl Reason {
@@ -72,7 +70,6 @@ impl Reason {
             Self::Refused => "refused",
             Self::Superseded => "superseded",
             Self::Deleted => "deleted",
-            Self::Unreferenced => "unreferenced",
         }
     }
 }
@@ -121,9 +118,9 @@ pub fn judge(
         Owner::Original(_) => None,
         Owner::Version(_, generation) => Some(*generation),
     };
-    let Some(rec) = rec else {
-        return older_than(modified, now, policy.retention).then_some(Reason::Unreferenced);
-    };
+    // An image the model doesn't know is kept: a replica whose model is still being rebuilt
+    // from the log doesn't know live images either.
+    let rec = rec?;
     if rec.state == ImageState::Deleted {
         return older_than(rec.updated_at, now, policy.deleted_grace).then_some(Reason::Deleted);
     }
@@ -438,12 +435,12 @@ mod tests {
                 judge(&owner, t(0), Some(&deleted), t(HOUR), &policy()),
                 Some(Reason::Deleted)
             );
-            // Unknown to the model: only after the retention (it may be a link's upload whose
-            // event the model hasn't applied yet).
+            // Unknown to the model: kept, however old (a model still rebuilding from the log
+            // doesn't know live images).
             assert_eq!(judge(&owner, t(0), None, t(HOUR), &policy()), None);
             assert_eq!(
-                judge(&owner, t(0), None, t(7 * 24 * HOUR), &policy()),
-                Some(Reason::Unreferenced)
+                judge(&owner, t(0), None, t(1_000 * 24 * HOUR), &policy()),
+                None
             );
         }
         assert_eq!(judge(&Owner::Staging, t(0), None, t(HOUR), &policy()), None);

@@ -388,6 +388,13 @@ pub(crate) async fn record_upload(
                 EventBody::Uploaded(u) => Some((s.seq, u.etag.clone())),
                 _ => None,
             });
+            if history
+                .iter()
+                .any(|s| matches!(s.event.body, EventBody::Deleted { .. }))
+            {
+                // Deleted meanwhile: nothing may follow its `deleted` event.
+                return Err(ApiError::not_found("image"));
+            }
             let settled = history
                 .iter()
                 .any(|s| matches!(s.event.body, EventBody::Failed(_)));
