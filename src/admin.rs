@@ -33,30 +33,42 @@ pub fn token(args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends an operator's request to a running api (one replica of the queue group answers) and
+/// reads its JSON reply.
+async fn ask_api<R: serde::de::DeserializeOwned>(
+    nats_url: &str,
+    nats: &crate::cli::NatsAuthArgs,
+    subject: &'static str,
+    req: &impl serde::Serialize,
+    limit: Duration,
+) -> anyhow::Result<R> {
+    let client =
+        gallery_nats::connect_with(nats_url, &nats.resolve()?, Duration::from_secs(10)).await?;
+    let answer = tokio::time::timeout(
+        limit,
+        client.request(subject, serde_json::to_vec(req)?.into()),
+    )
+    .await
+    .with_context(|| format!("no answer within {}", humantime::format_duration(limit)))?
+    .context("no api is running to answer (gallery api or up)")?;
+    Ok(serde_json::from_slice(&answer.payload)?)
+}
+
 /// `gallery redrive`: asks a running api (any replica) to re-drive settled errors.
 pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
     use gallery_api::reconciler::{RedriveReply, RedriveRequest};
-    let client = gallery_nats::connect_with(
-        &args.nats_url,
-        &args.nats.resolve()?,
-        Duration::from_secs(10),
-    )
-    .await?;
     let req = RedriveRequest {
         project: args.project,
         code: Some(args.code),
     };
-    let answer = tokio::time::timeout(
+    let reply: RedriveReply = ask_api(
+        &args.nats_url,
+        &args.nats,
+        gallery_schema::subjects::ADMIN_REDRIVE,
+        &req,
         Duration::from_secs(120),
-        client.request(
-            gallery_schema::subjects::ADMIN_REDRIVE,
-            serde_json::to_vec(&req)?.into(),
-        ),
     )
-    .await
-    .context("no answer within 120 s")?
-    .context("no api is running to answer (gallery api or up)")?;
-    let reply: RedriveReply = serde_json::from_slice(&answer.payload)?;
+    .await?;
     if let Some(err) = reply.error {
         anyhow::bail!("{err}");
     }
@@ -73,27 +85,18 @@ pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
 /// to say what a sweep would remove.
 pub async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     use gallery_api::sweeper::{SweepReport, SweepRequest};
-    let client = gallery_nats::connect_with(
-        &args.nats_url,
-        &args.nats.resolve()?,
-        Duration::from_secs(10),
-    )
-    .await?;
     let req = SweepRequest {
         dry_run: args.dry_run,
     };
     // A sweep lists the whole store: a big one takes a while.
-    let answer = tokio::time::timeout(
+    let report: SweepReport = ask_api(
+        &args.nats_url,
+        &args.nats,
+        gallery_schema::subjects::ADMIN_SWEEP,
+        &req,
         Duration::from_secs(3600),
-        client.request(
-            gallery_schema::subjects::ADMIN_SWEEP,
-            serde_json::to_vec(&req)?.into(),
-        ),
     )
-    .await
-    .context("no answer within an hour")?
-    .context("no api is running to answer (gallery api or up)")?;
-    let report: SweepReport = serde_json::from_slice(&answer.payload)?;
+    .await?;
     if let Some(err) = &report.error {
         anyhow::bail!("{err}");
     }
