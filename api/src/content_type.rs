@@ -23,7 +23,12 @@ pub fn accept(declared: &str) -> Option<&'static str> {
         .to_ascii_lowercase();
     let essence = match essence.as_str() {
         "image/jpg" | "image/pjpeg" => "image/jpeg",
+        // An animated PNG is a PNG (its first frame is rendered).
+        "image/apng" | "image/vnd.mozilla.apng" | "image/x-png" => "image/png",
+        "image/x-ms-bmp" | "image/x-bmp" => "image/bmp",
+        "image/x-tiff" => "image/tiff",
         "image/heif" | "image/heic-sequence" | "image/heif-sequence" => "image/heic",
+        "image/avif-sequence" => "image/avif",
         other => other,
     };
     ACCEPTED.into_iter().find(|t| *t == essence)
@@ -34,14 +39,15 @@ pub fn from_filename(filename: &str) -> Option<&'static str> {
     let ext = filename.rsplit_once('.')?.1.to_ascii_lowercase();
     Some(match ext.as_str() {
         // MPO (phones' multi-picture files) starts with an ordinary JPEG, which is what we render.
-        "jpg" | "jpeg" | "jpe" | "jfif" | "mpo" => "image/jpeg",
-        "png" => "image/png",
+        "jpg" | "jpeg" | "jpe" | "jfif" | "jfi" | "jif" | "pjpeg" | "pjp" | "mpo" => "image/jpeg",
+        // Animated PNGs are PNGs; the first frame is rendered.
+        "png" | "apng" => "image/png",
         "webp" => "image/webp",
         "gif" => "image/gif",
         "tif" | "tiff" => "image/tiff",
-        "bmp" => "image/bmp",
-        "heic" | "heif" | "hif" => "image/heic",
-        "avif" => "image/avif",
+        "bmp" | "dib" => "image/bmp",
+        "heic" | "heif" | "hif" | "heics" | "heifs" => "image/heic",
+        "avif" | "avifs" => "image/avif",
         _ => return None,
     })
 }
@@ -98,6 +104,14 @@ mod tests {
         assert_eq!(from_filename("IMG_0001.HEIC"), Some("image/heic"));
         assert_eq!(accept("image/heif"), Some("image/heic"));
         assert_eq!(from_filename("a.avif"), Some("image/avif"));
+        // Other common extensions and names of accepted formats.
+        assert_eq!(from_filename("spinner.apng"), Some("image/png"));
+        assert_eq!(accept("image/apng"), Some("image/png"));
+        assert_eq!(accept("image/vnd.mozilla.apng"), Some("image/png"));
+        assert_eq!(from_filename("scan.JFIF"), Some("image/jpeg"));
+        assert_eq!(from_filename("old.dib"), Some("image/bmp"));
+        assert_eq!(accept("image/x-ms-bmp"), Some("image/bmp"));
+        assert_eq!(from_filename("burst.avifs"), Some("image/avif"));
         assert_eq!(known_unsupported("a.jxl"), Some(Unsupported::JpegXl));
         assert_eq!(known_unsupported("image/svg+xml"), Some(Unsupported::Svg));
         assert_eq!(known_unsupported("photo.jpg"), None);

@@ -73,9 +73,23 @@ pub struct ImageView {
     #[schema(format = DateTime)]
     pub updated_at: String,
     pub meta: ImageMeta,
+    /// A ThumbHash of the image (standard base64, about 25 bytes): decode it to paint a
+    /// blurred placeholder before the thumb loads. `null` until processed.
+    #[schema(required = true)]
+    pub thumbhash: Option<String>,
+    /// Another image of the project that had the same bytes when this one was processed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = Uuid)]
+    pub duplicate_of: Option<String>,
     /// Present in state `error` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
+}
+
+/// Standard base64 with padding (what browsers' `atob` reads).
+pub fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Signed download URLs, `null` until the file exists. They stay the same within an hour, so
@@ -126,6 +140,9 @@ pub struct ImageMeta {
     pub height: Option<u32>,
     /// 0 until uploaded, 1 for the first processing, +1 per reprocess.
     pub generation: u32,
+    /// SHA-256 of the original (lowercase hex), once processed.
+    #[schema(required = true)]
+    pub sha256: Option<String>,
     /// Each rendered version's size, keyed by version name.
     #[schema(schema_with = crate::openapi::version_meta_map)]
     pub versions: BTreeMap<&'static str, VersionMeta>,
@@ -190,8 +207,11 @@ pub fn image_view(rec: &Record, links: &Links<'_>) -> ImageView {
             width: rec.width,
             height: rec.height,
             generation: rec.generation,
+            sha256: rec.sha256.map(hex::encode),
             versions: version_meta,
         },
+        thumbhash: (!rec.thumbhash.is_empty()).then(|| base64(&rec.thumbhash)),
+        duplicate_of: rec.duplicate_of.map(|id| id.to_string()),
         error: rec.error.as_ref().map(|e| ErrorDetail {
             code: e.code.as_str(),
             message: e.message.clone(),
@@ -225,6 +245,12 @@ pub struct WsMessage {
     /// `failed` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
+    /// `processed` only: the image's ThumbHash placeholder (standard base64).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbhash: Option<String>,
+    /// `processed` only: SHA-256 of the original (lowercase hex).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// The event's stream sequence: reconnect with `?since=<seq>` to miss nothing.
     pub seq: u64,
     #[schema(format = DateTime)]
@@ -234,6 +260,15 @@ pub struct WsMessage {
 pub fn ws_message(stored: &StoredEvent, links: &Links<'_>) -> WsMessage {
     let e = &stored.event;
     let kind = e.kind();
+    let (thumbhash, sha256) = match &e.body {
+        EventBody::Processed {
+            thumbhash, sha256, ..
+        } => (
+            (!thumbhash.is_empty()).then(|| base64(thumbhash)),
+            sha256.map(hex::encode),
+        ),
+        _ => (None, None),
+    };
     let (version, url, error) = match &e.body {
         EventBody::VersionRendered(v) => {
             (Some(v.version.as_str()), Some(links.download(&v.key)), None)
@@ -256,6 +291,8 @@ pub fn ws_message(stored: &StoredEvent, links: &Links<'_>) -> WsMessage {
         version,
         url,
         error,
+        thumbhash,
+        sha256,
         seq: stored.seq,
         at: rfc3339(e.at),
     }

@@ -47,6 +47,110 @@ async function api(path, options = {}) {
   return body;
 }
 
+// ---- placeholders --------------------------------------------------------------------------
+// A processed image comes with its ThumbHash (base64, about 25 bytes; the format is evanw's
+// ThumbHash): an average colour and a few low-frequency cosine terms per channel, in a
+// luminance / yellow-blue / red-green (/ alpha) space. Decoded into a tiny canvas, it paints the
+// tile until the thumb has loaded.
+
+function thumbhashBytes(b64) {
+  try {
+    return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  } catch (_) {
+    return new Uint8Array(0);
+  }
+}
+
+// The decoded placeholder as a data: URL, or null for a hash that isn't one.
+function placeholderURL(b64) {
+  const bytes = thumbhashBytes(b64);
+  if (bytes.length < 5) return null;
+  const head = bytes[0] | (bytes[1] << 8) | (bytes[2] << 16); // 24 bits
+  const more = bytes[3] | (bytes[4] << 8); // 16 bits
+  const hasAlpha = (head >> 23) & 1;
+  const landscape = (more >> 15) & 1;
+  // Luminance terms: the long side has 7 (5 with alpha), the short side says how many it has.
+  const longSide = hasAlpha ? 5 : 7;
+  const shortSide = more & 7;
+  const [nx, ny] = landscape ? [longSide, shortSide] : [shortSide, longSide];
+  const base = {
+    l: (head & 63) / 63,
+    p: ((head >> 6) & 63) / 31.5 - 1,
+    q: ((head >> 12) & 63) / 31.5 - 1,
+    a: 1,
+  };
+  // The colour terms are boosted a little: quantisation dulls them.
+  const scale = { l: ((head >> 18) & 31) / 31, p: (((more >> 3) & 63) / 63) * 1.25, q: (((more >> 9) & 63) / 63) * 1.25, a: 1 };
+  let at = 5;
+  if (hasAlpha) {
+    if (bytes.length < 6) return null;
+    base.a = (bytes[5] & 15) / 15;
+    scale.a = (bytes[5] >> 4) / 15;
+    at = 6;
+  }
+  // Then 4-bit terms, low nibble first, channel after channel; in each, the (cx, cy) with
+  // cx * ny < nx * (ny - cy), row by row, without the (0, 0) average.
+  let nibbles = 0;
+  const read = () => {
+    const byte = bytes[at + (nibbles >> 1)];
+    const v = nibbles & 1 ? byte >> 4 : byte & 15;
+    nibbles += 1;
+    return v;
+  };
+  const terms = (cols, rows, s) => {
+    const out = [];
+    for (let cy = 0; cy < rows; cy++) {
+      for (let cx = cy > 0 ? 0 : 1; cx * rows < cols * (rows - cy); cx++) out.push([cx, cy, (read() / 7.5 - 1) * s]);
+    }
+    return out;
+  };
+  const channels = {
+    l: terms(Math.max(3, nx), Math.max(3, ny), scale.l),
+    p: terms(3, 3, scale.p),
+    q: terms(3, 3, scale.q),
+    a: hasAlpha ? terms(5, 5, scale.a) : [],
+  };
+  if (at + Math.ceil(nibbles / 2) > bytes.length || nx < 1 || ny < 1) return null;
+  // 32 pixels on the long side, the hash's aspect ratio.
+  const ratio = nx / ny;
+  const w = ratio > 1 ? 32 : Math.max(1, Math.round(32 * ratio));
+  const h = ratio > 1 ? Math.max(1, Math.round(32 / ratio)) : 32;
+  const canvas = document.createElement("canvas");
+  canvas.width = w;
+  canvas.height = h;
+  const g2d = canvas.getContext("2d");
+  if (!g2d) return null;
+  const pixels = g2d.createImageData(w, h);
+  const clamp = (v) => Math.round(255 * Math.min(1, Math.max(0, v)));
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const value = (name) =>
+        channels[name].reduce(
+          (v, [cx, cy, f]) => v + 2 * f * Math.cos((Math.PI / w) * (x + 0.5) * cx) * Math.cos((Math.PI / h) * (y + 0.5) * cy),
+          base[name],
+        );
+      const [l, p, q, a] = [value("l"), value("p"), value("q"), value("a")];
+      const b = l - (2 / 3) * p;
+      const r = (3 * l - b + q) / 2;
+      const i = (y * w + x) * 4;
+      pixels.data[i] = clamp(r);
+      pixels.data[i + 1] = clamp(r - q);
+      pixels.data[i + 2] = clamp(b);
+      pixels.data[i + 3] = clamp(a);
+    }
+  }
+  g2d.putImageData(pixels, 0, 0);
+  return canvas.toDataURL();
+}
+
+function showPlaceholder(tile, thumbhash) {
+  if (!thumbhash || tile.dataset.placeholder === thumbhash) return;
+  const url = placeholderURL(thumbhash);
+  if (!url) return;
+  tile.dataset.placeholder = thumbhash;
+  tile.querySelector(".thumb").style.backgroundImage = `url("${url}")`;
+}
+
 // ---- the gallery -------------------------------------------------------------------------
 
 function stateLabel(s) {
@@ -104,6 +208,7 @@ function showRecord(rec, atTop) {
   tile.record = rec;
   setName(tile, rec.filename);
   showState(tile, rec.state, rec.error);
+  showPlaceholder(tile, rec.thumbhash);
   if (rec.versions && rec.versions.thumb) showThumb(tile, rec.versions.thumb);
 }
 
@@ -132,6 +237,7 @@ function onEvent(msg) {
     api(`/images/${msg.image_id}`).then((rec) => { tile.record = rec; setName(tile, rec.filename); }).catch(() => {});
   }
   if (msg.type === "processed") {
+    showPlaceholder(tile, msg.thumbhash);
     api(`/images/${msg.image_id}`).then((rec) => showRecord(rec, false)).catch(() => {});
   }
 }
@@ -241,6 +347,18 @@ function send(link, file, onProgress) {
   });
 }
 
+// The file's SHA-256 in hex, or null where the browser can't tell (no WebCrypto outside
+// secure contexts): the api then answers with a link as usual.
+async function fileSha256(file) {
+  if (!window.crypto || !crypto.subtle) return null;
+  try {
+    const digest = await crypto.subtle.digest("SHA-256", await file.arrayBuffer());
+    return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  } catch (_) {
+    return null;
+  }
+}
+
 async function upload(file) {
   const row = uploadRow(file);
   const msg = row.querySelector(".msg");
@@ -248,7 +366,17 @@ async function upload(file) {
   try {
     const body = { filename: file.name, project_id: state.project, size: file.size };
     if (file.type) body.content_type = file.type;
+    const sha256 = await fileSha256(file);
+    if (sha256) body.sha256 = sha256;
     const link = await api("/images/", { method: "POST", body: JSON.stringify(body) });
+    if (link.duplicate_of) {
+      // The project has these bytes already: nothing to upload.
+      bar.value = 100;
+      msg.textContent = "already in this project";
+      const tile = state.tiles.get(link.duplicate_of);
+      if (tile) tile.scrollIntoView({ block: "nearest" });
+      return;
+    }
     tileFor(link.image_id, file.name, true);
     msg.textContent = "uploading…";
     await send(link, file, (f) => { bar.value = Math.round(f * 100); });

@@ -392,6 +392,8 @@ pub fn sample_flow_events(
         generation: 1,
         width: 4000,
         height: 3000,
+        thumbhash: vec![0x5a; 24],
+        sha256: Some([0x11; 32]),
     });
     bodies
         .into_iter()

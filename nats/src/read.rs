@@ -1,6 +1,13 @@
 //! Reading the log: an image's or a project's events from a sequence on, either up to what the
-//! stream holds now ([`read_until_now`]) or following live ([`follow`]). Both use ephemeral
-//! ordered consumers, which the server removes on their own when unused.
+//! stream holds now ([`read_until_now`], [`until_now`]) or following live ([`follow`]).
+//!
+//! [`read_until_now`] (an image's history: the processor reads one per job, the api one per
+//! guarded append it retries) uses batched direct gets: one request, answered by the stream
+//! itself with every matching message and an end-of-batch marker, and nothing left on the
+//! server. The others use ephemeral ordered consumers, which the server removes some seconds
+//! after their last use: at a hundred history reads a second those piled up to the server's
+//! limit of consumers (measured: 1,000 live ones, then "maximum consumers limit reached" and
+//! jobs retried seconds later), which is why short reads don't use them.
 
 use std::time::Duration;
 
@@ -55,13 +62,7 @@ fn to_stored(msg: &jetstream::Message) -> Result<StoredEvent, ReadError> {
         .info()
         .map_err(|e| ReadError::Messages(e.to_string()))?
         .stream_sequence;
-    let event = Event::decode_checked(&msg.subject, &msg.payload).map_err(|source| {
-        match unknown_kind(&msg.subject, &source) {
-            Some(kind) => ReadError::UnknownKind { seq, kind, source },
-            None => ReadError::Decode { seq, source },
-        }
-    })?;
-    Ok(StoredEvent { seq, event })
+    decode_stored(seq, &msg.subject, &msg.payload)
 }
 
 /// The kind token of `images.<p>.<i>.<kind>` when the payload failed to decode because this
@@ -79,7 +80,8 @@ pub fn unknown_kind(subject: &str, err: &DecodeError) -> Option<String> {
 }
 
 /// Every event matching `filter` from `start_seq` (inclusive) to the end of the stream as of
-/// the call. Meant for small histories (one image: a handful of events).
+/// the call. Meant for small histories (one image: a handful of events); read with batched
+/// direct gets, so no consumer is created.
 pub async fn read_until_now(
     js: &jetstream::Context,
     filter: String,
@@ -87,24 +89,109 @@ pub async fn read_until_now(
     timeout: Duration,
 ) -> Result<Vec<StoredEvent>, ReadError> {
     let collect = async {
-        let mut events = Box::pin(until_now(js, filter, start_seq).await?);
         let mut out = Vec::new();
-        while let Some(item) = events.next().await {
-            match item {
-                Ok(stored) => out.push(stored),
-                Err(ReadError::Decode { seq, source }) => {
-                    tracing::warn!(seq, %source, "skipping undecodable event");
+        let mut from = start_seq.max(1);
+        loop {
+            let (events, more) = direct_batch(js, &filter, from).await?;
+            for item in events {
+                match item {
+                    Ok(stored) => {
+                        from = stored.seq + 1;
+                        out.push(stored);
+                    }
+                    Err(ReadError::Decode { seq, source }) => {
+                        from = seq + 1;
+                        tracing::warn!(seq, %source, "skipping undecodable event");
+                    }
+                    // A newer version's event in one image's history: this build can't know
+                    // what it means for the image (nor guard an append after it), so it doesn't
+                    // act on it.
+                    Err(other) => return Err(other),
                 }
-                // A newer version's event in one image's history: this build can't know what it
-                // means for the image (nor guard an append after it), so it doesn't act on it.
-                Err(other) => return Err(other),
+            }
+            if !more {
+                return Ok(out);
             }
         }
-        Ok(out)
     };
     tokio::time::timeout(timeout, collect)
         .await
         .map_err(|_| ReadError::Timeout)?
+}
+
+/// Events one batched direct get answers with (the server also stops at its max pending
+/// bytes; the end-of-batch marker then says more are pending).
+const DIRECT_BATCH: usize = 256;
+
+/// One batched direct get (ADR-31): up to [`DIRECT_BATCH`] messages matching `filter` from
+/// `from` on, each decoded (or the decode error with its sequence), and whether more matching
+/// messages remain after them.
+async fn direct_batch(
+    js: &jetstream::Context,
+    filter: &str,
+    from: u64,
+) -> Result<(Vec<Result<StoredEvent, ReadError>>, bool), ReadError> {
+    let client = js.client();
+    let failed = |what: &str, e: &dyn std::fmt::Display| ReadError::Messages(format!("{what}: {e}"));
+    let inbox = client.new_inbox();
+    let mut replies = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| failed("subscribing to the reply inbox", &e))?;
+    let request = serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": DIRECT_BATCH });
+    client
+        .publish_with_reply(
+            format!("$JS.API.DIRECT.GET.{STREAM}"),
+            inbox,
+            request.to_string().into(),
+        )
+        .await
+        .map_err(|e| failed("asking for the history", &e))?;
+    let mut out = Vec::new();
+    while let Some(msg) = replies.next().await {
+        let header = |name: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
+        match msg.status.map(|s| s.as_u16()) {
+            None => {
+                let seq = header("Nats-Sequence")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| ReadError::Messages("a direct get reply without its sequence".into()))?;
+                let subject = header("Nats-Subject").unwrap_or_default();
+                out.push(decode_stored(seq, &subject, &msg.payload));
+            }
+            // End of batch: how many matching messages are left after it.
+            Some(204) => {
+                let pending = header("Nats-Num-Pending")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                let more = pending > 0 && !out.is_empty();
+                return Ok((out, more));
+            }
+            // Nothing matches from `from` on.
+            Some(404) => return Ok((out, false)),
+            Some(other) => {
+                let why = msg.description.clone().unwrap_or_default();
+                return Err(ReadError::Messages(format!(
+                    "direct get answered {other} {why}"
+                )));
+            }
+        }
+    }
+    Err(ReadError::Messages("the reply inbox closed".into()))
+}
+
+fn decode_stored(seq: u64, subject: &str, payload: &[u8]) -> Result<StoredEvent, ReadError> {
+    let event = Event::decode_checked(subject, payload).map_err(|source| {
+        match unknown_kind(subject, &source) {
+            Some(kind) => ReadError::UnknownKind { seq, kind, source },
+            None => ReadError::Decode { seq, source },
+        }
+    })?;
+    Ok(StoredEvent { seq, event })
 }
 
 /// An ephemeral ordered consumer's messages from `start_seq`, and how many were pending when

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 
 use gallery_nats::{AppendError, EventLog, Guard};
 use gallery_schema::event::Failure;
@@ -12,6 +13,7 @@ use gallery_schema::{ErrorCode, Event, EventBody, ImageId, ProjectId, VersionRen
 use object_store::{
     Attribute, Attributes, GetOptions, ObjectStore, PutOptions, path::Path as ObjectPath,
 };
+use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::plan::{ImageHistory, JobOutcome};
@@ -193,7 +195,7 @@ async fn process_inner(
         *first_started_at = Some(started.at);
     }
 
-    let bytes = fetch_original(ctx, &key, &etag).await?;
+    let (bytes, sha256) = fetch_original(ctx, &key, &etag).await?;
     let render_started = std::time::Instant::now();
     let _memory = ctx
         .memory
@@ -289,6 +291,8 @@ async fn process_inner(
         generation: t.generation,
         width: rendered.upright.width,
         height: rendered.upright.height,
+        thumbhash: rendered.thumbhash,
+        sha256: Some(sha256),
     };
     ctx.log
         .append(&event(done), Guard::LastImageSeq(last))
@@ -297,11 +301,13 @@ async fn process_inner(
     Ok(JobOutcome::Completed)
 }
 
+/// The original's bytes and their SHA-256, hashed chunk by chunk as they arrive (no second
+/// pass over a 50 MB file).
 async fn fetch_original(
     ctx: &JobContext,
     key: &str,
     etag: &str,
-) -> Result<bytes::Bytes, JobOutcome> {
+) -> Result<(bytes::Bytes, [u8; 32]), JobOutcome> {
     let path = ObjectPath::from(key);
     // A store that gave no ETag at upload can't be asked for one now.
     let if_match = (!etag.is_empty()).then(|| etag.to_owned());
@@ -338,9 +344,24 @@ async fn fetch_original(
             ),
         ));
     }
-    result.bytes().await.map_err(|e| JobOutcome::Transient {
-        message: format!("reading original: {e}"),
-    })
+    let mut body = bytes::BytesMut::with_capacity(result.meta.size as usize);
+    let mut hasher = Sha256::new();
+    let mut chunks = result.into_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| JobOutcome::Transient {
+            message: format!("reading original: {e}"),
+        })?;
+        if (body.len() + chunk.len()) as u64 > ctx.max_upload_bytes {
+            // Longer than its listed size said: never past the limit.
+            return Err(permanent(
+                ErrorCode::UploadTooLarge,
+                format!("more than the limit of {} bytes", ctx.max_upload_bytes),
+            ));
+        }
+        hasher.update(&chunk);
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body.freeze(), hasher.finalize().into()))
 }
 
 async fn render_blocking(ctx: &JobContext, bytes: bytes::Bytes) -> Result<Rendered, JobOutcome> {

@@ -6,6 +6,7 @@
 //! ```text
 //! request:  "GRW1" max_pixels:u64 max_side:u32 len:u64 bytes
 //! response: 0 upright_w:u32 upright_h:u32 n:u32 { name ct ext:str16 w:u32 h:u32 len:u64 data }*n
+//!             thumbhash:bytes16
 //!         | 1 code:str16 message:str32
 //! ```
 
@@ -132,6 +133,10 @@ pub fn write_response(
                 put_u64(w, v.data.len() as u64)?;
                 w.write_all(&v.data)?;
             }
+            let len = u16::try_from(rendered.thumbhash.len())
+                .map_err(|_| invalid("thumbhash too long"))?;
+            w.write_all(&len.to_le_bytes())?;
+            w.write_all(&rendered.thumbhash)?;
         }
         Err(e) => {
             w.write_all(&[1])?;
@@ -190,7 +195,13 @@ pub fn read_response(r: &mut impl Read) -> io::Result<Result<Rendered, RenderErr
                     extension,
                 });
             }
-            Ok(Ok(Rendered { upright, versions }))
+            let len = u64::from(get_u16(r)?);
+            let thumbhash = get_bytes(r, len, 1024)?;
+            Ok(Ok(Rendered {
+                upright,
+                versions,
+                thumbhash,
+            }))
         }
         1 => {
             let len = u64::from(get_u16(r)?);
@@ -280,6 +291,7 @@ mod tests {
                 content_type: "image/png",
                 extension: "png",
             }],
+            thumbhash: vec![9, 8, 7],
         };
         let mut wire = Vec::new();
         write_response(&mut wire, &Ok(rendered)).unwrap();
@@ -288,6 +300,7 @@ mod tests {
         assert_eq!(back.versions[0].version, VersionName::Thumb);
         assert_eq!(back.versions[0].data, [1, 2, 3]);
         assert_eq!(back.versions[0].content_type, "image/png");
+        assert_eq!(back.thumbhash, [9, 8, 7]);
 
         let err = RenderError {
             code: ErrorCode::ImageTooLarge,

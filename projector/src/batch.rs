@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 
 use gallery_nats::StoredEvent;
-use gallery_schema::ImageId;
+use gallery_schema::{EventBody, ImageId, ProjectId};
 
 use crate::fold::apply;
 use crate::record::Record;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// The most events one transaction commits.
 pub const MAX_BATCH: usize = 2048;
@@ -22,7 +22,35 @@ pub const MAX_BATCH: usize = 2048;
 pub struct Batch {
     records: HashMap<ImageId, Record>,
     order: Vec<ImageId>,
+    /// Content-hash holders this batch changed (`None`: its holder was deleted), over the
+    /// store's `by_hash` index.
+    holders: HashMap<(ProjectId, [u8; 32]), Option<ImageId>>,
     last_seq: u64,
+}
+
+/// What the batch fold reads from the store: an image's record, and which image of a project
+/// holds some bytes.
+pub trait Lookup {
+    fn record(&self, image: &ImageId) -> Result<Option<Record>, StoreError>;
+    fn hash_holder(
+        &self,
+        project: &ProjectId,
+        sha256: &[u8; 32],
+    ) -> Result<Option<ImageId>, StoreError>;
+}
+
+impl Lookup for Store {
+    fn record(&self, image: &ImageId) -> Result<Option<Record>, StoreError> {
+        self.get(image)
+    }
+
+    fn hash_holder(
+        &self,
+        project: &ProjectId,
+        sha256: &[u8; 32],
+    ) -> Result<Option<ImageId>, StoreError> {
+        Store::hash_holder(self, project, sha256)
+    }
 }
 
 impl Batch {
@@ -32,17 +60,14 @@ impl Batch {
     }
 
     /// Folds `stored` onto its image's record: the batch's own if it touched the image, else
-    /// the one `stored_record` reads (the store's). An event the fold refuses changes nothing
-    /// but the sequence (it is recorded as seen).
-    pub fn fold(
-        &mut self,
-        stored: &StoredEvent,
-        stored_record: impl FnOnce(&ImageId) -> Result<Option<Record>, StoreError>,
-    ) -> Result<(), StoreError> {
+    /// the store's. An event the fold refuses changes nothing but the sequence (it is recorded
+    /// as seen). A `processed` event's bytes are looked up among the project's: the record
+    /// gets `duplicate_of` the image holding them, or becomes their holder.
+    pub fn fold(&mut self, stored: &StoredEvent, store: &impl Lookup) -> Result<(), StoreError> {
         let image = stored.event.image_id;
         let prev = match self.records.get(&image) {
             Some(rec) => Some(rec.clone()),
-            None => stored_record(&image)?,
+            None => store.record(&image)?,
         };
         if let Some(prev) = &prev
             && stored.seq <= prev.last_seq
@@ -54,7 +79,10 @@ impl Batch {
             return Ok(());
         }
         match apply(prev, stored.seq, &stored.event) {
-            Ok(rec) => self.set(rec),
+            Ok(mut rec) => {
+                self.track_hash(&mut rec, &stored.event.body, store)?;
+                self.set(rec);
+            }
             Err(err) => tracing::warn!(
                 seq = stored.seq,
                 image_id = %image,
@@ -63,6 +91,39 @@ impl Batch {
             ),
         }
         self.seen(stored.seq);
+        Ok(())
+    }
+
+    /// Keeps content hashes per project: a processed image whose bytes another image holds is
+    /// its duplicate, else it holds them; a deleted holder lets go (the next one processed
+    /// with those bytes holds them).
+    fn track_hash(
+        &mut self,
+        rec: &mut Record,
+        body: &EventBody,
+        store: &impl Lookup,
+    ) -> Result<(), StoreError> {
+        let Some(sha256) = rec.sha256 else {
+            return Ok(());
+        };
+        let key = (rec.project_id.clone(), sha256);
+        let holder = match self.holders.get(&key) {
+            Some(h) => *h,
+            None => store.hash_holder(&rec.project_id, &sha256)?,
+        };
+        match body {
+            EventBody::Processed { .. } => match holder {
+                Some(other) if other != rec.image_id => rec.duplicate_of = Some(other),
+                _ => {
+                    rec.duplicate_of = None;
+                    self.holders.insert(key, Some(rec.image_id));
+                }
+            },
+            EventBody::Deleted { .. } if holder == Some(rec.image_id) => {
+                self.holders.insert(key, None);
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -162,7 +223,7 @@ mod tests {
         for chunk in events.chunks(size) {
             let mut batch = Batch::default();
             for e in chunk {
-                batch.fold(e, |id| store.get(id)).unwrap();
+                batch.fold(e, store).unwrap();
             }
             store
                 .commit_batch(batch.last_seq(), batch.into_records().iter())
@@ -209,19 +270,125 @@ mod tests {
         let events = log();
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let mut batch = Batch::default();
-        let mut reads = 0;
-        for e in &events {
-            batch
-                .fold(e, |id| {
-                    reads += 1;
-                    store.get(id)
-                })
-                .unwrap();
+        /// The store, counting record reads.
+        struct Counting<'a>(&'a Store, std::cell::Cell<usize>);
+        impl Lookup for Counting<'_> {
+            fn record(&self, image: &ImageId) -> Result<Option<Record>, StoreError> {
+                self.1.set(self.1.get() + 1);
+                self.0.get(image)
+            }
+            fn hash_holder(
+                &self,
+                project: &ProjectId,
+                sha256: &[u8; 32],
+            ) -> Result<Option<ImageId>, StoreError> {
+                self.0.hash_holder(project, sha256)
+            }
         }
-        assert_eq!(reads, 3);
+        let counting = Counting(&store, Default::default());
+        let mut batch = Batch::default();
+        for e in &events {
+            batch.fold(e, &counting).unwrap();
+        }
+        assert_eq!(counting.1.get(), 3);
         assert_eq!(batch.last_seq(), 7);
         assert_eq!(batch.into_records().len(), 3);
+    }
+
+    /// Project `a`: images 0, 1 and 2 with the same bytes, 3 with other bytes; project `b`:
+    /// image 4 with the bytes of 0. Image 1 is processed first, then 0; 1 is deleted, then 2
+    /// is processed. Then 0 is reprocessed.
+    fn duplicates_log() -> (Vec<StoredEvent>, Vec<ImageId>) {
+        let (a, b) = (
+            ProjectId::parse("a").unwrap(),
+            ProjectId::parse("b").unwrap(),
+        );
+        let ids: Vec<ImageId> = (0..5).map(|_| ImageId::new_v7()).collect();
+        let project = |i: usize| if i == 4 { b.clone() } else { a.clone() };
+        let event = |i: usize, body| Event::new(project(i), ids[i], body);
+        let mut events = Vec::new();
+        for i in 0..5 {
+            events.push(event(
+                i,
+                EventBody::UploadRequested(UploadRequested {
+                    filename: "f.jpg".into(),
+                    object_key: "k".into(),
+                    content_type: "image/jpeg".into(),
+                    declared_size: None,
+                    link_expires_at: chrono::Utc::now(),
+                    max_bytes: 10,
+                }),
+            ));
+            events.push(event(
+                i,
+                EventBody::Uploaded(Uploaded {
+                    size: 5,
+                    etag: "e".into(),
+                    generation: 1,
+                }),
+            ));
+        }
+        let process = |events: &mut Vec<Event>, i: usize, generation: u32| {
+            events.push(event(
+                i,
+                EventBody::ProcessingStarted {
+                    attempt: 1,
+                    generation,
+                },
+            ));
+            events.push(event(
+                i,
+                EventBody::Processed {
+                    generation,
+                    width: 1,
+                    height: 1,
+                    thumbhash: vec![1],
+                    sha256: Some(if i == 3 { [3; 32] } else { [7; 32] }),
+                },
+            ));
+        };
+        for i in [1, 0, 3, 4] {
+            process(&mut events, i, 1);
+        }
+        events.push(event(
+            1,
+            EventBody::Deleted {
+                whole_project: false,
+            },
+        ));
+        process(&mut events, 2, 1);
+        events.push(event(0, EventBody::ReprocessRequested { generation: 2 }));
+        process(&mut events, 0, 2);
+        let stored = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| stored(i as u64 + 1, e))
+            .collect();
+        (stored, ids)
+    }
+
+    #[test]
+    fn duplicates_are_found_per_project_in_log_order_whatever_the_batches() {
+        let (events, ids) = duplicates_log();
+        let dir = tempfile::tempdir().unwrap();
+        let mut models = Vec::new();
+        for size in [1, 2, 3, 5, 7, events.len()] {
+            let store = Store::open(&dir.path().join(format!("b{size}"))).unwrap();
+            fold_in_batches(&store, &events, size);
+            let dup = |i: usize| store.get(&ids[i]).unwrap().unwrap().duplicate_of;
+            // 1 came first with these bytes and 0 became its duplicate; 1 was deleted, so 2,
+            // processed next, holds them; 0, reprocessed last, names the holder of then.
+            assert_eq!(dup(1), None, "batch size {size}");
+            assert_eq!(dup(2), None, "batch size {size}");
+            assert_eq!(dup(0), Some(ids[2]), "batch size {size}");
+            assert_eq!(dup(3), None, "other bytes");
+            assert_eq!(dup(4), None, "another project");
+            let a = ProjectId::parse("a").unwrap();
+            assert_eq!(store.hash_holder(&a, &[7; 32]).unwrap(), Some(ids[2]));
+            assert_eq!(store.hash_holder(&a, &[3; 32]).unwrap(), Some(ids[3]));
+            models.push(store.all().unwrap());
+        }
+        assert!(models.windows(2).all(|w| w[0] == w[1]));
     }
 
     /// A snapshot taken while the projector ran covers sequence 2 but holds records newer than

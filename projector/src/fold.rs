@@ -55,6 +55,9 @@ pub fn apply(prev: Option<Record>, seq: u64, event: &Event) -> Result<Record, Fo
             width: None,
             height: None,
             error: None,
+            thumbhash: Vec::new(),
+            sha256: None,
+            duplicate_of: None,
             last_seq: seq,
         },
         (Some(_), EventBody::UploadRequested(_)) => return Err(FoldError::AlreadyExists),
@@ -129,6 +132,8 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
             generation,
             width,
             height,
+            thumbhash,
+            sha256,
         } => {
             same_generation(&rec, *generation)?;
             if rec.state != Processing {
@@ -137,6 +142,8 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
             rec.state = Done;
             rec.width = Some(*width);
             rec.height = Some(*height);
+            rec.thumbhash = thumbhash.clone();
+            rec.sha256 = *sha256;
         }
         EventBody::Failed(f) => {
             // Before the upload (generation 0) a failure is about the upload itself

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped when the stored shape changes incompatibly; a store holding another version is
 /// rebuilt from the log (the read model is disposable). 2: postcard instead of JSON, times as
-/// nanoseconds.
-pub const RECORD_VERSION: u32 = 2;
+/// nanoseconds. 3: the `deleted` state, `thumbhash`, `sha256` and `duplicate_of`.
+pub const RECORD_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -42,6 +42,13 @@ pub struct Record {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub error: Option<RecordError>,
+    /// The ThumbHash placeholder of the last render (empty until processed).
+    pub thumbhash: Vec<u8>,
+    /// SHA-256 of the original, as the last render read it.
+    pub sha256: Option<[u8; 32]>,
+    /// The project's image that already had these bytes when this one was processed (the
+    /// earliest in log order still there then); set by the batch fold, not by `apply`.
+    pub duplicate_of: Option<ImageId>,
     /// Stream sequence of the last event of this image: the ordering guard for the next append.
     pub last_seq: u64,
 }
@@ -145,6 +152,9 @@ mod tests {
                 code: ErrorCode::CorruptImage,
                 message: "m".into(),
             }),
+            thumbhash: vec![0x2c, 0x18, 0x0a, 0x05],
+            sha256: Some([0xab; 32]),
+            duplicate_of: Some(ImageId::new_v7()),
             last_seq: 42,
         };
         let bytes = rec.encode();

@@ -261,7 +261,7 @@ async fn fold_chunk(
         match next {
             Ok(stored) if stored.seq <= after.max(batch.last_seq()) => {}
             Ok(stored) => {
-                match batch.fold(&stored, |id| store.get(id)) {
+                match batch.fold(&stored, store) {
                     Ok(()) => {}
                     Err(StoreError::Corrupt(err)) if js.is_some() => {
                         tracing::error!(

@@ -130,7 +130,7 @@ impl Store {
                 if rec.state == ImageState::Init {
                     *awaiting.entry(rec.project_id.clone()).or_default() += 1;
                 }
-                chunk.push((rec.image_id, rec.project_id, rec.state, bytes));
+                chunk.push((rec, bytes));
                 records += 1;
             }
             if chunk.len() >= chunk_size || (done && !chunk.is_empty()) {

@@ -6,8 +6,10 @@
 //! image ids are UUIDv7; deleted images are not in it), `pending` (image id → empty, for
 //! every image in `uploaded` or `processing`: what the reconciler looks at), `awaiting`
 //! (`<project>/<image id bytes>` for every image still waiting for its upload) with its count per
-//! project in `awaiting_count` (the cap on pending upload links), `meta` (`last_seq`). One
-//! transaction writes a record, its index entries, the counts and the sequence together.
+//! project in `awaiting_count` (the cap on pending upload links), `by_hash` (`<project>/<sha256>`
+//! → the image id that holds those bytes in the project: the first processed with them and not
+//! deleted), `meta` (`last_seq`). One transaction writes a record, its index entries, the counts
+//! and the sequence together.
 
 use std::path::Path;
 
@@ -37,6 +39,7 @@ pub struct Store {
     pending: sled::Tree,
     awaiting: sled::Tree,
     awaiting_count: sled::Tree,
+    by_hash: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -60,6 +63,20 @@ pub struct Page {
     pub records: Vec<Record>,
     /// Pass back as `cursor` for the next page; `None` at the end.
     pub next_cursor: Option<ImageId>,
+}
+
+fn hash_key(project: &ProjectId, sha256: &[u8; 32]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(project.as_str().len() + 33);
+    key.extend_from_slice(project.as_str().as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(sha256);
+    key
+}
+
+/// Whether `rec` is the image its bytes' index entry should name: processed with a hash, not
+/// itself a duplicate, not deleted.
+fn holds_hash(rec: &Record) -> bool {
+    rec.sha256.is_some() && rec.duplicate_of.is_none() && rec.state != ImageState::Deleted
 }
 
 fn index_key(project: &ProjectId, image: &ImageId) -> Vec<u8> {
@@ -101,6 +118,7 @@ impl Store {
             pending: db.open_tree("pending")?,
             awaiting: db.open_tree("awaiting")?,
             awaiting_count: db.open_tree("awaiting_count")?,
+            by_hash: db.open_tree("by_hash")?,
             meta: db.open_tree("meta")?,
             db,
         };
@@ -186,12 +204,25 @@ impl Store {
             &self.pending,
             &self.awaiting,
             &self.awaiting_count,
+            &self.by_hash,
             &self.meta,
         )
             .transaction(
-                |(records, by_project, pending, awaiting, awaiting_count, meta)| {
+                |(records, by_project, pending, awaiting, awaiting_count, by_hash, meta)| {
                     for (rec, bytes) in &encoded {
                         records.insert(rec.image_id.as_bytes(), bytes.as_slice())?;
+                        if let Some(sha256) = &rec.sha256 {
+                            let key = hash_key(&rec.project_id, sha256);
+                            let id = rec.image_id.as_bytes().as_slice();
+                            if holds_hash(rec) {
+                                // The batch fold made it the holder (replacing one this batch
+                                // deleted, whichever of the two comes first here).
+                                by_hash.insert(key.as_slice(), id)?;
+                            } else if by_hash.get(key.as_slice())?.as_deref() == Some(id) {
+                                // Deleted: the next image processed with these bytes holds them.
+                                by_hash.remove(key.as_slice())?;
+                            }
+                        }
                         let key = index_key(&rec.project_id, &rec.image_id);
                         if rec.state == ImageState::Deleted {
                             // A tombstone: kept by id, gone from its project's listing.
@@ -233,6 +264,19 @@ impl Store {
                 }
             })?;
         Ok(())
+    }
+
+    /// The image of `project` that holds these bytes (see the `by_hash` tree), if any.
+    pub fn hash_holder(
+        &self,
+        project: &ProjectId,
+        sha256: &[u8; 32],
+    ) -> Result<Option<ImageId>, StoreError> {
+        Ok(self
+            .by_hash
+            .get(hash_key(project, sha256))?
+            .and_then(|id| <[u8; 16]>::try_from(id.as_ref()).ok())
+            .map(ImageId::from_bytes))
     }
 
     /// How many of the project's images are still waiting for their upload (links handed out
@@ -353,33 +397,38 @@ impl Store {
 
     /// Writes records of a snapshot with their index entries, outside any transaction: the
     /// store is being built aside and nobody reads it until [`Self::finish_import`].
-    pub(crate) fn import_records(
-        &self,
-        records: &[(ImageId, ProjectId, ImageState, Vec<u8>)],
-    ) -> Result<(), StoreError> {
-        let (mut recs, mut by_project, mut pending, mut awaiting) = (
+    pub(crate) fn import_records(&self, records: &[(Record, Vec<u8>)]) -> Result<(), StoreError> {
+        let (mut recs, mut by_project, mut pending, mut awaiting, mut by_hash) = (
+            sled::Batch::default(),
             sled::Batch::default(),
             sled::Batch::default(),
             sled::Batch::default(),
             sled::Batch::default(),
         );
-        for (image, project, state, bytes) in records {
+        for (rec, bytes) in records {
+            let (image, state) = (&rec.image_id, rec.state);
             recs.insert(image.as_bytes(), bytes.as_slice());
-            let key = index_key(project, image);
-            if is_pending(*state) {
+            let key = index_key(&rec.project_id, image);
+            if is_pending(state) {
                 pending.insert(image.as_bytes(), &[]);
             }
-            if *state == ImageState::Init {
+            if state == ImageState::Init {
                 awaiting.insert(key.as_slice(), &[]);
             }
-            if *state != ImageState::Deleted {
+            if state != ImageState::Deleted {
                 by_project.insert(key, &[]);
+            }
+            if let Some(sha256) = &rec.sha256
+                && holds_hash(rec)
+            {
+                by_hash.insert(hash_key(&rec.project_id, sha256), image.as_bytes().as_slice());
             }
         }
         self.records.apply_batch(recs)?;
         self.by_project.apply_batch(by_project)?;
         self.pending.apply_batch(pending)?;
         self.awaiting.apply_batch(awaiting)?;
+        self.by_hash.apply_batch(by_hash)?;
         Ok(())
     }
 

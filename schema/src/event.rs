@@ -29,6 +29,10 @@ pub enum EventBody {
         generation: u32,
         width: u32,
         height: u32,
+        /// The ThumbHash of the rendered image (empty in events older than placeholders).
+        thumbhash: Vec<u8>,
+        /// SHA-256 of the original's bytes as read for this render (`None` in older events).
+        sha256: Option<[u8; 32]>,
     },
     Failed(Failure),
     ReprocessRequested {
@@ -245,6 +249,8 @@ mod tests {
             generation: 2,
             width: 1,
             height: 1,
+            thumbhash: Vec::new(),
+            sha256: None,
         });
         let mut failed = event(EventBody::Failed(Failure {
             code: ErrorCode::CorruptImage,
@@ -259,6 +265,8 @@ mod tests {
                 generation: 3,
                 width: 1,
                 height: 1,
+                thumbhash: Vec::new(),
+                sha256: None,
             },
             ..done.clone()
         };

@@ -83,10 +83,14 @@ impl Event {
                 generation,
                 width,
                 height,
+                thumbhash,
+                sha256,
             } => Kind::Processed(pb::Processed {
                 generation: *generation,
                 width: *width,
                 height: *height,
+                thumbhash: thumbhash.clone(),
+                sha256: sha256.map(|h| h.to_vec()).unwrap_or_default(),
             }),
             EventBody::Failed(f) => Kind::Failed(pb::Failed {
                 code: f.code.as_str().to_owned(),
@@ -164,6 +168,9 @@ impl Event {
                 generation: p.generation,
                 width: p.width,
                 height: p.height,
+                thumbhash: p.thumbhash,
+                // Anything but 32 bytes is no hash we wrote.
+                sha256: <[u8; 32]>::try_from(p.sha256.as_slice()).ok(),
             },
             Kind::Failed(f) => EventBody::Failed(Failure {
                 code: ErrorCode::parse_lenient(&f.code),
@@ -289,6 +296,8 @@ mod tests {
                 generation: 1,
                 width: 10,
                 height: 20,
+                thumbhash: vec![1, 2, 3],
+                sha256: Some([7; 32]),
             },
             EventBody::Failed(Failure {
                 code: ErrorCode::CorruptImage,

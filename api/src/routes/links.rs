@@ -37,6 +37,8 @@ pub struct CreateImage {
     pub project_id: ProjectId,
     pub content_type: &'static str,
     pub size: Option<u64>,
+    /// SHA-256 of the file the client is about to upload, when it sent one.
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// Parses and validates the body of `POST /images/` (pure, unit-tested).
@@ -107,19 +109,35 @@ pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
             return Err(ApiError::invalid("size must be at least 1 byte"));
         }
     }
+    let sha256 = match obj.get("sha256") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(h)) => Some(parse_sha256(h).ok_or_else(|| {
+            ApiError::invalid("sha256 must be 64 hexadecimal characters (the file's SHA-256)")
+        })?),
+        Some(_) => return Err(ApiError::invalid("sha256 must be a string")),
+    };
     Ok(CreateImage {
         filename,
         project_id,
         content_type,
         size,
+        sha256,
     })
+}
+
+fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
 }
 
 /// Ask for an upload link.
 ///
 /// Records the upload request and answers with the link and the form fields to send with the
 /// file. The image then appears in listings in state `init`. With an `Idempotency-Key`, a retry
-/// of the same request (same body, within 24 hours) gets the same image and link again.
+/// of the same request (same body, within 24 hours) gets the same image and link again. With
+/// `sha256`, when the project already has an image with those bytes, the answer is 200
+/// `{"duplicate_of": "<image_id>"}` and nothing is recorded.
 #[utoipa::path(
     post,
     path = "/images/",
@@ -130,6 +148,8 @@ pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
     responses(
         (status = 201, description = "The link; `Location` names the image", body = UploadLink,
             headers(("Location" = String, description = "`/images/{image_id}`"))),
+        (status = 200, description = "The project already has these bytes (`sha256` matched): no link", body = DuplicateOf,
+            headers(("Location" = String, description = "`/images/{duplicate_of}`"))),
         (status = 400, description = "`invalid_request` or `invalid_project_id`", body = ErrorBody),
         (status = 403, description = "The token doesn't grant `upload` on the project", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key was used with another body", body = ErrorBody),
@@ -149,6 +169,26 @@ pub async fn create(
     access.signed_in()?;
     let req = parse_create(&body, state.config.max_upload_bytes)?;
     access.require(&req.project_id, Right::Upload)?;
+    if let Some(sha256) = &req.sha256 {
+        let holder = state
+            .projector
+            .store
+            .hash_holder(&req.project_id, sha256)
+            .map_err(|e| ApiError::internal("looking up the content hash", e))?;
+        if let Some(image) = holder {
+            metrics::counter!("gallery_duplicates_total", "at" => "link").increment(1);
+            let image = image.to_string();
+            let location = format!("/images/{image}");
+            return Ok((
+                StatusCode::OK,
+                [(header::LOCATION, location)],
+                Json(DuplicateOf {
+                    duplicate_of: image,
+                }),
+            )
+                .into_response());
+        }
+    }
     let mut image_id = ImageId::new_v7();
     // With an Idempotency-Key the key is reserved for this image first; a retry finds the
     // reservation (or the answer) and goes on with the same image.
@@ -283,6 +323,15 @@ pub struct UploadLink {
     pub expires_at: String,
 }
 
+/// The answer to `POST /images/` with a `sha256` the project already holds.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DuplicateOf {
+    /// The project's image with these bytes.
+    #[schema(format = Uuid)]
+    pub duplicate_of: String,
+}
+
 /// The request body of `POST /images/` (documentation only: [`parse_create`] reads it).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[allow(dead_code)]
@@ -298,6 +347,10 @@ pub struct CreateImageRequest {
     /// The file's size, when known: the link then accepts exactly up to this many bytes.
     #[schema(minimum = 1)]
     pub size: Option<u64>,
+    /// The file's SHA-256 (64 hex characters), when known: if the project already has an
+    /// image with these bytes, the answer is 200 `{"duplicate_of"}` instead of a link.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
+    pub sha256: Option<String>,
 }
 
 /// The answer to `POST /images/` for a recorded upload request: the link and its form fields.
@@ -406,6 +459,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.content_type, s.size), ("image/png", Some(10)));
+        assert_eq!(s.sha256, None);
+        let hash = "00ff".repeat(16);
+        let h = parse_create(
+            format!(r#"{{"filename":"a.jpg","project_id":1,"sha256":"{hash}"}}"#).as_bytes(),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(h.sha256.unwrap()[..2], [0x00, 0xff]);
+        for bad in [r#""abc""#, "12", r#""zz""#, &format!(r#""{hash}00""#)] {
+            assert_eq!(
+                code(&format!(
+                    r#"{{"filename":"a.jpg","project_id":1,"sha256":{bad}}}"#
+                )),
+                ErrorCode::InvalidRequest,
+                "{bad}"
+            );
+        }
 
         assert_eq!(code("not json"), ErrorCode::InvalidRequest);
         assert_eq!(code("[]"), ErrorCode::InvalidRequest);

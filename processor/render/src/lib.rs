@@ -73,6 +73,8 @@ pub struct Rendered {
     pub upright: Size,
     /// Largest first, as rendered.
     pub versions: Vec<RenderedVersion>,
+    /// The ThumbHash placeholder (about 25 bytes), computed from the smallest version.
+    pub thumbhash: Vec<u8>,
 }
 
 /// Renders all versions of the image in `bytes`.
@@ -126,7 +128,45 @@ pub fn render_decoded(decoded: Decoded) -> Result<Rendered, RenderError> {
             extension,
         });
     }
-    Ok(Rendered { upright, versions })
+    // `current` is the smallest version now, in sRGB: the placeholder is made from it.
+    let thumbhash = placeholder(&current, &mut resizer)?;
+    Ok(Rendered {
+        upright,
+        versions,
+        thumbhash,
+    })
+}
+
+/// The largest side ThumbHash's encoder takes (it asserts on more).
+const THUMBHASH_MAX_SIDE: u32 = 100;
+
+/// The ThumbHash of `image` (RGB or RGBA, 8 bits), scaled to fit in 100x100 first.
+fn placeholder(image: &Image<'_>, resizer: &mut Resizer) -> Result<Vec<u8>, RenderError> {
+    let target = fit_inside(
+        Size::new(image.width(), image.height()),
+        Size::new(THUMBHASH_MAX_SIDE, THUMBHASH_MAX_SIDE),
+    );
+    let mut small = Image::new(target.width, target.height, image.pixel_type());
+    resizer
+        .resize(
+            image,
+            &mut small,
+            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fr::FilterType::Bilinear)),
+        )
+        .map_err(|e| RenderError::new(ErrorCode::Internal, e.to_string()))?;
+    let rgba = match small.pixel_type() {
+        PixelType::U8x4 => small.into_vec(),
+        _ => small
+            .buffer()
+            .chunks_exact(3)
+            .flat_map(|p| [p[0], p[1], p[2], u8::MAX])
+            .collect(),
+    };
+    Ok(thumbhash::rgba_to_thumb_hash(
+        target.width as usize,
+        target.height as usize,
+        &rgba,
+    ))
 }
 
 /// True when the image has an alpha channel with at least one pixel that isn't opaque.

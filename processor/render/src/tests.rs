@@ -114,6 +114,91 @@ fn tiny_images_are_never_upscaled() {
     assert!(r.versions.iter().all(|v| v.size == Size::new(1, 1)));
 }
 
+/// An animated PNG of two 40x30 RGB frames: red, then blue.
+fn apng() -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, 40, 30);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_animated(2, 0).unwrap();
+        let mut writer = encoder.write_header().unwrap();
+        for rgb in [[220u8, 20, 20], [20, 20, 220]] {
+            let frame: Vec<u8> = std::iter::repeat_n(rgb, 40 * 30).flatten().collect();
+            writer.write_image_data(&frame).unwrap();
+        }
+        writer.finish().unwrap();
+    }
+    out
+}
+
+#[test]
+fn an_animated_png_renders_its_first_frame() {
+    let bytes = apng();
+    assert!(bytes.windows(4).any(|w| w == b"acTL"), "really animated");
+    let r = render(&bytes, Limits::default()).unwrap();
+    assert_eq!(r.upright, Size::new(40, 30));
+    let thumb = image::load_from_memory(&r.versions[3].data)
+        .unwrap()
+        .to_rgb8();
+    let p = thumb.get_pixel(20, 15);
+    assert!(p[0] > 180 && p[2] < 60, "the first (red) frame: {p:?}");
+}
+
+/// Mean R, G, B of RGBA pixels.
+fn mean_rgb(rgba: &[u8]) -> [f64; 3] {
+    let n = (rgba.len() / 4) as f64;
+    let mut sum = [0.0; 3];
+    for p in rgba.chunks_exact(4) {
+        for c in 0..3 {
+            sum[c] += f64::from(p[c]);
+        }
+    }
+    sum.map(|s| s / n)
+}
+
+#[test]
+fn the_thumbhash_decodes_to_the_thumbs_colours_and_shape() {
+    // Two colour fields side by side, landscape: the placeholder must keep both the mean colour
+    // and the orientation.
+    let img = RgbImage::from_fn(1200, 600, |x, _| {
+        if x < 600 {
+            Rgb([200, 40, 30])
+        } else {
+            Rgb([30, 60, 190])
+        }
+    });
+    let mut bytes = Cursor::new(Vec::new());
+    img.write_to(&mut bytes, ImageFormat::Png).unwrap();
+    let r = render(&bytes.into_inner(), Limits::default()).unwrap();
+    assert!(
+        (5..=40).contains(&r.thumbhash.len()),
+        "{} bytes",
+        r.thumbhash.len()
+    );
+    let thumb = image::load_from_memory(&r.versions[3].data)
+        .unwrap()
+        .to_rgba8();
+    let (w, h, rgba) = thumbhash::thumb_hash_to_rgba(&r.thumbhash).unwrap();
+    assert!(w > h, "a landscape placeholder, got {w}x{h}");
+    let (want, got) = (mean_rgb(thumb.as_raw()), mean_rgb(&rgba));
+    for c in 0..3 {
+        assert!(
+            (want[c] - got[c]).abs() < 12.0,
+            "channel {c}: thumb {want:?}, placeholder {got:?}"
+        );
+    }
+    // Left half red, right half blue in the placeholder too.
+    let left = &rgba[(h / 2 * w + w / 8) * 4..][..4];
+    let right = &rgba[(h / 2 * w + w * 7 / 8) * 4..][..4];
+    assert!(left[0] > left[2] && right[2] > right[0], "{left:?} {right:?}");
+
+    // Transparent images get one too (with alpha).
+    let clear = render(&png_rgba(300, 200, 128), Limits::default()).unwrap();
+    let (_, _, rgba) = thumbhash::thumb_hash_to_rgba(&clear.thumbhash).unwrap();
+    assert!(rgba.chunks_exact(4).all(|p| p[3] < 200), "alpha kept");
+}
+
 #[test]
 fn transparency_is_kept_as_png_and_opaque_alpha_becomes_jpeg() {
     let r = render(&png_rgba(300, 200, 128), Limits::default()).unwrap();

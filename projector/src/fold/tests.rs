@@ -87,6 +87,8 @@ fn processed(generation: u32) -> EventBody {
         generation,
         width: 4000,
         height: 2000,
+        thumbhash: vec![0x2c, 0x18, 0x0a],
+        sha256: Some([0xab; 32]),
     }
 }
 
