@@ -54,6 +54,41 @@ try {
   seen.error_text = await page.locator('.tile[data-state="error"] .why').first().textContent();
   seen.progress = await page.locator("#uploads progress").evaluateAll((bars) => bars.map((b) => b.value));
 
+  // Placeholders: every done tile has its ThumbHash painted as its background, decoded by the
+  // page; report each one's mean colour so the test compares it with the Rust decoder's.
+  await page.waitForFunction(
+    (n) => [...document.querySelectorAll('.tile[data-state="done"]')].filter((t) => t.dataset.placeholder).length >= n,
+    first.length, { timeout });
+  seen.placeholders = await page.evaluate(async () => {
+    const out = [];
+    for (const tile of document.querySelectorAll('.tile[data-state="done"]')) {
+      const url = tile.querySelector(".thumb").style.backgroundImage.replace(/^url\("?|"?\)$/g, "");
+      const img = new Image();
+      img.src = url;
+      await img.decode();
+      const canvas = document.createElement("canvas");
+      [canvas.width, canvas.height] = [img.naturalWidth, img.naturalHeight];
+      const g = canvas.getContext("2d");
+      g.drawImage(img, 0, 0);
+      const px = g.getImageData(0, 0, canvas.width, canvas.height).data;
+      const mean = [0, 0, 0];
+      for (let i = 0; i < px.length; i += 4) for (let c = 0; c < 3; c++) mean[c] += px[i + c];
+      out.push({
+        thumbhash: tile.dataset.placeholder,
+        width: canvas.width,
+        height: canvas.height,
+        mean: mean.map((m) => m / (px.length / 4)),
+      });
+    }
+    return out;
+  });
+  // The same photo again: the page sends its SHA-256 and the api says the project has it.
+  await page.locator("#files").setInputFiles([first[0]]);
+  await page.waitForFunction(
+    () => [...document.querySelectorAll("#uploads .msg")].some((m) => m.textContent === "already in this project"),
+    null, { timeout });
+  seen.duplicate_tiles = await page.locator(".tile").count();
+
   // The connection drops; a photo is uploaded meanwhile (through the API, as another client
   // would); the page reconnects with ?since and shows it.
   await page.evaluate(() => window.gallery.dropConnection(3000));

@@ -124,6 +124,32 @@ fn check(seen: &Value) {
         "the larger view: {seen}"
     );
     assert_eq!(seen["phone_overflow"], false, "{seen}");
+    // The page's own ThumbHash decoder paints what the reference decoder (the Rust crate) gives.
+    let placeholders = seen["placeholders"].as_array().unwrap();
+    assert_eq!(placeholders.len(), 2, "{seen}");
+    for p in placeholders {
+        use base64::Engine;
+        let hash = base64::engine::general_purpose::STANDARD
+            .decode(p["thumbhash"].as_str().unwrap())
+            .unwrap();
+        let (w, h, rgba) = thumbhash::thumb_hash_to_rgba(&hash).unwrap();
+        assert_eq!(
+            (p["width"].as_u64().unwrap(), p["height"].as_u64().unwrap()),
+            (w as u64, h as u64),
+            "{p}"
+        );
+        let n = (rgba.len() / 4) as f64;
+        for c in 0..3 {
+            let want = rgba.chunks_exact(4).map(|px| f64::from(px[c])).sum::<f64>() / n;
+            let got = p["mean"][c].as_f64().unwrap();
+            assert!(
+                (want - got).abs() < 2.0,
+                "channel {c}: {want} vs {got}: {p}"
+            );
+        }
+    }
+    // Uploading a photo the project has: no new tile.
+    assert_eq!(seen["duplicate_tiles"], 3, "{seen}");
     assert_eq!(seen["tiles_after_delete"], 3, "{seen}");
     // The docs page lists every operation of /openapi.json, the WebSocket's message included.
     assert_eq!(

@@ -102,9 +102,16 @@ async fn placeholders_hashes_and_duplicates_per_project() {
     let second_id = second["image_id"].as_str().unwrap().to_owned();
     assert_eq!(second["duplicate_of"], first_id.as_str(), "{second}");
     assert_eq!(second["meta"]["sha256"], hash.as_str());
-    assert_eq!(second["thumbhash"], b64.as_str(), "same pixels, same placeholder");
+    assert_eq!(
+        second["thumbhash"],
+        b64.as_str(),
+        "same pixels, same placeholder"
+    );
     for v in ["thumb", "big_thumb", "big_1920", "d2500"] {
-        assert_ne!(second["versions"][v], first["versions"][v], "{v}: own objects");
+        assert_ne!(
+            second["versions"][v], first["versions"][v],
+            "{v}: own objects"
+        );
     }
     let metrics = stack.metrics().await.unwrap();
     assert_eq!(

@@ -132,7 +132,8 @@ async fn direct_batch(
     from: u64,
 ) -> Result<(Vec<Result<StoredEvent, ReadError>>, bool), ReadError> {
     let client = js.client();
-    let failed = |what: &str, e: &dyn std::fmt::Display| ReadError::Messages(format!("{what}: {e}"));
+    let failed =
+        |what: &str, e: &dyn std::fmt::Display| ReadError::Messages(format!("{what}: {e}"));
     let inbox = client.new_inbox();
     let mut replies = client
         .subscribe(inbox.clone())
@@ -159,7 +160,9 @@ async fn direct_batch(
             None => {
                 let seq = header("Nats-Sequence")
                     .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or_else(|| ReadError::Messages("a direct get reply without its sequence".into()))?;
+                    .ok_or_else(|| {
+                        ReadError::Messages("a direct get reply without its sequence".into())
+                    })?;
                 let subject = header("Nats-Subject").unwrap_or_default();
                 out.push(decode_stored(seq, &subject, &msg.payload));
             }

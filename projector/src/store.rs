@@ -421,7 +421,10 @@ impl Store {
             if let Some(sha256) = &rec.sha256
                 && holds_hash(rec)
             {
-                by_hash.insert(hash_key(&rec.project_id, sha256), image.as_bytes().as_slice());
+                by_hash.insert(
+                    hash_key(&rec.project_id, sha256),
+                    image.as_bytes().as_slice(),
+                );
             }
         }
         self.records.apply_batch(recs)?;

@@ -191,7 +191,10 @@ fn the_thumbhash_decodes_to_the_thumbs_colours_and_shape() {
     // Left half red, right half blue in the placeholder too.
     let left = &rgba[(h / 2 * w + w / 8) * 4..][..4];
     let right = &rgba[(h / 2 * w + w * 7 / 8) * 4..][..4];
-    assert!(left[0] > left[2] && right[2] > right[0], "{left:?} {right:?}");
+    assert!(
+        left[0] > left[2] && right[2] > right[0],
+        "{left:?} {right:?}"
+    );
 
     // Transparent images get one too (with alpha).
     let clear = render(&png_rgba(300, 200, 128), Limits::default()).unwrap();
