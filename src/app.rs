@@ -225,6 +225,7 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
         api.allowed_origins = origins.iter().map(|o| o.trim().to_owned()).collect();
     }
     api.upload_grace = cfg.upload_grace;
+    api.import_timeout = cfg.import.timeout;
     if cfg.rate_limits.resolve(addr, &api.public_url) {
         api.rate_limits = Some(cfg.limits.clone());
         api.max_pending_links = Some(cfg.max_pending_links);
@@ -339,6 +340,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
 
         // Local mode records uploads at the upload endpoint; with S3 nobody tells us, so look.
         let watcher = gallery_api::watcher::WatcherConfig {
+            import: cfg.import.clone(),
             grace: cfg.upload_grace,
             scan: lister.map(|lister| gallery_api::watcher::ScanConfig {
                 lister,

@@ -400,6 +400,14 @@ pub struct HttpArgs {
     /// images the read model doesn't know).
     #[arg(long, env = "GALLERY_SWEEP_RETENTION", default_value = "7d", value_parser = duration)]
     pub sweep_retention: Duration,
+    /// Imports by URL: comma-separated `host:port`s fetched whatever their address (every
+    /// other source must resolve to a public address).
+    #[arg(long, env = "GALLERY_IMPORT_ALLOW_HOSTS", default_value = "")]
+    pub import_allow_hosts: String,
+    /// Imports by URL: the time limit of one fetch, redirects included (below the watcher's
+    /// 30 s ack wait).
+    #[arg(long, env = "GALLERY_IMPORT_TIMEOUT", default_value = "20s", value_parser = duration)]
+    pub import_timeout: Duration,
     /// How often the api writes a read-model snapshot to the object store when the model has
     /// moved on (`0s`: never); a replica on an empty data dir starts from the newest one.
     #[arg(long, env = "GALLERY_SNAPSHOT_INTERVAL", default_value = "1h", value_parser = duration)]
@@ -653,6 +661,11 @@ impl HttpArgs {
         cfg.upload_grace = Duration::from_secs(self.upload_grace);
         cfg.upload_scan_every = self.upload_scan_interval;
         cfg.delete_settle = self.delete_settle;
+        cfg.import = gallery_api::watcher::ImportConfig {
+            allow: gallery_api::import::AllowList::parse(&self.import_allow_hosts)
+                .map_err(|e| anyhow::anyhow!("--import-allow-hosts: {e}"))?,
+            timeout: self.import_timeout.min(Duration::from_secs(25)),
+        };
         cfg.sweep_every = (!self.sweep_interval.is_zero()).then_some(self.sweep_interval);
         cfg.sweep_retention = self.sweep_retention;
         cfg.snapshot_every = (!self.snapshot_interval.is_zero()).then_some(self.snapshot_interval);

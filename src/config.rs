@@ -59,6 +59,8 @@ pub struct AppConfig {
     pub upload_scan_every: Duration,
     /// How long after an image's deletion the deleter removes its objects.
     pub delete_settle: Duration,
+    /// Imports by URL: hosts fetched whatever their address, and the fetch's time limit.
+    pub import: gallery_api::watcher::ImportConfig,
     /// How often the acting reconciler sweeps the store (`None`: only `gallery sweep`).
     pub sweep_every: Option<Duration>,
     /// How long the sweeper keeps originals of refused or expired uploads and objects the read
@@ -252,6 +254,7 @@ impl AppConfig {
             upload_grace: Duration::from_secs(600),
             upload_scan_every: Duration::from_millis(200),
             delete_settle: Duration::from_secs(30),
+            import: Default::default(),
             sweep_every: Some(Duration::from_secs(6 * 3600)),
             sweep_retention: Duration::from_secs(7 * 24 * 3600),
             sweep_policy: None,

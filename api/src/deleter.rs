@@ -271,6 +271,7 @@ mod tests {
                     declared_size: None,
                     link_expires_at: at(link_until),
                     max_bytes: 10,
+                    source_url: None,
                 }),
             )
         }];

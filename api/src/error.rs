@@ -31,9 +31,12 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::BadSignature => StatusCode::FORBIDDEN,
         ErrorCode::UploadTooLarge | ErrorCode::ImageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        ErrorCode::CorruptImage | ErrorCode::ProcessingCrashed | ErrorCode::ProcessingTimeout => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        ErrorCode::CorruptImage
+        | ErrorCode::ProcessingCrashed
+        | ErrorCode::ProcessingTimeout
+        // (Codes of imports that ended in `error`, not of HTTP answers.)
+        | ErrorCode::FetchRefused
+        | ErrorCode::FetchFailed => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::RetriesExhausted | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,

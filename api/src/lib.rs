@@ -9,6 +9,7 @@ pub mod content_type;
 pub mod deleter;
 pub mod error;
 pub mod idempotency;
+pub mod import;
 pub mod limits;
 pub mod openapi;
 pub mod readiness;

@@ -394,6 +394,7 @@ mod tests {
             declared_size: None,
             link_expires_at: at,
             max_bytes: 1,
+            source_url: None,
         })];
         events.extend_from_slice(state_events);
         for (seq, body) in events.into_iter().enumerate() {

@@ -47,6 +47,8 @@ pub struct ApiConfig {
     pub allowed_origins: Vec<String>,
     /// How long after its link's expiry an upload may still be streaming in.
     pub upload_grace: Duration,
+    /// The time limit of an import by URL (its `link_expires_at` is set this far ahead).
+    pub import_timeout: Duration,
     /// Per-address and per-token rate limits; `None`: off (`--rate-limits off`).
     pub rate_limits: Option<crate::limits::RateLimits>,
     /// Upload links a project may have waiting (handed out, neither used nor expired);
@@ -63,6 +65,7 @@ impl ApiConfig {
             rate_limits: None,
             max_pending_links: None,
             upload_grace: Duration::from_secs(600),
+            import_timeout: Duration::from_secs(20),
             public_url,
             upload_link_ttl: Duration::from_secs(15 * 60),
             download_link_ttl: Duration::from_secs(60 * 60),

@@ -276,6 +276,7 @@ mod tests {
             declared_size: None,
             link_expires_at: at,
             max_bytes: 10,
+            source_url: None,
         })];
         events.extend(bodies);
         let mut rec = None;

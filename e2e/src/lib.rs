@@ -366,6 +366,7 @@ pub fn sample_flow_events(
             declared_size: None,
             link_expires_at: chrono::Utc::now() + chrono::TimeDelta::minutes(15),
             max_bytes: 50_000_000,
+            source_url: None,
         }),
         EventBody::Uploaded(Uploaded {
             size: 4_000_000,

@@ -182,6 +182,7 @@ mod tests {
                     declared_size: None,
                     link_expires_at: chrono::Utc::now(),
                     max_bytes: 10,
+                    source_url: None,
                 }),
             )
         };
@@ -317,6 +318,7 @@ mod tests {
                     declared_size: None,
                     link_expires_at: chrono::Utc::now(),
                     max_bytes: 10,
+                    source_url: None,
                 }),
             ));
             events.push(event(

@@ -216,6 +216,7 @@ mod tests {
                     declared_size: None,
                     link_expires_at: Utc::now(),
                     max_bytes: 10,
+                    source_url: None,
                 }),
             );
             seq += 1;

@@ -477,6 +477,7 @@ mod tests {
                 declared_size: None,
                 link_expires_at: chrono::Utc::now(),
                 max_bytes: 10,
+                source_url: None,
             }),
         )
     }

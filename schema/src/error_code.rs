@@ -29,10 +29,15 @@ pub enum ErrorCode {
     Forbidden,
     /// Too many requests from one address or token; `Retry-After` says when (HTTP only).
     RateLimited,
+    /// An import's URL (or a redirect) names something the service won't fetch: not
+    /// http(s), or an address that isn't public.
+    FetchRefused,
+    /// An import's source failed: DNS, connection, HTTP status, time limit.
+    FetchFailed,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::InvalidRequest,
         Self::InvalidProjectId,
         Self::NotFound,
@@ -51,6 +56,8 @@ impl ErrorCode {
         Self::Unauthorized,
         Self::Forbidden,
         Self::RateLimited,
+        Self::FetchRefused,
+        Self::FetchFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +80,8 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::RateLimited => "rate_limited",
+            Self::FetchRefused => "fetch_refused",
+            Self::FetchFailed => "fetch_failed",
         }
     }
 

@@ -67,6 +67,9 @@ pub struct UploadRequested {
     pub declared_size: Option<u64>,
     pub link_expires_at: DateTime<Utc>,
     pub max_bytes: u64,
+    /// Import by URL: the service fetches the image from here instead of waiting for an
+    /// upload (`link_expires_at` then bounds the import).
+    pub source_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -57,6 +57,7 @@ impl Event {
                 declared_size: u.declared_size.unwrap_or(0),
                 link_expires_at_ms: millis(u.link_expires_at),
                 max_bytes: u.max_bytes,
+                source_url: u.source_url.clone().unwrap_or_default(),
             }),
             EventBody::Uploaded(u) => Kind::Uploaded(pb::Uploaded {
                 size: u.size,
@@ -144,6 +145,7 @@ impl Event {
                 declared_size: (u.declared_size > 0).then_some(u.declared_size),
                 link_expires_at: from_millis(u.link_expires_at_ms)?,
                 max_bytes: u.max_bytes,
+                source_url: (!u.source_url.is_empty()).then_some(u.source_url),
             }),
             Kind::Uploaded(u) => EventBody::Uploaded(Uploaded {
                 size: u.size,
@@ -273,6 +275,7 @@ mod tests {
                 declared_size: Some(12),
                 link_expires_at: at,
                 max_bytes: 50,
+                source_url: Some("https://example.com/a.jpg".into()),
             }),
             EventBody::Uploaded(Uploaded {
                 size: 3,
@@ -400,6 +403,7 @@ mod tests {
                     declared_size: None,
                     link_expires_at: from_millis(1_700_000_000_000).unwrap(),
                     max_bytes: 5,
+                    source_url: None,
                 }),
             )
         };

@@ -39,6 +39,8 @@ pub struct CreateImage {
     pub size: Option<u64>,
     /// SHA-256 of the file the client is about to upload, when it sent one.
     pub sha256: Option<[u8; 32]>,
+    /// Import by URL: the service fetches the image from here (no upload link).
+    pub source_url: Option<String>,
 }
 
 /// Parses and validates the body of `POST /images/` (pure, unit-tested).
@@ -58,10 +60,22 @@ pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
         Some(_) => return Err(gallery_schema::IdError::InvalidProjectId.into()),
         None => return Err(ApiError::invalid("project_id is required")),
     };
-    let filename = match obj.get("filename") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(_) => return Err(ApiError::invalid("filename must be a non-empty string")),
-        None => return Err(ApiError::invalid("filename is required")),
+    let source_url = match obj.get("source_url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) => {
+            Some(crate::import::parse_source_url(u).map_err(ApiError::invalid)?)
+        }
+        Some(_) => return Err(ApiError::invalid("source_url must be a string")),
+    };
+    let filename = match (obj.get("filename"), &source_url) {
+        (Some(Value::String(s)), _) if !s.trim().is_empty() => s.clone(),
+        (None | Some(Value::Null), Some(url)) => crate::import::name_from_url(url),
+        (Some(_), _) => return Err(ApiError::invalid("filename must be a non-empty string")),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "filename is required (or source_url, to import from a URL)",
+            ));
+        }
     };
     if filename.len() > MAX_FILENAME || filename.chars().any(char::is_control) {
         return Err(ApiError::invalid(format!(
@@ -69,6 +83,10 @@ pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
         )));
     }
     let content_type = match obj.get("content_type") {
+        // An import's type is sniffed from the bytes it fetches; the name is only a hint.
+        None | Some(Value::Null) if source_url.is_some() => {
+            content_type::from_filename(&filename).unwrap_or(IMPORT_TYPE_UNKNOWN)
+        }
         None | Some(Value::Null) => content_type::from_filename(&filename).ok_or_else(|| {
             let message = match content_type::known_unsupported(&filename) {
                 Some(format) => unsupported_message(Some(format)).to_owned(),
@@ -122,8 +140,12 @@ pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
         content_type,
         size,
         sha256,
+        source_url: source_url.map(String::from),
     })
 }
+
+/// The type recorded for an import whose name tells none (the bytes decide later).
+pub const IMPORT_TYPE_UNKNOWN: &str = "application/octet-stream";
 
 fn parse_sha256(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
@@ -131,10 +153,10 @@ fn parse_sha256(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Ask for an upload link.
+/// Ask for an upload link, or import from a URL.
 ///
 /// Records the upload request and answers with the link and the form fields to send with the
-/// file. The image then appears in listings in state `init`. With an `Idempotency-Key`, a retry
+/// file. With `source_url` instead, the service fetches the image itself: 202, no link. The image then appears in listings in state `init`. With an `Idempotency-Key`, a retry
 /// of the same request (same body, within 24 hours) gets the same image and link again. With
 /// `sha256`, when the project already has an image with those bytes, the answer is 200
 /// `{"duplicate_of": "<image_id>"}` and nothing is recorded.
@@ -150,6 +172,8 @@ fn parse_sha256(text: &str) -> Option<[u8; 32]> {
             headers(("Location" = String, description = "`/images/{image_id}`"))),
         (status = 200, description = "The project already has these bytes (`sha256` matched): no link", body = DuplicateOf,
             headers(("Location" = String, description = "`/images/{duplicate_of}`"))),
+        (status = 202, description = "An import by URL (`source_url`) recorded; the service fetches it", body = ImportAccepted,
+            headers(("Location" = String, description = "`/images/{image_id}`"))),
         (status = 400, description = "`invalid_request` or `invalid_project_id`", body = ErrorBody),
         (status = 403, description = "The token doesn't grant `upload` on the project", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key was used with another body", body = ErrorBody),
@@ -207,6 +231,9 @@ pub async fn create(
             match decision {
                 idempotency::Decision::Replay(first) => {
                     let id = first["image_id"].as_str().unwrap_or_default().to_owned();
+                    if first.get("source_url").is_some() {
+                        return Ok(accepted(&id, Json(first)));
+                    }
                     return Ok(created(&id, Json(first)));
                 }
                 idempotency::Decision::Proceed(reserved) => {
@@ -240,7 +267,13 @@ pub async fn create(
     }
     crate::request_id::record(&req.project_id, Some(&image_id));
     let key = gallery_schema::keys::original_key(&req.project_id, &image_id);
-    let ttl = TimeDelta::from_std(state.config.upload_link_ttl).unwrap_or(TimeDelta::minutes(15));
+    // An import has no link: its deadline is the fetch's time limit (after it and the grace,
+    // an import that never happened ends in upload_expired like an unused link).
+    let ttl = match req.source_url {
+        Some(_) => state.config.import_timeout,
+        None => state.config.upload_link_ttl,
+    };
+    let ttl = TimeDelta::from_std(ttl).unwrap_or(TimeDelta::minutes(15));
     // Whole seconds (the link carries seconds and the event must agree), rounded up so a link
     // never lives shorter than the configured time.
     let end = Utc::now() + ttl;
@@ -254,6 +287,7 @@ pub async fn create(
         declared_size: req.size,
         link_expires_at: expires_at,
         max_bytes,
+        source_url: req.source_url.clone(),
     };
     let event = Event::new(
         req.project_id.clone(),
@@ -285,6 +319,26 @@ pub async fn create(
         }
         Err(e) => return Err(ApiError::unavailable("recording the upload request", e)),
     };
+    if let Some(source_url) = &recorded.source_url {
+        metrics::counter!("gallery_imports_requested_total").increment(1);
+        let answer = ImportAccepted {
+            image_id: image_id.to_string(),
+            project_id: req.project_id.as_str().to_owned(),
+            source_url: source_url.clone(),
+            state: "init",
+        };
+        if let Some((store, bucket_key, body_sha256)) = idempotent {
+            let response = serde_json::to_value(&answer)
+                .map_err(|e| ApiError::internal("storing the import answer", e))?;
+            let stored = idempotency::Stored {
+                body_sha256,
+                image_id: image_id.to_string(),
+                response: Some(response),
+            };
+            idempotency::answer(&store, &bucket_key, &stored).await?;
+        }
+        return Ok(accepted(&image_id.to_string(), Json(answer)));
+    }
     metrics::counter!("gallery_links_requested_total").increment(1);
     let link = link_response(&state, &req.project_id, &image_id, &recorded);
     if let Some((store, bucket_key, body_sha256)) = idempotent {
@@ -323,6 +377,22 @@ pub struct UploadLink {
     pub expires_at: String,
 }
 
+/// The answer to `POST /images/` with a `source_url`: the import is recorded; the image goes
+/// through the usual states (`uploaded` once fetched, or `error` with `fetch_refused`,
+/// `fetch_failed`, ...), announced on the project's WebSocket.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportAccepted {
+    #[schema(format = Uuid)]
+    pub image_id: String,
+    #[schema(schema_with = crate::openapi::project_id)]
+    pub project_id: String,
+    #[schema(format = Uri)]
+    pub source_url: String,
+    /// Always `init`: the fetch has not happened yet.
+    pub state: &'static str,
+}
+
 /// The answer to `POST /images/` with a `sha256` the project already holds.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -337,8 +407,13 @@ pub struct DuplicateOf {
 #[allow(dead_code)]
 pub struct CreateImageRequest {
     /// The file's name: shown back, and tells the type when `content_type` is absent.
+    /// Optional with `source_url` (the URL's last path segment then).
     #[schema(min_length = 1, max_length = 255, example = "IMG_0042.jpg")]
-    pub filename: String,
+    pub filename: Option<String>,
+    /// Import by URL instead of an upload: an http(s) URL the service fetches itself (only
+    /// public addresses, or hosts on `--import-allow-hosts`). The answer is 202 without a link.
+    #[schema(format = Uri, max_length = 2048)]
+    pub source_url: Option<String>,
     #[schema(schema_with = crate::openapi::project_id_or_number)]
     pub project_id: Value,
     /// One of the accepted image types; derived from the file name when absent.
@@ -434,6 +509,12 @@ pub async fn create_unslashed(
     create(state, access, headers, body).await
 }
 
+/// 202 with `Location: /images/{id}`: an import recorded (or its stored answer replayed).
+fn accepted(image_id: &str, body: impl IntoResponse) -> Response {
+    let location = format!("/images/{image_id}");
+    (StatusCode::ACCEPTED, [(header::LOCATION, location)], body).into_response()
+}
+
 /// 201 with `Location: /images/{id}`: a fresh link answer, or a stored one replayed.
 fn created(image_id: &str, body: impl IntoResponse) -> Response {
     let location = format!("/images/{image_id}");
@@ -460,6 +541,42 @@ mod tests {
         .unwrap();
         assert_eq!((s.content_type, s.size), ("image/png", Some(10)));
         assert_eq!(s.sha256, None);
+        assert_eq!(s.source_url, None);
+        // Imports: the name and type come from the URL when not given.
+        let i = parse_create(
+            br#"{"project_id":1,"source_url":"https://example.com/p/cat%201.PNG?w=2"}"#,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(
+            (i.filename.as_str(), i.content_type),
+            ("cat 1.PNG", "image/png")
+        );
+        assert_eq!(
+            i.source_url.as_deref(),
+            Some("https://example.com/p/cat%201.PNG?w=2")
+        );
+        let i = parse_create(
+            br#"{"project_id":1,"source_url":"https://example.com/"}"#,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(
+            (i.filename.as_str(), i.content_type),
+            ("import", IMPORT_TYPE_UNKNOWN)
+        );
+        for bad in [
+            r#""ftp://example.com/a.jpg""#,
+            r#""http://u:p@example.com/a.jpg""#,
+            "42",
+            r#""""#,
+        ] {
+            assert_eq!(
+                code(&format!(r#"{{"project_id":1,"source_url":{bad}}}"#)),
+                ErrorCode::InvalidRequest,
+                "{bad}"
+            );
+        }
         let hash = "00ff".repeat(16);
         let h = parse_create(
             format!(r#"{{"filename":"a.jpg","project_id":1,"sha256":"{hash}"}}"#).as_bytes(),

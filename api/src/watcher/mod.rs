@@ -27,8 +27,11 @@ use object_store::list::PaginatedListStore;
 use object_store::{ObjectMeta, ObjectStore};
 use tokio_util::sync::CancellationToken;
 
+mod import;
 mod inspect;
 pub mod scan;
+
+pub use import::ImportConfig;
 
 pub use inspect::{Inspection, inspect_object, inspect_upload};
 
@@ -40,6 +43,8 @@ pub struct WatcherConfig {
     pub grace: Duration,
     /// Look for uploads before the deadline (S3 mode); `None`: only at the deadline.
     pub scan: Option<ScanConfig>,
+    /// How imports by URL are fetched.
+    pub import: ImportConfig,
 }
 
 /// Batch detection: LIST requests over the originals' key range (module docs).
@@ -56,6 +61,7 @@ impl std::fmt::Debug for WatcherConfig {
         f.debug_struct("WatcherConfig")
             .field("grace", &self.grace)
             .field("scan_every", &self.scan.as_ref().map(|s| s.every))
+            .field("import", &self.import)
             .finish()
     }
 }
@@ -65,6 +71,7 @@ impl Default for WatcherConfig {
         Self {
             grace: Duration::from_secs(10 * 60),
             scan: None,
+            import: ImportConfig::default(),
         }
     }
 }
@@ -146,6 +153,7 @@ pub async fn run(
     running();
     let log = EventLog::new(js.clone());
     let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
+    let imports = import::Imports::default();
     // The scanner stops with the watcher (shutdown, or this function returning).
     let scanner_stop = shutdown.child_token();
     let _scanner_guard = scanner_stop.clone().drop_guard();
@@ -178,7 +186,13 @@ pub async fn run(
                 n = messages.next() => n,
             };
             match next {
-                Some(Ok(msg)) => handle(&log, store.as_ref(), &cfg, &pending, msg).await,
+                Some(Ok(msg)) => {
+                    if let Some((event, req, url)) = import_of(&msg) {
+                        imports.spawn(&log, &store, &cfg.import, msg, event, req, url);
+                        continue;
+                    }
+                    handle(&log, store.as_ref(), &cfg, &pending, msg).await
+                }
                 Some(Err(err)) => {
                     tracing::warn!(%err, "upload watcher: pulling");
                     break;
@@ -215,6 +229,17 @@ async fn handle(
     if let Err(err) = ack {
         tracing::warn!(%err, "upload watcher: acknowledging");
     }
+}
+
+/// The import a delivery asks for: an `upload_requested` with a `source_url`.
+fn import_of(msg: &jetstream::Message) -> Option<(Event, gallery_schema::UploadRequested, String)> {
+    let event = Event::decode_checked(&msg.subject, &msg.payload).ok()?;
+    let EventBody::UploadRequested(req) = &event.body else {
+        return None;
+    };
+    let url = req.source_url.clone()?;
+    let req = req.clone();
+    Some((event, req, url))
 }
 
 /// What to do with a delivery.
@@ -334,6 +359,7 @@ mod tests {
         let cfg = WatcherConfig {
             grace: Duration::from_secs(60),
             scan: None,
+            import: ImportConfig::default(),
         };
         let ready = Inspection::Ready {
             size: 10,

@@ -51,6 +51,7 @@ fn requested() -> EventBody {
         declared_size: None,
         link_expires_at: at(900_000),
         max_bytes: 50_000_000,
+        source_url: None,
     })
 }
 

@@ -126,6 +126,7 @@ fn held(project: &str, at: DateTime<Utc>) -> Held {
         declared_size: None,
         link_expires_at: at + TimeDelta::minutes(15),
         max_bytes: 10,
+        source_url: None,
     };
     let mut event = Event::new(p, i, EventBody::UploadRequested(req.clone()));
     event.at = at;
