@@ -24,7 +24,7 @@ pub struct S3Server {
     _dir: Option<tempfile::TempDir>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -164,7 +164,7 @@ impl S3Server {
     }
 }
 
-fn spawn_garage(binary: &Path, conf: &Path) -> anyhow::Result<Child> {
+pub(crate) fn spawn_garage(binary: &Path, conf: &Path) -> anyhow::Result<Child> {
     let log_path = conf.with_file_name("garage.log");
     let log = std::fs::OpenOptions::new()
         .create(true)

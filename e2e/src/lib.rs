@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod garage;
+pub mod garage_cluster;
 pub mod procs;
 pub mod secure;
 pub mod tally;

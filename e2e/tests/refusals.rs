@@ -346,3 +346,49 @@ async fn a_retried_upload_records_bytes_an_earlier_attempt_stored_but_never_reco
     );
     assert_eq!(std::fs::read(&path).unwrap(), first);
 }
+
+/// Local mode: a name that tells no type is not refused; the bytes decide. A JPEG without an
+/// extension is processed, a text file under such a name ends in `unsupported_format`, and
+/// its original is served as `application/octet-stream`. Common extensions of accepted
+/// formats (`.apng`, `.jfif`) get their links too.
+#[tokio::test]
+async fn local_uploads_with_names_that_tell_no_type_are_sniffed() {
+    let stack = TestStack::start().await.unwrap();
+    let cases: [(&str, Vec<u8>, &str); 2] = [
+        ("scan_0001", jpeg_photo(320, 240), "done"),
+        ("README", b"plain text, not a photo".to_vec(), "error"),
+    ];
+    for (name, bytes, state) in cases {
+        let link = stack.request_link("sniff", name).await.unwrap();
+        assert_eq!(link["params"]["Content-Type"], "application/octet-stream");
+        let id = link["image_id"].as_str().unwrap().to_owned();
+        let (status, body) = stack.upload(&link, bytes).await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        let rec = stack.wait_settled(&id).await.unwrap();
+        assert_eq!(rec["state"], state, "{name}: {rec}");
+        assert_eq!(rec["meta"]["content_type"], "application/octet-stream");
+        if state == "error" {
+            assert_eq!(rec["error"]["code"], "unsupported_format", "{rec}");
+        } else {
+            let original = rec["versions"]["original"].as_str().unwrap();
+            let served = stack.http.get(original).send().await.unwrap();
+            assert_eq!(served.headers()["content-type"], "application/octet-stream");
+        }
+    }
+    for (name, want) in [("loop.apng", "image/png"), ("scan.JFIF", "image/jpeg")] {
+        let link = stack.request_link("sniff", name).await.unwrap();
+        assert_eq!(link["params"]["Content-Type"], want, "{name}");
+    }
+    // A format we refuse by name stays refused.
+    let (status, body) = stack
+        .post_json(
+            "/images/",
+            &json!({"filename": "logo.svg", "project_id": "sniff"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (415, Some("unsupported_format"))
+    );
+}

@@ -43,8 +43,20 @@ pub struct CreateImage {
     pub source_url: Option<String>,
 }
 
-/// Parses and validates the body of `POST /images/` (pure, unit-tested).
+/// Parses and validates the body of `POST /images/` (pure, unit-tested), refusing names that
+/// tell no accepted type when no `content_type` is given.
 pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
+    parse_create_with(body, max_bytes, false)
+}
+
+/// [`parse_create`]; with `sniff_unknown` (local mode: the bytes pass through the api, and the
+/// processor sniffs them anyway), a name that tells no type is accepted as
+/// [`UNKNOWN_TYPE`] instead of refused.
+pub fn parse_create_with(
+    body: &[u8],
+    max_bytes: u64,
+    sniff_unknown: bool,
+) -> ApiResult<CreateImage> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("the body must be a JSON object: {e}")))?;
     let obj = value
@@ -84,8 +96,11 @@ pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
     }
     let content_type = match obj.get("content_type") {
         // An import's type is sniffed from the bytes it fetches; the name is only a hint.
-        None | Some(Value::Null) if source_url.is_some() => {
-            content_type::from_filename(&filename).unwrap_or(IMPORT_TYPE_UNKNOWN)
+        None | Some(Value::Null)
+            if source_url.is_some()
+                || (sniff_unknown && content_type::known_unsupported(&filename).is_none()) =>
+        {
+            content_type::from_filename(&filename).unwrap_or(UNKNOWN_TYPE)
         }
         None | Some(Value::Null) => content_type::from_filename(&filename).ok_or_else(|| {
             let message = match content_type::known_unsupported(&filename) {
@@ -144,8 +159,9 @@ pub fn parse_create(body: &[u8], max_bytes: u64) -> ApiResult<CreateImage> {
     })
 }
 
-/// The type recorded for an import whose name tells none (the bytes decide later).
-pub const IMPORT_TYPE_UNKNOWN: &str = "application/octet-stream";
+/// The type recorded for an import, or a local upload, whose name tells none: the bytes decide
+/// (the processor sniffs them, as it does every file).
+pub const UNKNOWN_TYPE: &str = "application/octet-stream";
 
 fn parse_sha256(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
@@ -191,7 +207,8 @@ pub async fn create(
     body: Bytes,
 ) -> ApiResult<Response> {
     access.signed_in()?;
-    let req = parse_create(&body, state.config.max_upload_bytes)?;
+    let local = matches!(state.config.links, LinkMode::Local);
+    let req = parse_create_with(&body, state.config.max_upload_bytes, local)?;
     access.require(&req.project_id, Right::Upload)?;
     if let Some(sha256) = &req.sha256 {
         let holder = state
@@ -437,7 +454,9 @@ fn link_response(
 ) -> UploadLink {
     let image = image_id.to_string();
     let key = recorded.object_key.clone();
-    let content_type = content_type::accept(&recorded.content_type).unwrap_or("image/jpeg");
+    let content_type = content_type::accept(&recorded.content_type)
+        .or((recorded.content_type == UNKNOWN_TYPE).then_some(UNKNOWN_TYPE))
+        .unwrap_or("image/jpeg");
     let max_bytes = recorded.max_bytes;
     let expires_at = recorded.link_expires_at;
     let (upload_link, params) = match &state.config.links {
@@ -542,6 +561,23 @@ mod tests {
         assert_eq!((s.content_type, s.size), ("image/png", Some(10)));
         assert_eq!(s.sha256, None);
         assert_eq!(s.source_url, None);
+        // A name that tells no type: refused in S3 mode, sniffed later in local mode; a known
+        // refused format stays refused.
+        let body = br#"{"filename":"scan_0001","project_id":1}"#;
+        assert_eq!(
+            parse_create(body, 1000).unwrap_err().code,
+            ErrorCode::UnsupportedFormat
+        );
+        assert_eq!(
+            parse_create_with(body, 1000, true).unwrap().content_type,
+            UNKNOWN_TYPE
+        );
+        assert_eq!(
+            parse_create_with(br#"{"filename":"a.svg","project_id":1}"#, 1000, true)
+                .unwrap_err()
+                .code,
+            ErrorCode::UnsupportedFormat
+        );
         // Imports: the name and type come from the URL when not given.
         let i = parse_create(
             br#"{"project_id":1,"source_url":"https://example.com/p/cat%201.PNG?w=2"}"#,
@@ -563,7 +599,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             (i.filename.as_str(), i.content_type),
-            ("import", IMPORT_TYPE_UNKNOWN)
+            ("import", UNKNOWN_TYPE)
         );
         for bad in [
             r#""ftp://example.com/a.jpg""#,
