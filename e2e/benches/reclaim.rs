@@ -112,6 +112,19 @@ async fn main() -> anyhow::Result<()> {
     let (_, gone) = stack.get_json("/projects/gone/images?limit=500").await?;
     let gone_images = gone["images"].as_array().map_or(0, Vec::len);
     let before = dir_bytes(&storage);
+    let (originals, versions) = (
+        dir_bytes(&storage.join("originals")),
+        dir_bytes(&storage.join("versions")),
+    );
+    println!(
+        "originals: {} objects, {} (mean {}); versions: {} objects, {} (mean {} per generation of four)",
+        originals.0,
+        mb(originals.1),
+        mb(originals.1 / originals.0.max(1)),
+        versions.0,
+        mb(versions.1),
+        mb(versions.1 * 4 / versions.0.max(1))
+    );
     println!(
         "{count} photos ({} kept, {gone_images} in the project to delete), {} reprocessed, 4 refused: {} objects, {}",
         kept.len(),
