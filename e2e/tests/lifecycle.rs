@@ -346,3 +346,40 @@ async fn the_sweeper_removes_only_what_no_record_needs_after_a_dry_run() {
     // Nothing is left to sweep.
     assert_eq!(sweep(&stack, true).await["objects"], 0);
 }
+
+/// Local mode: a deleted image's download links stop working at once, while its files are
+/// still on disk waiting for the deleter.
+#[tokio::test]
+async fn a_deleted_images_links_stop_before_its_files_are_purged() {
+    let stack = TestStack::start_with(|c| c.delete_settle = Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let id = done_image(&stack, "links", "a.jpg").await;
+    let rec = stack.image(&id).await.unwrap();
+    let urls: Vec<String> = ["original", "thumb", "d2500"]
+        .iter()
+        .map(|v| rec["versions"][*v].as_str().unwrap().to_owned())
+        .collect();
+    for url in &urls {
+        assert_eq!(
+            stack.http.get(url).send().await.unwrap().status(),
+            200,
+            "{url}"
+        );
+    }
+    let (status, _) = stack.delete(&format!("/images/{id}")).await.unwrap();
+    assert_eq!(status, 202);
+    for url in &urls {
+        assert_eq!(
+            stack.http.get(url).send().await.unwrap().status(),
+            404,
+            "{url}"
+        );
+    }
+    let keys = stack.object_keys().await.unwrap();
+    assert_eq!(
+        keys_of_image(&keys, &id).len(),
+        5,
+        "not purged yet: {keys:?}"
+    );
+}

@@ -74,12 +74,24 @@ pub async fn download(
                 "the link has expired; list the image again for a fresh one",
             ),
         })?;
+    // The image the file belongs to: a deleted image's links stop working at once, not when
+    // the deleter gets to its files.
+    let image = if key.starts_with("versions/") {
+        gallery_schema::keys::version_image(&key).map(|(_, id, _)| id)
+    } else {
+        gallery_schema::keys::original_image(&key)
+    };
+    let rec = image.and_then(|id| state.projector.store.get(&id).ok().flatten());
+    if rec
+        .as_ref()
+        .is_some_and(|r| r.state == gallery_schema::ImageState::Deleted)
+    {
+        return Err(ApiError::not_found("file"));
+    }
     let content_type = if key.starts_with("versions/") {
         content_type::for_version_key(&key).to_owned()
     } else {
         // An original: the type its upload link pinned.
-        let image = gallery_schema::keys::original_image(&key);
-        let rec = image.and_then(|id| state.projector.store.get(&id).ok().flatten());
         rec.map(|r| r.content_type)
             .unwrap_or_else(|| "application/octet-stream".into())
     };
