@@ -1,5 +1,5 @@
-//! The operator's commands beside the service: `gallery redrive` and `gallery sweep` (through a
-//! running api),
+//! The operator's commands beside the service: `gallery redrive`, `gallery sweep` and
+//! `gallery reprocess` (through a running api),
 //! `gallery backup` and `gallery restore` (the event log out and back), `gallery rebuild` (the
 //! read model from the log, service stopped). See docs/ARCHITECTURE.md §9 and §10.
 
@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::app::{connect_nats, ensure_topology};
-use crate::cli::{BackupArgs, RebuildArgs, RedriveArgs, RestoreArgs, SweepArgs, TokenArgs};
+use crate::cli::{
+    BackupArgs, RebuildArgs, RedriveArgs, ReprocessArgs, RestoreArgs, SweepArgs, TokenArgs,
+};
 use crate::readmodel;
 
 /// `gallery token`: mints a token with the keys file (created in the data dir when it is the
@@ -78,6 +80,44 @@ pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
         reply.redriven,
         reply.image_ids.join(" ")
     );
+    Ok(())
+}
+
+/// `gallery reprocess`: asks a running api (any replica) to re-render images in bulk.
+pub async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
+    use gallery_api::reprocess::{ReprocessReply, ReprocessRequest};
+    let req = ReprocessRequest {
+        project: args.project,
+        all: args.all,
+        outdated: args.outdated,
+        rate: args.rate,
+        dry_run: args.dry_run,
+    };
+    let reply: ReprocessReply = ask_api(
+        &args.nats_url,
+        &args.nats,
+        gallery_schema::subjects::ADMIN_REPROCESS,
+        &req,
+        Duration::from_secs(600),
+    )
+    .await?;
+    if let Some(err) = reply.error {
+        anyhow::bail!("{err}");
+    }
+    if reply.started {
+        println!(
+            "found {} images; the api requests their re-render at {}/s (about {} s), renditions version {}",
+            reply.found,
+            reply.rate,
+            reply.found.div_ceil(reply.rate.max(1) as usize),
+            reply.renditions_version
+        );
+    } else {
+        println!(
+            "found {} images to re-render (renditions version {}); nothing requested",
+            reply.found, reply.renditions_version
+        );
+    }
     Ok(())
 }
 

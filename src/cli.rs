@@ -53,6 +53,9 @@ pub enum Command {
     /// Removes stored objects no record needs any more, through a running api (`--dry-run`
     /// lists them and their bytes).
     Sweep(SweepArgs),
+    /// Re-renders a project's images (or all, or only those of an older renditions
+    /// description) through a running api, at a bounded rate.
+    Reprocess(ReprocessArgs),
     /// Appends the event log (from --since, or all of it) to a backup file.
     Backup(BackupArgs),
     /// Publishes a backup into an empty stream (or one that ends where the backup begins).
@@ -76,6 +79,30 @@ pub struct RedriveArgs {
     /// Images in `error` with this code.
     #[arg(long, default_value = "retries_exhausted")]
     pub code: String,
+    #[command(flatten)]
+    pub nats: NatsAuthArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["project", "all"])))]
+pub struct ReprocessArgs {
+    #[arg(long, env = "GALLERY_NATS_URL")]
+    pub nats_url: String,
+    /// This project's images.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Every project's images.
+    #[arg(long)]
+    pub all: bool,
+    /// Only images rendered with an older renditions description than this build's.
+    #[arg(long)]
+    pub outdated: bool,
+    /// Re-renders requested per second (the processors take them between new uploads).
+    #[arg(long, default_value_t = 10)]
+    pub rate: u32,
+    /// Count the images without requesting anything.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub nats: NatsAuthArgs,
 }

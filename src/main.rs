@@ -59,6 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(args) => gallery::admin::backup(args).await,
         Command::Redrive(args) => gallery::admin::redrive(args).await,
         Command::Sweep(args) => gallery::admin::sweep(args).await,
+        Command::Reprocess(args) => gallery::admin::reprocess(args).await,
         Command::Restore(args) => gallery::admin::restore(args).await,
         Command::Token(args) => gallery::admin::token(args),
         Command::Load(args) => gallery::load::run(args).await,

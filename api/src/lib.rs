@@ -14,6 +14,7 @@ pub mod limits;
 pub mod openapi;
 pub mod readiness;
 pub mod reconciler;
+pub mod reprocess;
 pub mod request_id;
 pub mod routes;
 pub mod serve;

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use gallery_nats::{AppendError, EventLog, Guard};
 use gallery_projector::{Record, Store};
-use gallery_schema::subjects::{ADMIN_REDRIVE, ADMIN_SWEEP, LEASE_BUCKET};
+use gallery_schema::subjects::{ADMIN_REDRIVE, ADMIN_REPROCESS, ADMIN_SWEEP, LEASE_BUCKET};
 use object_store::ObjectStore;
 use std::sync::Arc;
 
@@ -168,6 +168,52 @@ pub async fn reconcile_once(
     Ok((found.len(), redriven))
 }
 
+/// Answers a `gallery reprocess` request: selects the images and, unless it is a dry run,
+/// starts appending their re-renders at the asked rate in a task of its own (a bulk run can
+/// take hours; this loop keeps renewing the lease meanwhile).
+fn answer_reprocess(
+    log: &EventLog,
+    store: &Store,
+    payload: &[u8],
+) -> crate::reprocess::ReprocessReply {
+    use crate::reprocess::{ReprocessReply, ReprocessRequest, request_all, select};
+    let req = match serde_json::from_slice::<ReprocessRequest>(payload) {
+        Ok(req) => req,
+        Err(e) => {
+            return ReprocessReply {
+                error: Some(format!("not a reprocess request: {e}")),
+                ..Default::default()
+            };
+        }
+    };
+    let rate = req.rate.max(1);
+    let mut reply = ReprocessReply {
+        rate,
+        renditions_version: gallery_schema::RENDITIONS_VERSION,
+        ..Default::default()
+    };
+    match select(store, &req) {
+        Err(e) => reply.error = Some(e),
+        Ok(records) => {
+            reply.found = records.len();
+            tracing::warn!(
+                project = ?req.project,
+                outdated = req.outdated,
+                found = reply.found,
+                rate,
+                dry_run = req.dry_run,
+                "operator bulk reprocess"
+            );
+            if !req.dry_run && !records.is_empty() {
+                let log = log.clone();
+                tokio::spawn(async move { request_all(&log, records, rate).await });
+                reply.started = true;
+            }
+        }
+    }
+    reply
+}
+
 /// An operator's `gallery redrive` request.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RedriveRequest {
@@ -294,6 +340,10 @@ pub async fn run(
         .queue_subscribe(ADMIN_SWEEP, "gallery-api".into())
         .await
         .map_err(|e| ReconcileError::Nats(e.to_string()))?;
+    let mut reprocesses = client
+        .queue_subscribe(ADMIN_REPROCESS, "gallery-api".into())
+        .await
+        .map_err(|e| ReconcileError::Nats(e.to_string()))?;
     running();
     // Renew well within the lease's 30 s life; look every `every`.
     let mut renew = tokio::time::interval(Duration::from_secs(5));
@@ -303,6 +353,14 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            msg = reprocesses.next() => {
+                let Some(msg) = msg else { break };
+                let reply = answer_reprocess(&log, &store, &msg.payload);
+                if let Some(to) = msg.reply {
+                    let body = serde_json::to_vec(&reply).expect("plain JSON");
+                    let _ = client.publish(to, body.into()).await;
+                }
+            }
             msg = sweeps.next() => {
                 let Some(msg) = msg else { break };
                 let reply = answer_sweep(&sweeping, &store, &msg.payload).await;

@@ -143,6 +143,9 @@ pub struct ImageMeta {
     /// SHA-256 of the original (lowercase hex), once processed.
     #[schema(required = true)]
     pub sha256: Option<String>,
+    /// The renditions description the versions were rendered with (0: before it was
+    /// recorded, or not rendered yet).
+    pub renditions_version: u32,
     /// Each rendered version's size, keyed by version name.
     #[schema(schema_with = crate::openapi::version_meta_map)]
     pub versions: BTreeMap<&'static str, VersionMeta>,
@@ -208,6 +211,7 @@ pub fn image_view(rec: &Record, links: &Links<'_>) -> ImageView {
             height: rec.height,
             generation: rec.generation,
             sha256: rec.sha256.map(hex::encode),
+            renditions_version: rec.renditions_version,
             versions: version_meta,
         },
         thumbhash: (!rec.thumbhash.is_empty()).then(|| base64(&rec.thumbhash)),

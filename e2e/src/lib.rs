@@ -396,6 +396,7 @@ pub fn sample_flow_events(
         height: 3000,
         thumbhash: vec![0x5a; 24],
         sha256: Some([0x11; 32]),
+        renditions_version: 1,
     });
     bodies
         .into_iter()

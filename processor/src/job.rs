@@ -293,6 +293,7 @@ async fn process_inner(
         height: rendered.upright.height,
         thumbhash: rendered.thumbhash,
         sha256: Some(sha256),
+        renditions_version: gallery_schema::RENDITIONS_VERSION,
     };
     ctx.log
         .append(&event(done), Guard::LastImageSeq(last))

@@ -346,6 +346,7 @@ mod tests {
                     height: 1,
                     thumbhash: vec![1],
                     sha256: Some(if i == 3 { [3; 32] } else { [7; 32] }),
+                    renditions_version: 1,
                 },
             ));
         };

@@ -57,6 +57,7 @@ pub fn apply(prev: Option<Record>, seq: u64, event: &Event) -> Result<Record, Fo
             error: None,
             thumbhash: Vec::new(),
             sha256: None,
+            renditions_version: 0,
             duplicate_of: None,
             last_seq: seq,
         },
@@ -134,6 +135,7 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
             height,
             thumbhash,
             sha256,
+            renditions_version,
         } => {
             same_generation(&rec, *generation)?;
             if rec.state != Processing {
@@ -144,6 +146,7 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
             rec.height = Some(*height);
             rec.thumbhash = thumbhash.clone();
             rec.sha256 = *sha256;
+            rec.renditions_version = *renditions_version;
         }
         EventBody::Failed(f) => {
             // Before the upload (generation 0) a failure is about the upload itself
@@ -199,6 +202,9 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
             rec.error = None;
             rec.width = None;
             rec.height = None;
+            // The new generation's versions are not rendered yet (the placeholder and the
+            // hash stay: same original).
+            rec.renditions_version = 0;
         }
     }
     Ok(rec)

@@ -46,6 +46,9 @@ pub struct Record {
     pub thumbhash: Vec<u8>,
     /// SHA-256 of the original, as the last render read it.
     pub sha256: Option<[u8; 32]>,
+    /// The renditions description the current versions were rendered with (0: before it was
+    /// recorded, or not rendered).
+    pub renditions_version: u32,
     /// The project's image that already had these bytes when this one was processed (the
     /// earliest in log order still there then); set by the batch fold, not by `apply`.
     pub duplicate_of: Option<ImageId>,
@@ -154,6 +157,7 @@ mod tests {
             }),
             thumbhash: vec![0x2c, 0x18, 0x0a, 0x05],
             sha256: Some([0xab; 32]),
+            renditions_version: 1,
             duplicate_of: Some(ImageId::new_v7()),
             last_seq: 42,
         };

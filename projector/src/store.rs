@@ -360,16 +360,25 @@ impl Store {
         project: Option<&ProjectId>,
         code: gallery_schema::ErrorCode,
     ) -> Result<Vec<Record>, StoreError> {
-        let matches = |r: &Record| {
+        self.select(project, |r: &Record| {
             r.state == ImageState::Error && r.error.as_ref().is_some_and(|e| e.code == code)
-        };
+        })
+    }
+
+    /// The records of `project` (or of every project, deleted ones included) that `keep`
+    /// keeps, one record decoded at a time.
+    pub fn select(
+        &self,
+        project: Option<&ProjectId>,
+        keep: impl Fn(&Record) -> bool,
+    ) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
         match project {
             Some(p) => {
                 let mut cursor = None;
                 loop {
-                    let page = self.list(p, Some(ImageState::Error), 500, cursor.as_ref())?;
-                    out.extend(page.records.into_iter().filter(|r| matches(r)));
+                    let page = self.list(p, None, 500, cursor.as_ref())?;
+                    out.extend(page.records.into_iter().filter(|r| keep(r)));
                     match page.next_cursor {
                         Some(c) => cursor = Some(c),
                         None => break,
@@ -379,7 +388,7 @@ impl Store {
             None => {
                 for entry in self.records.iter() {
                     let rec = Record::decode(&entry?.1)?;
-                    if matches(&rec) {
+                    if keep(&rec) {
                         out.push(rec);
                     }
                 }

@@ -33,6 +33,8 @@ pub enum EventBody {
         thumbhash: Vec<u8>,
         /// SHA-256 of the original's bytes as read for this render (`None` in older events).
         sha256: Option<[u8; 32]>,
+        /// The [`crate::RENDITIONS_VERSION`] rendered with (0 in older events).
+        renditions_version: u32,
     },
     Failed(Failure),
     ReprocessRequested {
@@ -254,6 +256,7 @@ mod tests {
             height: 1,
             thumbhash: Vec::new(),
             sha256: None,
+            renditions_version: 1,
         });
         let mut failed = event(EventBody::Failed(Failure {
             code: ErrorCode::CorruptImage,
@@ -270,6 +273,7 @@ mod tests {
                 height: 1,
                 thumbhash: Vec::new(),
                 sha256: None,
+                renditions_version: 1,
             },
             ..done.clone()
         };

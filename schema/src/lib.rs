@@ -27,4 +27,4 @@ pub use event::{Event, EventBody, EventKind, Failure, UploadRequested, Uploaded,
 pub use fit::{Size, fit_inside};
 pub use ids::{IdError, ImageId, ProjectId};
 pub use state::ImageState;
-pub use version::VersionName;
+pub use version::{RENDITIONS, RENDITIONS_VERSION, Rendition, VersionName};

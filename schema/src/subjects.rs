@@ -24,6 +24,8 @@ pub const LEASE_BUCKET: &str = "gallery-leases";
 pub const ADMIN_REDRIVE: &str = "gallery.admin.redrive";
 /// Operators' sweep requests (`gallery sweep`), answered by one api replica.
 pub const ADMIN_SWEEP: &str = "gallery.admin.sweep";
+/// Operators' bulk re-renders (`gallery reprocess`): a request the api answers.
+pub const ADMIN_REPROCESS: &str = "gallery.admin.reprocess";
 
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// The id of the HTTP request that caused an event (logs follow it from the api to the

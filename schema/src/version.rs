@@ -32,15 +32,61 @@ impl VersionName {
         Self::CASCADE.into_iter().find(|v| v.as_str() == raw)
     }
 
+    /// The box the version fits in.
     pub fn bounds(self) -> Size {
-        match self {
-            Self::Thumb => Size::new(150, 120),
-            Self::BigThumb => Size::new(700, 700),
-            Self::Big1920 => Size::new(1920, 1080),
-            Self::D2500 => Size::new(2500, 2500),
-        }
+        self.rendition().bounds
+    }
+
+    /// The version's entry in [`RENDITIONS`].
+    pub fn rendition(self) -> &'static Rendition {
+        RENDITIONS
+            .iter()
+            .find(|r| r.name == self)
+            .expect("every version has a rendition")
     }
 }
+
+/// One rendered version: its name, the box it is fitted into (aspect kept, never upscaled),
+/// and its encoding. The format rule is the same for all: PNG when any pixel of the image is
+/// not opaque, else JPEG at `jpeg_quality`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rendition {
+    pub name: VersionName,
+    pub bounds: Size,
+    pub jpeg_quality: u8,
+}
+
+/// The renditions, largest first (the render cascade): the one description the processor
+/// (what to render), the keys (one object per name and generation) and the api (a URL per
+/// name) all follow. Change an entry and bump [`RENDITIONS_VERSION`]: images are recorded
+/// with the version they were rendered with, and `gallery reprocess --outdated` re-renders
+/// the older ones.
+pub const RENDITIONS: [Rendition; 4] = [
+    Rendition {
+        name: VersionName::D2500,
+        bounds: Size::new(2500, 2500),
+        jpeg_quality: 85,
+    },
+    Rendition {
+        name: VersionName::Big1920,
+        bounds: Size::new(1920, 1080),
+        jpeg_quality: 85,
+    },
+    Rendition {
+        name: VersionName::BigThumb,
+        bounds: Size::new(700, 700),
+        jpeg_quality: 85,
+    },
+    Rendition {
+        name: VersionName::Thumb,
+        bounds: Size::new(150, 120),
+        jpeg_quality: 85,
+    },
+];
+
+/// The version of [`RENDITIONS`]; recorded in every `processed` event (0 in events written
+/// before it was).
+pub const RENDITIONS_VERSION: u32 = 1;
 
 impl std::fmt::Display for VersionName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,6 +98,19 @@ impl std::fmt::Display for VersionName {
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    #[test]
+    fn the_renditions_are_the_cascade_in_order() {
+        let names: Vec<VersionName> = RENDITIONS.iter().map(|r| r.name).collect();
+        assert_eq!(names, VersionName::CASCADE);
+        assert_eq!(VersionName::Thumb.bounds(), Size::new(150, 120));
+        assert_eq!(VersionName::Big1920.bounds(), Size::new(1920, 1080));
+        assert!(
+            RENDITIONS
+                .iter()
+                .all(|r| (1..=100).contains(&r.jpeg_quality))
+        );
+    }
 
     #[test]
     fn cascade_is_largest_first_and_names_round_trip() {

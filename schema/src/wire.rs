@@ -86,12 +86,14 @@ impl Event {
                 height,
                 thumbhash,
                 sha256,
+                renditions_version,
             } => Kind::Processed(pb::Processed {
                 generation: *generation,
                 width: *width,
                 height: *height,
                 thumbhash: thumbhash.clone(),
                 sha256: sha256.map(|h| h.to_vec()).unwrap_or_default(),
+                renditions_version: *renditions_version,
             }),
             EventBody::Failed(f) => Kind::Failed(pb::Failed {
                 code: f.code.as_str().to_owned(),
@@ -173,6 +175,7 @@ impl Event {
                 thumbhash: p.thumbhash,
                 // Anything but 32 bytes is no hash we wrote.
                 sha256: <[u8; 32]>::try_from(p.sha256.as_slice()).ok(),
+                renditions_version: p.renditions_version,
             },
             Kind::Failed(f) => EventBody::Failed(Failure {
                 code: ErrorCode::parse_lenient(&f.code),
@@ -301,6 +304,7 @@ mod tests {
                 height: 20,
                 thumbhash: vec![1, 2, 3],
                 sha256: Some([7; 32]),
+                renditions_version: 1,
             },
             EventBody::Failed(Failure {
                 code: ErrorCode::CorruptImage,

@@ -17,7 +17,7 @@ pub mod tiff_extra;
 pub mod turbo;
 
 use fast_image_resize::{self as fr, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image};
-use gallery_schema::{ErrorCode, Size, VersionName, fit_inside};
+use gallery_schema::{ErrorCode, RENDITIONS, Size, VersionName, fit_inside};
 use image::{DynamicImage, ImageError};
 
 pub use decode::{Decoded, decode};
@@ -38,9 +38,10 @@ impl Default for Limits {
     }
 }
 
-/// JPEG quality of the versions: the knee of the size/quality curve measured on real photos
-/// (see the README's image pipeline section).
-pub const JPEG_QUALITY: u8 = 85;
+/// JPEG quality of the largest version (each rendition has its own in
+/// [`gallery_schema::RENDITIONS`]; all 85 today, the knee of the size/quality curve measured on
+/// real photos, see the README's image pipeline section).
+pub const JPEG_QUALITY: u8 = RENDITIONS[0].jpeg_quality;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -102,8 +103,9 @@ pub fn render_decoded(decoded: Decoded) -> Result<Rendered, RenderError> {
     let mut resizer = Resizer::new();
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fr::FilterType::Lanczos3));
     let mut versions = Vec::with_capacity(VersionName::CASCADE.len());
-    for version in VersionName::CASCADE {
-        let target = fit_inside(upright, version.bounds());
+    for rendition in &RENDITIONS {
+        let version = rendition.name;
+        let target = fit_inside(upright, rendition.bounds);
         if target != Size::new(current.width(), current.height()) {
             let mut next = Image::new(target.width, target.height, pixel_type);
             resizer
@@ -119,7 +121,7 @@ pub fn render_decoded(decoded: Decoded) -> Result<Rendered, RenderError> {
             color::convert_rgb_in_place(profile, current.buffer_mut(), channels)
                 .map_err(|e| RenderError::new(ErrorCode::Internal, e))?;
         }
-        let (data, content_type, extension) = encode(&current, keep_alpha)?;
+        let (data, content_type, extension) = encode(&current, keep_alpha, rendition.jpeg_quality)?;
         versions.push(RenderedVersion {
             version,
             size: target,
@@ -184,6 +186,7 @@ fn has_transparency(image: &DynamicImage) -> bool {
 fn encode(
     image: &Image<'_>,
     alpha: bool,
+    quality: u8,
 ) -> Result<(Vec<u8>, &'static str, &'static str), RenderError> {
     let mut out = Vec::new();
     let internal = |e: ImageError| RenderError::new(ErrorCode::Internal, e.to_string());
@@ -203,9 +206,9 @@ fn encode(
         .map_err(internal)?;
         Ok((out, "image/png", "png"))
     } else {
-        match turbo::encode_rgb(image.buffer(), image.width(), image.height(), JPEG_QUALITY) {
+        match turbo::encode_rgb(image.buffer(), image.width(), image.height(), quality) {
             Ok(data) => out = data,
-            Err(_) => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
+            Err(_) => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
                 .encode(
                     image.buffer(),
                     image.width(),

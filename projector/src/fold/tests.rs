@@ -90,6 +90,7 @@ fn processed(generation: u32) -> EventBody {
         height: 2000,
         thumbhash: vec![0x2c, 0x18, 0x0a],
         sha256: Some([0xab; 32]),
+        renditions_version: 1,
     }
 }
 

@@ -1,0 +1,85 @@
+//! `gallery reprocess`: bulk re-renders through a running api. A dry run counts; a real run
+//! gives every selected image a new generation at the asked rate through the normal
+//! processor consumer, and leaves other projects alone; `--outdated` selects only images
+//! rendered with an older renditions description (none, right after rendering).
+
+use std::time::Duration;
+
+use gallery_e2e::{TestStack, jpeg_photo};
+
+async fn done_image(stack: &TestStack, project: &str) -> String {
+    let link = stack.request_link(project, "a.jpg").await.unwrap();
+    let id = link["image_id"].as_str().unwrap().to_owned();
+    stack.upload(&link, jpeg_photo(400, 300)).await.unwrap();
+    let rec = stack.wait_state(&id, "done").await.unwrap();
+    assert_eq!(
+        rec["meta"]["renditions_version"],
+        gallery_schema::RENDITIONS_VERSION
+    );
+    id
+}
+
+/// Runs `gallery reprocess ARGS` against the stack's NATS; its stdout.
+async fn reprocess(stack: &TestStack, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(gallery_e2e::procs::gallery_bin().unwrap());
+    cmd.arg("reprocess")
+        .args(args)
+        .env("GALLERY_NATS_URL", stack.nats.url());
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "gallery reprocess {args:?}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn bulk_reprocess_renders_a_project_again_at_a_rate() {
+    let stack = TestStack::start().await.unwrap();
+    let mine = [
+        done_image(&stack, "rr").await,
+        done_image(&stack, "rr").await,
+        done_image(&stack, "rr").await,
+    ];
+    let other = done_image(&stack, "untouched").await;
+
+    let out = reprocess(&stack, &["--project", "rr", "--dry-run"]).await;
+    assert!(out.starts_with("found 3 images to re-render"), "{out}");
+    let out = reprocess(&stack, &["--all", "--outdated", "--dry-run"]).await;
+    assert!(out.starts_with("found 0 images"), "{out}");
+
+    let out = reprocess(&stack, &["--project", "rr", "--rate", "20"]).await;
+    assert!(out.starts_with("found 3 images; the api requests"), "{out}");
+    for id in &mine {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let rec = stack.image(id).await.unwrap();
+            if rec["meta"]["generation"] == 2 && rec["state"] == "done" {
+                assert_eq!(
+                    rec["meta"]["renditions_version"],
+                    gallery_schema::RENDITIONS_VERSION
+                );
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{rec}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let rec = stack.image(&other).await.unwrap();
+    assert_eq!(
+        rec["meta"]["generation"], 1,
+        "another project is left alone"
+    );
+
+    // Naming neither a project nor --all is refused by the command line.
+    let out = std::process::Command::new(gallery_e2e::procs::gallery_bin().unwrap())
+        .arg("reprocess")
+        .env("GALLERY_NATS_URL", stack.nats.url())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
