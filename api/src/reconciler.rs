@@ -168,52 +168,6 @@ pub async fn reconcile_once(
     Ok((found.len(), redriven))
 }
 
-/// Answers a `gallery reprocess` request: selects the images and, unless it is a dry run,
-/// starts appending their re-renders at the asked rate in a task of its own (a bulk run can
-/// take hours; this loop keeps renewing the lease meanwhile).
-fn answer_reprocess(
-    log: &EventLog,
-    store: &Store,
-    payload: &[u8],
-) -> crate::reprocess::ReprocessReply {
-    use crate::reprocess::{ReprocessReply, ReprocessRequest, request_all, select};
-    let req = match serde_json::from_slice::<ReprocessRequest>(payload) {
-        Ok(req) => req,
-        Err(e) => {
-            return ReprocessReply {
-                error: Some(format!("not a reprocess request: {e}")),
-                ..Default::default()
-            };
-        }
-    };
-    let rate = req.rate.max(1);
-    let mut reply = ReprocessReply {
-        rate,
-        renditions_version: gallery_schema::RENDITIONS_VERSION,
-        ..Default::default()
-    };
-    match select(store, &req) {
-        Err(e) => reply.error = Some(e),
-        Ok(records) => {
-            reply.found = records.len();
-            tracing::warn!(
-                project = ?req.project,
-                outdated = req.outdated,
-                found = reply.found,
-                rate,
-                dry_run = req.dry_run,
-                "operator bulk reprocess"
-            );
-            if !req.dry_run && !records.is_empty() {
-                let log = log.clone();
-                tokio::spawn(async move { request_all(&log, records, rate).await });
-                reply.started = true;
-            }
-        }
-    }
-    reply
-}
-
 /// An operator's `gallery redrive` request.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RedriveRequest {
@@ -355,7 +309,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             msg = reprocesses.next() => {
                 let Some(msg) = msg else { break };
-                let reply = answer_reprocess(&log, &store, &msg.payload);
+                let reply = crate::reprocess::answer(&log, &store, &msg.payload);
                 if let Some(to) = msg.reply {
                     let body = serde_json::to_vec(&reply).expect("plain JSON");
                     let _ = client.publish(to, body.into()).await;

@@ -87,6 +87,47 @@ pub async fn request_all(log: &EventLog, records: Vec<Record>, rate: u32) -> usi
     appended
 }
 
+/// Answers a `gallery reprocess` request (the api's admin loop in `reconciler.rs` calls it):
+/// selects the images and, unless it is a dry run, starts appending their re-renders at the
+/// asked rate in a task of its own (a bulk run can take hours; the loop goes on meanwhile).
+pub fn answer(log: &EventLog, store: &Store, payload: &[u8]) -> ReprocessReply {
+    let req = match serde_json::from_slice::<ReprocessRequest>(payload) {
+        Ok(req) => req,
+        Err(e) => {
+            return ReprocessReply {
+                error: Some(format!("not a reprocess request: {e}")),
+                ..Default::default()
+            };
+        }
+    };
+    let rate = req.rate.max(1);
+    let mut reply = ReprocessReply {
+        rate,
+        renditions_version: gallery_schema::RENDITIONS_VERSION,
+        ..Default::default()
+    };
+    match select(store, &req) {
+        Err(e) => reply.error = Some(e),
+        Ok(records) => {
+            reply.found = records.len();
+            tracing::warn!(
+                project = ?req.project,
+                outdated = req.outdated,
+                found = reply.found,
+                rate,
+                dry_run = req.dry_run,
+                "operator bulk reprocess"
+            );
+            if !req.dry_run && !records.is_empty() {
+                let log = log.clone();
+                tokio::spawn(async move { request_all(&log, records, rate).await });
+                reply.started = true;
+            }
+        }
+    }
+    reply
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
