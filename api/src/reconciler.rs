@@ -206,20 +206,9 @@ pub async fn redrive_errors(
     let mut reply = RedriveReply::default();
     for rec in store.errors(project.as_ref(), code)? {
         reply.found += 1;
-        let event = Event::new(
-            rec.project_id.clone(),
-            rec.image_id,
-            EventBody::ReprocessRequested {
-                generation: rec.generation + 1,
-            },
-        );
-        match log.append(&event, Guard::LastImageSeq(rec.last_seq)).await {
-            Ok(_) => {
-                reply.redriven += 1;
-                reply.image_ids.push(rec.image_id.to_string());
-            }
-            Err(AppendError::Conflict) => {}
-            Err(e) => return Err(e.into()),
+        if crate::reprocess::request(log, &rec).await? {
+            reply.redriven += 1;
+            reply.image_ids.push(rec.image_id.to_string());
         }
     }
     tracing::warn!(

@@ -57,6 +57,24 @@ pub fn select(store: &Store, req: &ReprocessRequest) -> Result<Vec<Record>, Stri
         .map_err(|e| e.to_string())
 }
 
+/// Appends `reprocess_requested` (the next generation) for `rec`, guarded by its last
+/// sequence. `Ok(false)`: the image moved on since `rec` was read (skipped). The operator's
+/// re-drive (`reconciler::redrive_errors`) and bulk re-render share it.
+pub async fn request(log: &EventLog, rec: &Record) -> Result<bool, AppendError> {
+    let event = Event::new(
+        rec.project_id.clone(),
+        rec.image_id,
+        EventBody::ReprocessRequested {
+            generation: rec.generation + 1,
+        },
+    );
+    match log.append(&event, Guard::LastImageSeq(rec.last_seq)).await {
+        Ok(_) => Ok(true),
+        Err(AppendError::Conflict) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Appends `reprocess_requested` for each record, `rate` a second. Returns how many were
 /// appended (an image that moved on since it was selected is skipped).
 pub async fn request_all(log: &EventLog, records: Vec<Record>, rate: u32) -> usize {
@@ -64,20 +82,13 @@ pub async fn request_all(log: &EventLog, records: Vec<Record>, rate: u32) -> usi
     let mut appended = 0;
     for rec in records {
         tick.tick().await;
-        let event = Event::new(
-            rec.project_id.clone(),
-            rec.image_id,
-            EventBody::ReprocessRequested {
-                generation: rec.generation + 1,
-            },
-        );
-        match log.append(&event, Guard::LastImageSeq(rec.last_seq)).await {
-            Ok(_) => {
+        match request(log, &rec).await {
+            Ok(true) => {
                 appended += 1;
                 metrics::counter!("gallery_reprocess_requested_total", "by" => "operator")
                     .increment(1);
             }
-            Err(AppendError::Conflict) => {}
+            Ok(false) => {}
             Err(err) => {
                 tracing::warn!(image_id = %rec.image_id, %err, "bulk reprocess: an append failed; skipped");
             }

@@ -152,11 +152,8 @@ async fn main() -> anyhow::Result<()> {
         mb(after_delete.1)
     );
 
-    let mut cmd = std::process::Command::new(gallery_e2e::procs::gallery_bin()?);
-    cmd.args(["sweep", "--json"])
-        .env("GALLERY_NATS_URL", stack.nats.url());
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let stdout = gallery_e2e::procs::gallery_admin(&stack.nats.url(), &["sweep", "--json"]).await?;
+    let report: serde_json::Value = serde_json::from_str(&stdout)?;
     let after_sweep = dir_bytes(&storage);
     println!(
         "gallery sweep: {} objects, {} ({})",

@@ -24,7 +24,7 @@ pub struct S3Server {
     _dir: Option<tempfile::TempDir>,
 }
 
-pub(crate) fn free_port() -> anyhow::Result<u16> {
+fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -140,28 +140,33 @@ impl S3Server {
         let node = node.trim().get(..16).context("node id")?.to_owned();
         cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node])?;
         cli(&["layout", "apply", "--version", "1"])?;
-        let key = cli(&["key", "create", "gallery-test"])?;
-        let field = |name: &str| {
-            key.lines()
-                .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()))
-                .with_context(|| format!("no {name:?} in: {key}"))
-        };
-        server.config.access_key_id = field("Key ID:")?;
-        server.config.secret_access_key = field("Secret key:")?;
-        cli(&["bucket", "create", "gallery"])?;
-        cli(&[
-            "bucket",
-            "allow",
-            "--read",
-            "--write",
-            "--owner",
-            "gallery",
-            "--key",
-            "gallery-test",
-        ])?;
+        let (id, secret) = key_and_bucket(cli, "gallery-test", "gallery")?;
+        server.config.access_key_id = id;
+        server.config.secret_access_key = secret;
         server._dir = Some(dir);
         Ok(server)
     }
+}
+
+/// Creates a key named `key` and a bucket it owns through a node's CLI; the key's id and secret.
+pub(crate) fn key_and_bucket(
+    cli: impl Fn(&[&str]) -> anyhow::Result<String>,
+    key: &str,
+    bucket: &str,
+) -> anyhow::Result<(String, String)> {
+    let created = cli(&["key", "create", key])?;
+    let field = |name: &str| {
+        created
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()))
+            .with_context(|| format!("no {name:?} in: {created}"))
+    };
+    let pair = (field("Key ID:")?, field("Secret key:")?);
+    cli(&["bucket", "create", bucket])?;
+    cli(&[
+        "bucket", "allow", "--read", "--write", "--owner", bucket, "--key", key,
+    ])?;
+    Ok(pair)
 }
 
 pub(crate) fn spawn_garage(binary: &Path, conf: &Path) -> anyhow::Result<Child> {

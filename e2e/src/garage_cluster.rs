@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use gallery::app::S3Config;
 
-use crate::garage::{find_garage, free_port, spawn_garage};
+use crate::garage::{find_garage, key_and_bucket, spawn_garage};
+use crate::procs::free_port;
 
 struct Node {
     conf: PathBuf,
@@ -111,28 +112,9 @@ impl GarageCluster {
             cluster.cli(0, &["layout", "assign", "-z", &zone, "-c", "1G", short])?;
         }
         cluster.cli(0, &["layout", "apply", "--version", "1"])?;
-        let key = cluster.cli(0, &["key", "create", "gallery-bench"])?;
-        let field = |name: &str| {
-            key.lines()
-                .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()))
-                .with_context(|| format!("no {name:?} in: {key}"))
-        };
-        cluster.config.access_key_id = field("Key ID:")?;
-        cluster.config.secret_access_key = field("Secret key:")?;
-        cluster.cli(0, &["bucket", "create", "gallery"])?;
-        cluster.cli(
-            0,
-            &[
-                "bucket",
-                "allow",
-                "--read",
-                "--write",
-                "--owner",
-                "gallery",
-                "--key",
-                "gallery-bench",
-            ],
-        )?;
+        let (id, secret) = key_and_bucket(|args| cluster.cli(0, args), "gallery-bench", "gallery")?;
+        cluster.config.access_key_id = id;
+        cluster.config.secret_access_key = secret;
         Ok(cluster)
     }
 

@@ -32,6 +32,22 @@ pub fn gallery_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Runs an operator's command (`gallery sweep`, `gallery reprocess`, ...) against the NATS at
+/// `nats_url`, off the async runtime's threads; its exit status and stdout, with stderr
+/// appended to the error when it fails.
+pub async fn gallery_admin(nats_url: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut cmd = std::process::Command::new(gallery_bin()?);
+    cmd.args(args).env("GALLERY_NATS_URL", nats_url);
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(
+        out.status.success(),
+        "gallery {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -221,22 +221,14 @@ async fn deleting_a_project_takes_every_image_in_any_state_and_needs_admin() {
 
 /// Runs `gallery sweep --json` (with `--dry-run` when asked) against the stack's NATS.
 async fn sweep(stack: &TestStack, dry_run: bool) -> serde_json::Value {
-    let mut cmd = std::process::Command::new(gallery_e2e::procs::gallery_bin().unwrap());
-    cmd.arg("sweep")
-        .arg("--json")
-        .env("GALLERY_NATS_URL", stack.nats.url());
-    if dry_run {
-        cmd.arg("--dry-run");
-    }
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    let args: &[&str] = if dry_run {
+        &["sweep", "--json", "--dry-run"]
+    } else {
+        &["sweep", "--json"]
+    };
+    let stdout = gallery_e2e::procs::gallery_admin(&stack.nats.url(), args)
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "gallery sweep failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 

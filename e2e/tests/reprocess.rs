@@ -21,20 +21,12 @@ async fn done_image(stack: &TestStack, project: &str) -> String {
 
 /// Runs `gallery reprocess ARGS` against the stack's NATS; its stdout.
 async fn reprocess(stack: &TestStack, args: &[&str]) -> String {
-    let mut cmd = std::process::Command::new(gallery_e2e::procs::gallery_bin().unwrap());
-    cmd.arg("reprocess")
-        .args(args)
-        .env("GALLERY_NATS_URL", stack.nats.url());
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    let args: Vec<&str> = std::iter::once("reprocess")
+        .chain(args.iter().copied())
+        .collect();
+    gallery_e2e::procs::gallery_admin(&stack.nats.url(), &args)
         .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "gallery reprocess {args:?}:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+        .unwrap()
 }
 
 #[tokio::test]
@@ -76,10 +68,9 @@ async fn bulk_reprocess_renders_a_project_again_at_a_rate() {
     );
 
     // Naming neither a project nor --all is refused by the command line.
-    let out = std::process::Command::new(gallery_e2e::procs::gallery_bin().unwrap())
-        .arg("reprocess")
-        .env("GALLERY_NATS_URL", stack.nats.url())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    assert!(
+        gallery_e2e::procs::gallery_admin(&stack.nats.url(), &["reprocess"])
+            .await
+            .is_err()
+    );
 }
