@@ -6,7 +6,7 @@ RUN ./scripts/ensure-build-deps.sh && cargo build --release --locked --bin galle
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl libde265-0 libdav1d6 \
+ && apt-get install -y --no-install-recommends ca-certificates curl libde265-0 libdav1d6 libtiff6 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /data --create-home gallery
 COPY --from=build /src/target/release/gallery /usr/local/bin/gallery

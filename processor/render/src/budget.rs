@@ -38,8 +38,13 @@ pub fn memory_needed(bytes: &[u8], limits: Limits) -> u64 {
         .unwrap_or_else(|| worst_case(limits))
 }
 
-/// Width, height and bytes per pixel from the header.
+/// Width, height and bytes per pixel from the header; a TIFF the `image` crate can't describe
+/// is charged as the 8-bit RGBA raster libtiff decodes it into.
 pub fn probe(bytes: &[u8]) -> Option<(u32, u32, u8)> {
+    probe_image(bytes).or_else(|| crate::tiff_extra::dimensions(bytes).map(|(w, h)| (w, h, 4)))
+}
+
+fn probe_image(bytes: &[u8]) -> Option<(u32, u32, u8)> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .ok()?;
@@ -66,6 +71,16 @@ mod tests {
             .write_image(&raw, width, height, color)
             .unwrap();
         out
+    }
+
+    #[test]
+    fn tiffs_only_libtiff_reads_are_charged_by_their_size() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testdata/tiff/ojpeg_chewey_subsamp21_multi_strip.tiff"
+        );
+        let ojpeg = std::fs::read(path).unwrap();
+        assert_eq!(probe(&ojpeg), Some((392, 575, 4)));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Decoding within limits: sniff the format, read the header, check the pixel limits before
 //! any buffer exists, then decode once, upright, by the fastest path for the format (JPEG:
 //! libjpeg-turbo with DCT scaling; CMYK JPEG: raw samples through their profile; TIFF layouts
-//! `image` refuses: our fallback; everything else: the `image` crate).
+//! `image` refuses: our pure-Rust fallback, then libtiff; everything else: the `image` crate).
 
 use std::io::Cursor;
 
@@ -96,9 +96,7 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     let is_tiff = reader.format() == Some(image::ImageFormat::Tiff);
     let mut decoder = match reader.into_decoder() {
         Ok(decoder) => decoder,
-        Err(ImageError::Unsupported(e)) if is_tiff => {
-            return decode_tiff_extra(bytes, limits, e.to_string());
-        }
+        Err(e) if is_tiff => return decode_tiff_fallback(bytes, limits, classify(e)),
         Err(e) => return Err(classify(e)),
     };
     let (w, h) = decoder.dimensions();
@@ -147,9 +145,7 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
         }
         _ => match DynamicImage::from_decoder(decoder) {
             Ok(image) => image,
-            Err(ImageError::Unsupported(e)) if is_tiff => {
-                return decode_tiff_extra(bytes, limits, e.to_string());
-            }
+            Err(e) if is_tiff => return decode_tiff_fallback(bytes, limits, classify(e)),
             Err(e) => return Err(classify(e)),
         },
     };
@@ -164,25 +160,78 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     })
 }
 
-/// G3 fax and 1-bit palette TIFFs, which the `image` crate refuses; others keep its error.
-fn decode_tiff_extra(
+/// TIFFs the `image` crate refuses or fails on (`first` is its error): the layouts
+/// [`tiff_extra`] decodes in Rust, then libtiff for the rest (old-style JPEG, LogLuv, WebP and
+/// LERC compression, grey with alpha, old LZW...). When both fail, the error keeps `first`'s
+/// words and adds libtiff's.
+fn decode_tiff_fallback(
     bytes: &[u8],
     limits: Limits,
-    unsupported: String,
+    first: RenderError,
 ) -> Result<Decoded, RenderError> {
-    match tiff_extra::decode(bytes, limits) {
-        None => Err(RenderError::new(ErrorCode::UnsupportedFormat, unsupported)),
-        Some(Err(e)) => Err(e),
+    if first.code == ErrorCode::ImageTooLarge {
+        return Err(first);
+    }
+    let first = match tiff_extra::decode(bytes, limits) {
         Some(Ok(image)) => {
             check_size(Size::new(image.width(), image.height()), limits)?;
             let original = Size::new(image.width(), image.height());
-            Ok(Decoded {
+            return Ok(Decoded {
                 image,
                 original,
                 profile: None,
-            })
+            });
         }
-    }
+        Some(Err(e)) if e.code == ErrorCode::ImageTooLarge => return Err(e),
+        Some(Err(e)) => e,
+        None => first,
+    };
+    let lt_limits = gallery_libtiff::Limits {
+        max_pixels: limits.max_pixels,
+        max_side: limits.max_side,
+    };
+    let decoded = match gallery_libtiff::decode_first_page(bytes, lt_limits) {
+        Ok(decoded) => decoded,
+        Err(gallery_libtiff::Error::TooLarge { width, height }) => {
+            check_size(Size::new(width, height), limits)?;
+            return Err(RenderError::new(
+                ErrorCode::ImageTooLarge,
+                format!("{width}x{height} is over the size limits"),
+            ));
+        }
+        Err(e) => {
+            let code = match e {
+                gallery_libtiff::Error::Corrupt(_) => ErrorCode::CorruptImage,
+                gallery_libtiff::Error::Unsupported(_) => ErrorCode::UnsupportedFormat,
+                _ => first.code,
+            };
+            return Err(RenderError::new(code, format!("{}; {e}", first.message)));
+        }
+    };
+    let (w, h) = (decoded.width, decoded.height);
+    let size_error = || RenderError::new(ErrorCode::Internal, "libtiff's raster size");
+    let mut image = match decoded.pixels {
+        gallery_libtiff::Pixels::Rgb(rgb) => {
+            DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, rgb).ok_or_else(size_error)?)
+        }
+        gallery_libtiff::Pixels::Rgba(rgba) => {
+            DynamicImage::ImageRgba8(image::RgbaImage::from_raw(w, h, rgba).ok_or_else(size_error)?)
+        }
+    };
+    let orientation = u8::try_from(decoded.orientation)
+        .ok()
+        .and_then(Orientation::from_exif)
+        .unwrap_or(Orientation::NoTransforms);
+    image.apply_orientation(orientation);
+    let original = Size::new(image.width(), image.height());
+    Ok(Decoded {
+        image,
+        original,
+        profile: decoded
+            .icc
+            .as_deref()
+            .and_then(color::rgb_profile_needing_conversion),
+    })
 }
 
 /// The `image` crate's JPEG decoder, for the files libjpeg-turbo declines.

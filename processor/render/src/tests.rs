@@ -96,6 +96,58 @@ fn exif_orientation_is_applied_before_fitting() {
     );
 }
 
+/// libtiff's old-style JPEG test file: the pure-Rust decoders refuse it, libtiff reads it.
+const OJPEG_TIFF: &[u8] =
+    include_bytes!("../../../testdata/tiff/ojpeg_chewey_subsamp21_multi_strip.tiff");
+
+/// Grey with alpha, which the `tiff` crate's encoder has no colour type for.
+struct GreyAlpha8;
+impl tiff::encoder::colortype::ColorType for GreyAlpha8 {
+    type Inner = u8;
+    const TIFF_VALUE: tiff::tags::PhotometricInterpretation =
+        tiff::tags::PhotometricInterpretation::BlackIsZero;
+    const BITS_PER_SAMPLE: &'static [u16] = &[8, 8];
+    const SAMPLE_FORMAT: &'static [tiff::tags::SampleFormat] = &[
+        tiff::tags::SampleFormat::Uint,
+        tiff::tags::SampleFormat::Uint,
+    ];
+
+    fn horizontal_predict(row: &[u8], result: &mut Vec<u8>) {
+        result.extend_from_slice(row); // never asked for: no predictor is set
+    }
+}
+
+#[test]
+fn tiffs_only_libtiff_reads_render_upright() {
+    let r = render(OJPEG_TIFF, Limits::default()).unwrap();
+    assert_eq!(r.upright, Size::new(392, 575));
+    // Grey with alpha (two samples, which the `image` crate refuses), stored 4x2 with the left
+    // half black and the right half white, tagged "rotate 90° CW to display": upright it is
+    // 2x4 with the stored left half on top.
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut encoder = tiff::encoder::TiffEncoder::new(&mut out).unwrap();
+    let mut image = encoder.new_image::<GreyAlpha8>(4, 2).unwrap();
+    let enc = image.encoder();
+    enc.write_tag(tiff::tags::Tag::Orientation, 6u16).unwrap();
+    enc.write_tag(tiff::tags::Tag::ExtraSamples, 2u16).unwrap();
+    #[rustfmt::skip]
+    image.write_data(&[
+        0, 255, 0, 255, 255, 255, 255, 255,
+        0, 255, 0, 255, 255, 255, 255, 255,
+    ]).unwrap();
+    let r = render(&out.into_inner(), Limits::default()).unwrap();
+    assert_eq!(r.upright, Size::new(2, 4));
+    let img = image::load_from_memory(&r.versions[0].data)
+        .unwrap()
+        .into_luma8();
+    assert_eq!(img.dimensions(), (2, 4));
+    assert!(img.get_pixel(0, 0).0[0] < 40, "top is the stored left half");
+    assert!(
+        img.get_pixel(1, 3).0[0] > 215,
+        "bottom is the stored right half"
+    );
+}
+
 #[test]
 fn versions_carry_no_metadata() {
     let r = render(&with_orientation(&jpeg(800, 600), 1), Limits::default()).unwrap();
@@ -347,12 +399,17 @@ mod fuzz {
     }
 
     fn seeds() -> Vec<Vec<u8>> {
-        vec![jpeg(64, 48), png_rgba(40, 30, 128), HOPPER_HEIF.to_vec()]
+        vec![
+            jpeg(64, 48),
+            png_rgba(40, 30, 128),
+            HOPPER_HEIF.to_vec(),
+            OJPEG_TIFF.to_vec(),
+        ]
     }
 
     fn mutated() -> impl Strategy<Value = Vec<u8>> {
         (
-            0..3usize,
+            0..4usize,
             prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),
             any::<prop::sample::Index>(),
         )

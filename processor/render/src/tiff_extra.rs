@@ -17,6 +17,15 @@ use gallery_schema::ErrorCode;
 
 use crate::{Limits, RenderError};
 
+/// The first page's size from its tags alone, for TIFFs whose layout the `image` crate can't
+/// even describe (old-style JPEG...): what the memory budget charges them by.
+pub fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let mut d = Decoder::new(Cursor::new(bytes)).ok()?;
+    let width = d.get_tag_u32(Tag::ImageWidth).ok()?;
+    let height = d.get_tag_u32(Tag::ImageLength).ok()?;
+    Some((width, height))
+}
+
 /// `None` when the file is not one of the two layouts (the caller keeps its original error).
 pub fn decode(bytes: &[u8], limits: Limits) -> Option<Result<DynamicImage, RenderError>> {
     let mut d = Decoder::new(Cursor::new(bytes)).ok()?;
