@@ -290,7 +290,18 @@ async fn s5_poison_images_crash_or_hang_their_worker_not_the_processor() {
         )
         .await
         .unwrap();
-    let (good, _) = burst(
+    // A TIFF only libtiff reads (old-style JPEG): decoded in the same worker processes.
+    let ojpeg = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/tiff/ojpeg_chewey_subsamp21_multi_strip.tiff"
+    ))
+    .unwrap();
+    let (tiff, _) = d
+        .client
+        .send("s5", ojpeg, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let (mut good, _) = burst(
         &d.client,
         "s5",
         &jpeg_photo(1600, 1200),
@@ -299,6 +310,7 @@ async fn s5_poison_images_crash_or_hang_their_worker_not_the_processor() {
     )
     .await
     .unwrap();
+    good.push(tiff.clone());
     let js = d.js().await.unwrap();
     let mut all = good.clone();
     all.extend([crash.clone(), hang.clone()]);
@@ -330,6 +342,8 @@ async fn s5_poison_images_crash_or_hang_their_worker_not_the_processor() {
     );
     assert_eq!(code(crashed), "processing_crashed", "{}", d.logs());
     assert_eq!(code(hung), "processing_timeout", "{}", d.logs());
+    let ojpeg = find(&tiff.image_id);
+    assert_eq!(ojpeg["state"], "done", "old-style JPEG TIFF: {ojpeg}");
     assert!(
         d.processors[0].exited().is_none(),
         "the processor kept running"
