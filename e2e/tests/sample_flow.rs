@@ -218,4 +218,17 @@ async fn a_retried_link_request_with_an_idempotency_key_creates_one_image() {
     let (status, _) = stack.upload(&first, jpeg_photo(300, 200)).await.unwrap();
     assert_eq!(status, 201);
     stack.wait_state(id, "done").await.unwrap();
+
+    // Once that image is deleted, a late retry of its request gets no link to it.
+    let (status, _) = stack.delete(&format!("/images/{id}")).await.unwrap();
+    assert_eq!(status, 202);
+    let late = post("retry-7", "a.jpg").await.unwrap();
+    assert_eq!(late.status(), 409);
+    let body: Value = late.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "conflict");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("deleted") && message.contains(id),
+        "{message}"
+    );
 }

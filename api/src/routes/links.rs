@@ -192,7 +192,7 @@ fn parse_sha256(text: &str) -> Option<[u8; 32]> {
             headers(("Location" = String, description = "`/images/{image_id}`"))),
         (status = 400, description = "`invalid_request` or `invalid_project_id`", body = ErrorBody),
         (status = 403, description = "The token doesn't grant `upload` on the project", body = ErrorBody),
-        (status = 409, description = "The Idempotency-Key was used with another body", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used with another body, or its image has been deleted since", body = ErrorBody),
         (status = 413, description = "`size` is over the limit (`upload_too_large`)", body = ErrorBody),
         (status = 415, description = "Not an accepted image type (`unsupported_format`)", body = ErrorBody),
         (status = 429, description = "Too many links asked, or waiting (`rate_limited`; see `Retry-After`)", body = ErrorBody),
@@ -248,6 +248,9 @@ pub async fn create(
             match decision {
                 idempotency::Decision::Replay(first) => {
                     let id = first["image_id"].as_str().unwrap_or_default().to_owned();
+                    if let Ok(first_image) = ImageId::parse(&id) {
+                        refuse_if_deleted(&state, &first_image)?;
+                    }
                     if first.get("source_url").is_some() {
                         return Ok(accepted(&id, Json(first)));
                     }
@@ -324,6 +327,12 @@ pub async fn create(
                 .image_history(&req.project_id, &image_id)
                 .await
                 .map_err(|e| ApiError::unavailable("re-reading the image", e))?;
+            if history
+                .iter()
+                .any(|s| matches!(s.event.body, EventBody::Deleted { .. }))
+            {
+                return Err(deleted_since(&image_id));
+            }
             let (seq, first) = history
                 .iter()
                 .find_map(|s| match &s.event.body {
@@ -369,6 +378,27 @@ pub async fn create(
         idempotency::answer(&store, &bucket_key, &stored).await?;
     }
     Ok(created(&image_id.to_string(), Json(link)))
+}
+
+/// A retry (same Idempotency-Key) of a request whose image was deleted since gets no link:
+/// the link would lead nowhere (local mode) or replace a deleted original (S3).
+fn refuse_if_deleted(state: &AppState, image: &ImageId) -> ApiResult<()> {
+    let rec = state
+        .projector
+        .store
+        .get(image)
+        .map_err(|e| ApiError::internal("reading the read model", e))?;
+    if rec.is_some_and(|r| r.state == gallery_schema::ImageState::Deleted) {
+        return Err(deleted_since(image));
+    }
+    Ok(())
+}
+
+fn deleted_since(image: &ImageId) -> ApiError {
+    ApiError::conflict(format!(
+        "this Idempotency-Key made image {image}, which has been deleted since; send the \
+         request with a new key for a new image"
+    ))
 }
 
 /// The answer to `POST /images/`: where and how to upload the file.
