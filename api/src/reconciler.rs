@@ -293,6 +293,9 @@ pub async fn run(
     let mut last_pass: Option<tokio::time::Instant> = None;
     // The first periodic sweep comes one interval after taking the lease, not at start.
     let mut last_sweep: Option<tokio::time::Instant> = None;
+    // Sweeps run as tasks of their own (one periodic at a time, operators' as they come).
+    let mut periodic_sweep: Option<tokio::task::JoinHandle<()>> = None;
+    let mut requested_sweeps = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -306,12 +309,19 @@ pub async fn run(
             }
             msg = sweeps.next() => {
                 let Some(msg) = msg else { break };
-                let reply = answer_sweep(&sweeping, &store, &msg.payload).await;
-                if let Some(to) = msg.reply {
-                    let body = serde_json::to_vec(&reply).expect("plain JSON");
-                    let _ = client.publish(to, body.into()).await;
-                }
+                // A sweep lists the whole store (minutes for a big one, longer when the store
+                // hangs): it runs beside this loop, which keeps renewing the lease and
+                // answering the other requests.
+                let (sweeping, store, client) = (sweeping.clone(), store.clone(), client.clone());
+                requested_sweeps.spawn(async move {
+                    let reply = answer_sweep(&sweeping, &store, &msg.payload).await;
+                    if let Some(to) = msg.reply {
+                        let body = serde_json::to_vec(&reply).expect("plain JSON");
+                        let _ = client.publish(to, body.into()).await;
+                    }
+                });
             }
+            Some(_) = requested_sweeps.join_next(), if !requested_sweeps.is_empty() => {}
             msg = requests.next() => {
                 let Some(msg) = msg else { break };
                 // A request that doesn't parse is refused, never read as "everything".
@@ -336,23 +346,31 @@ pub async fn run(
             _ = renew.tick() => {
                 if !lease.hold().await {
                     last_sweep = None;
+                    // Another replica acts now: its sweeps replace ours.
+                    if let Some(sweep) = periodic_sweep.take() {
+                        sweep.abort();
+                    }
                     continue;
                 }
                 if let Some(every) = sweeping.every {
+                    let running = periodic_sweep.as_ref().is_some_and(|h| !h.is_finished());
                     match last_sweep {
                         None => last_sweep = Some(tokio::time::Instant::now()),
-                        Some(t) if t.elapsed() >= every => {
+                        Some(t) if t.elapsed() >= every && !running => {
                             last_sweep = Some(tokio::time::Instant::now());
-                            let report = crate::sweeper::sweep(
-                                sweeping.objects.as_ref(),
-                                &store,
-                                &sweeping.policy,
-                                false,
-                            )
-                            .await;
-                            if let Err(e) = report {
-                                tracing::warn!("sweep failed: {e}");
-                            }
+                            let (sweeping, store) = (sweeping.clone(), store.clone());
+                            periodic_sweep = Some(tokio::spawn(async move {
+                                let report = crate::sweeper::sweep(
+                                    sweeping.objects.as_ref(),
+                                    &store,
+                                    &sweeping.policy,
+                                    false,
+                                )
+                                .await;
+                                if let Err(e) = report {
+                                    tracing::warn!("sweep failed: {e}");
+                                }
+                            }));
                         }
                         Some(_) => {}
                     }
@@ -371,6 +389,12 @@ pub async fn run(
             }
         }
     }
+    // Stopping: a sweep in progress is abandoned (what it removed stays removed; the next
+    // one finds the rest), and the lease goes with it.
+    if let Some(sweep) = periodic_sweep.take() {
+        sweep.abort();
+    }
+    requested_sweeps.abort_all();
     lease.release().await;
     Ok(())
 }

@@ -375,3 +375,44 @@ async fn a_deleted_images_links_stop_before_its_files_are_purged() {
         "not purged yet: {keys:?}"
     );
 }
+
+/// A sweep that hangs (the S3 server frozen mid-LIST) doesn't hold up the reconciler's other
+/// work: an operator's `gallery reprocess --dry-run` is answered while it hangs, and the sweep
+/// itself finishes (with an error) once the store is back.
+#[tokio::test]
+async fn a_hanging_sweep_doesnt_block_the_operator_requests() {
+    let stack = TestStack::start_s3_with(|c| c.sweep_every = None)
+        .await
+        .unwrap();
+    done_image(&stack, "hang", "a.jpg").await;
+    let s3 = stack.s3.as_ref().unwrap();
+    s3.freeze(true).unwrap();
+    let nats = stack.nats.url();
+    let sweep = tokio::spawn(async move {
+        gallery_e2e::procs::gallery_admin(&nats, &["sweep", "--json", "--dry-run"]).await
+    });
+    // Let the sweep reach the api and hang on its LIST (the S3 client gives up after 30 s
+    // per request, retrying for 60 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !sweep.is_finished(),
+        "the sweep should hang on the frozen store"
+    );
+    let answered = tokio::time::timeout(
+        Duration::from_secs(15),
+        gallery_e2e::procs::gallery_admin(
+            &stack.nats.url(),
+            &["reprocess", "--project", "hang", "--dry-run"],
+        ),
+    )
+    .await;
+    let out = answered
+        .expect("reprocess was not answered while the sweep hung")
+        .unwrap();
+    assert!(out.starts_with("found 1 images to re-render"), "{out}");
+    s3.freeze(false).unwrap();
+    // Thawed, the sweep completes: a report, or the store's error if its retries ran out.
+    let _ = tokio::time::timeout(Duration::from_secs(120), sweep)
+        .await
+        .expect("the sweep ended once the store was back");
+}
