@@ -372,6 +372,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         let dcfg = gallery_api::deleter::DeleterConfig {
             settle: cfg.delete_settle,
             upload_grace: cfg.upload_grace,
+            reusable_links: cfg.s3.is_some(),
             ..Default::default()
         };
         let (djs, dstore) = (js.clone(), store.clone());

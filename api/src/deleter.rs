@@ -30,6 +30,11 @@ pub struct DeleterConfig {
     /// How long after its link's expiry an upload may still land (the api's upload grace):
     /// an image deleted before its upload came waits that long before its purge.
     pub upload_grace: Duration,
+    /// Whether an upload link works more than once until it expires (S3 POST policies do; a
+    /// local-mode link is refused once its image is uploaded or deleted). Then even an
+    /// uploaded image's purge waits for its link's expiry and the grace: an upload through
+    /// the link after the purge would otherwise put an original back.
+    pub reusable_links: bool,
     /// Deletions worked on at once by this replica.
     pub concurrency: usize,
 }
@@ -39,6 +44,7 @@ impl Default for DeleterConfig {
         Self {
             settle: Duration::from_secs(30),
             upload_grace: Duration::from_secs(600),
+            reusable_links: true,
             concurrency: 8,
         }
     }
@@ -71,10 +77,12 @@ pub fn plan(history: &[StoredEvent], cfg: &DeleterConfig) -> Option<Purge> {
     for stored in history {
         if let EventBody::UploadRequested(req) = &stored.event.body {
             original = Some(req.object_key.clone());
-            // An S3 link handed out before the deletion works until it expires, and an upload
-            // started by then may land during the grace: one after the purge would leave its
-            // bytes behind.
-            if !uploaded && req.link_expires_at > event.at {
+            // A link handed out before the deletion may still take an upload until it expires
+            // (in S3 mode even after a first upload: a POST policy can be used again), and an
+            // upload started by then may land during the grace: one after the purge would
+            // leave its bytes behind.
+            let open = !uploaded || cfg.reusable_links;
+            if open && req.link_expires_at > event.at {
                 not_before = not_before.max(req.link_expires_at + delta(cfg.upload_grace));
             }
         }
@@ -310,16 +318,25 @@ mod tests {
     }
 
     #[test]
-    fn a_purge_waits_to_settle_and_for_an_open_upload_link() {
+    fn a_purge_waits_to_settle_and_for_an_upload_link_that_still_works() {
         let p = ProjectId::parse("p").unwrap();
         let i = ImageId::new_v7();
         let settle = &DeleterConfig {
             settle: Duration::from_secs(30),
             upload_grace: Duration::from_secs(600),
+            reusable_links: false,
             concurrency: 1,
         };
         let done = plan(&history(&p, i, true, 900, 100), settle).unwrap();
         assert_eq!(done.not_before, at(130));
+        // S3: the uploaded image's link (a POST policy) could put an original back until it
+        // expires, so its purge waits as for an open link.
+        let s3 = DeleterConfig {
+            reusable_links: true,
+            ..settle.clone()
+        };
+        let reusable = plan(&history(&p, i, true, 900, 100), &s3).unwrap();
+        assert_eq!(reusable.not_before, at(1500));
         assert_eq!(done.original, Some(keys::original_key(&p, &i)));
         assert_eq!(done.versions_prefix, keys::versions_prefix(&p, &i));
         // Never uploaded, link open until 900: an upload may still come through it, and land

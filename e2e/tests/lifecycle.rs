@@ -43,11 +43,24 @@ async fn wait_purged(stack: &TestStack, image: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn deleting_an_image_removes_every_generation_from_s3_and_the_listing() {
-    let mut stack = TestStack::start_s3_with(|c| c.delete_settle = Duration::from_millis(300))
+    let mut stack = TestStack::start_s3_with(|c| {
+        c.delete_settle = Duration::from_millis(300);
+        // The upload link (a POST policy, usable again until it expires) stays valid for a
+        // while after the deletion here.
+        c.upload_link_ttl = Duration::from_secs(12);
+        c.upload_grace = Duration::from_millis(500);
+    })
+    .await
+    .unwrap();
+    let mut ws = stack.ws("del", None).await.unwrap();
+    let gone_link = stack.request_link("del", "gone.jpg").await.unwrap();
+    let gone = gone_link["image_id"].as_str().unwrap().to_owned();
+    let (status, body) = stack
+        .upload(&gone_link, jpeg_photo(640, 480))
         .await
         .unwrap();
-    let mut ws = stack.ws("del", None).await.unwrap();
-    let gone = done_image(&stack, "del", "gone.jpg").await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    stack.wait_state(&gone, "done").await.unwrap();
     let kept = done_image(&stack, "del", "kept.jpg").await;
     // A second generation: the first one's versions stay in the store until the deletion.
     let (status, body) = stack
@@ -102,6 +115,12 @@ async fn deleting_an_image_removes_every_generation_from_s3_and_the_listing() {
     ] {
         assert_eq!(status, 404);
     }
+
+    // Past the settle delay, the still-valid link puts an original back: the purge waits for
+    // the link's expiry, so that copy goes too.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, body) = stack.upload(&gone_link, jpeg_photo(64, 48)).await.unwrap();
+    assert!((200..300).contains(&status), "S3 takes it: {status} {body}");
 
     // Shortly after: every object of the image is gone from the bucket, the other image's stay.
     let after = wait_purged(&stack, &gone).await;
