@@ -1,6 +1,8 @@
 //! The sample flow of the original task, end to end in local mode: link → upload → WebSocket
 //! events in order → listing shows `done` with five links → the versions have the fitted sizes.
 
+use std::time::Duration;
+
 use gallery_e2e::{TestStack, dimensions, jpeg_photo};
 use serde_json::Value;
 
@@ -230,5 +232,98 @@ async fn a_retried_link_request_with_an_idempotency_key_creates_one_image() {
     assert!(
         message.contains("deleted") && message.contains(id),
         "{message}"
+    );
+}
+
+/// An event the fold refuses (here a `version_rendered` for an image that isn't processing)
+/// reaches no client: not the live feed, not a replay. Both carry the same messages.
+#[tokio::test]
+async fn events_the_fold_refuses_reach_neither_the_live_feed_nor_a_replay() {
+    use gallery_schema::{Event, EventBody, EventKind, ImageId, ProjectId, VersionName};
+    use gallery_schema::{VersionRendered, keys, subjects};
+    // No processor: the test appends the processor's events itself.
+    let stack = TestStack::start_with(|c| c.roles = gallery::app::Roles::Api)
+        .await
+        .unwrap();
+    let mut live = stack.ws("refusing", None).await.unwrap();
+    let link = stack.request_link("refusing", "a.jpg").await.unwrap();
+    let id = link["image_id"].as_str().unwrap().to_owned();
+    stack.upload(&link, jpeg_photo(64, 64)).await.unwrap();
+    stack.wait_state(&id, "uploaded").await.unwrap();
+
+    let nats = gallery_nats::connect(&stack.nats.url(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let (p, i) = (
+        ProjectId::parse("refusing").unwrap(),
+        ImageId::parse(&id).unwrap(),
+    );
+    let append = |kind: EventKind, body: EventBody| {
+        let js = js.clone();
+        let event = Event::new(p.clone(), i, body);
+        let subject = subjects::event_subject(&p, &i, kind);
+        async move {
+            js.publish(subject, event.encode().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .sequence
+        }
+    };
+    // Well-formed, but the image is `uploaded`, not `processing`: the fold refuses it.
+    let refused = append(
+        EventKind::VersionRendered,
+        EventBody::VersionRendered(VersionRendered {
+            version: VersionName::Thumb,
+            key: keys::version_key(&p, &i, 1, VersionName::Thumb, "jpg"),
+            width: 10,
+            height: 10,
+            bytes: 10,
+            content_type: "image/jpeg".into(),
+            generation: 1,
+        }),
+    )
+    .await;
+    append(
+        EventKind::ProcessingStarted,
+        EventBody::ProcessingStarted {
+            attempt: 1,
+            generation: 1,
+        },
+    )
+    .await;
+    let rec = stack.wait_state(&id, "processing").await.unwrap();
+    assert!(rec["versions"]["thumb"].is_null(), "{rec}");
+
+    let types = |msgs: &[Value]| -> Vec<(String, u64)> {
+        msgs.iter()
+            .filter(|m| m["image_id"] == id.as_str())
+            .map(|m| {
+                (
+                    m["type"].as_str().unwrap().to_owned(),
+                    m["seq"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let live_msgs = types(&live.collect_until(&id, "processing_started").await.unwrap());
+    let mut replay = stack.ws("refusing", Some(0)).await.unwrap();
+    let replay_msgs = types(
+        &replay
+            .collect_until(&id, "processing_started")
+            .await
+            .unwrap(),
+    );
+    assert!(
+        live_msgs.iter().all(|(_, seq)| *seq != refused),
+        "live: {live_msgs:?}"
+    );
+    assert_eq!(replay_msgs, live_msgs);
+    let kinds: Vec<&str> = live_msgs.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["upload_requested", "uploaded", "processing_started"]
     );
 }

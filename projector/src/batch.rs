@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use gallery_nats::StoredEvent;
 use gallery_schema::{EventBody, ImageId, ProjectId};
 
-use crate::fold::apply;
+use crate::fold::fold_event;
 use crate::record::Record;
 use crate::store::{Store, StoreError};
 
@@ -60,10 +60,11 @@ impl Batch {
     }
 
     /// Folds `stored` onto its image's record: the batch's own if it touched the image, else
-    /// the store's. An event the fold refuses changes nothing but the sequence (it is recorded
-    /// as seen). A `processed` event's bytes are looked up among the project's: the record
-    /// gets `duplicate_of` the image holding them, or becomes their holder.
-    pub fn fold(&mut self, stored: &StoredEvent, store: &impl Lookup) -> Result<(), StoreError> {
+    /// the store's. An event the fold refuses is noted in the record's `refused` and changes
+    /// nothing else (it is recorded as seen). A `processed` event's bytes are looked up among
+    /// the project's: the record gets `duplicate_of` the image holding them, or becomes their
+    /// holder. `Ok(true)` when the event was folded in: what the live feed publishes.
+    pub fn fold(&mut self, stored: &StoredEvent, store: &impl Lookup) -> Result<bool, StoreError> {
         let image = stored.event.image_id;
         let prev = match self.records.get(&image) {
             Some(rec) => Some(rec.clone()),
@@ -76,22 +77,31 @@ impl Batch {
             // records newer than its sequence, and replaying the tail over it must not apply
             // their events twice.
             self.seen(stored.seq);
-            return Ok(());
+            return Ok(!prev.refused.contains(&stored.seq));
         }
-        match apply(prev, stored.seq, &stored.event) {
-            Ok(mut rec) => {
+        let accepted = match fold_event(prev, stored.seq, &stored.event) {
+            (Some(mut rec), None) => {
                 self.track_hash(&mut rec, &stored.event.body, store)?;
                 self.set(rec);
+                true
             }
-            Err(err) => tracing::warn!(
-                seq = stored.seq,
-                image_id = %image,
-                %err,
-                "event refused by the fold; recorded as seen"
-            ),
-        }
+            (noted, refusal) => {
+                if let Some(err) = refusal {
+                    tracing::warn!(
+                        seq = stored.seq,
+                        image_id = %image,
+                        %err,
+                        "event refused by the fold; recorded as seen"
+                    );
+                }
+                if let Some(rec) = noted {
+                    self.set(rec);
+                }
+                false
+            }
+        };
         self.seen(stored.seq);
-        Ok(())
+        Ok(accepted)
     }
 
     /// Keeps content hashes per project: a processed image whose bytes another image holds is
@@ -236,6 +246,17 @@ mod tests {
     fn batches_of_any_size_give_the_model_one_by_one_gives() {
         let events = log();
         let dir = tempfile::tempdir().unwrap();
+        // What the live feed publishes: every event but the refused fifth.
+        let mut batch = Batch::default();
+        let fresh = Store::open(&dir.path().join("fresh")).unwrap();
+        for e in &events {
+            assert_eq!(
+                batch.fold(e, &fresh).unwrap(),
+                e.seq != 5,
+                "event {}",
+                e.seq
+            );
+        }
         let one = Store::open(&dir.path().join("one")).unwrap();
         fold_in_batches(&one, &events, 1);
         for size in [2, 3, events.len()] {
@@ -258,6 +279,15 @@ mod tests {
         }
         let states: Vec<ImageState> = one.all().unwrap().iter().map(|r| r.state).collect();
         assert_eq!(states.len(), 3);
+        // The refusal is noted in the record it was refused by, in every batching.
+        let refused: Vec<Vec<u64>> = one
+            .all()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.refused)
+            .filter(|r| !r.is_empty())
+            .collect();
+        assert_eq!(refused, [[5]]);
         assert_eq!(
             one.awaiting_upload(&ProjectId::parse("a").unwrap())
                 .unwrap(),

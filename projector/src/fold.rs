@@ -60,6 +60,7 @@ pub fn apply(prev: Option<Record>, seq: u64, event: &Event) -> Result<Record, Fo
             renditions_version: 0,
             duplicate_of: None,
             last_seq: seq,
+            refused: Vec::new(),
         },
         (Some(_), EventBody::UploadRequested(_)) => return Err(FoldError::AlreadyExists),
         (None, _) => return Err(FoldError::UnknownImage { kind }),
@@ -68,6 +69,32 @@ pub fn apply(prev: Option<Record>, seq: u64, event: &Event) -> Result<Record, Fo
     rec.updated_at = event.at;
     rec.last_seq = seq;
     Ok(rec)
+}
+
+/// The fold as the read model runs it: [`apply`], and for an event it refuses, the previous
+/// record with the refusal noted in [`Record::refused`] (an image the model doesn't know has
+/// no record to note it in: its events are all refused). Returns the record to keep and the
+/// refusal, if any.
+pub fn fold_event(
+    prev: Option<Record>,
+    seq: u64,
+    event: &Event,
+) -> (Option<Record>, Option<FoldError>) {
+    match apply(prev.clone(), seq, event) {
+        Ok(rec) => (Some(rec), None),
+        Err(err) => {
+            let noted = prev.map(|mut rec| {
+                if !rec.refused.contains(&seq) {
+                    rec.refused.push(seq);
+                    if rec.refused.len() > crate::record::MAX_REFUSED {
+                        rec.refused.remove(0);
+                    }
+                }
+                rec
+            });
+            (noted, Some(err))
+        }
+    }
 }
 
 fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {

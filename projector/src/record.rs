@@ -9,8 +9,12 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped when the stored shape changes incompatibly; a store holding another version is
 /// rebuilt from the log (the read model is disposable). 2: postcard instead of JSON, times as
-/// nanoseconds. 3: the `deleted` state, `thumbhash`, `sha256` and `duplicate_of`.
-pub const RECORD_VERSION: u32 = 3;
+/// nanoseconds. 3: the `deleted` state, `thumbhash`, `sha256` and `duplicate_of`. 4: `refused`.
+pub const RECORD_VERSION: u32 = 4;
+
+/// The most refused sequences a record keeps (the oldest go first): refusals are rare (late
+/// events of an old generation or of a deleted image, a foreign publisher's mistakes).
+pub const MAX_REFUSED: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -54,6 +58,9 @@ pub struct Record {
     pub duplicate_of: Option<ImageId>,
     /// Stream sequence of the last event of this image: the ordering guard for the next append.
     pub last_seq: u64,
+    /// Stream sequences of this image's events the fold refused (at most [`MAX_REFUSED`], in
+    /// log order): the WebSocket leaves them out of a replay, as the live feed does.
+    pub refused: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +167,7 @@ mod tests {
             renditions_version: 1,
             duplicate_of: Some(ImageId::new_v7()),
             last_seq: 42,
+            refused: vec![40, 41],
         };
         let bytes = rec.encode();
         assert_eq!(Record::decode(&bytes).unwrap(), rec);

@@ -23,7 +23,6 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, MAX_BATCH};
-use crate::fold::apply;
 use crate::store::{Store, StoreError};
 
 /// Events of one project buffered for its subscribers after they are committed. Subscribers that
@@ -92,6 +91,21 @@ impl ProjectorHandle {
         tokio::time::timeout(limit, rx.wait_for(|applied| *applied >= seq))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether the read model took `stored` in (the rule of the live feed, for replays): it
+    /// waits up to `limit` for the model to reach the event; an event it hasn't reached by
+    /// then, or whose record can't be read, counts as taken. An image the model doesn't know
+    /// has no events it took.
+    pub async fn accepted(&self, stored: &StoredEvent, limit: Duration) -> bool {
+        if !self.wait_for(stored.seq, limit).await {
+            return true;
+        }
+        match self.store.get(&stored.event.image_id) {
+            Ok(Some(rec)) => !rec.refused.contains(&stored.seq),
+            Ok(None) => false,
+            Err(_) => true,
+        }
     }
 
     /// Committed events of `project`, from now on.
@@ -261,22 +275,31 @@ async fn fold_chunk(
         match next {
             Ok(stored) if stored.seq <= after.max(batch.last_seq()) => {}
             Ok(stored) => {
-                match batch.fold(&stored, store) {
-                    Ok(()) => {}
+                // Only what the fold takes goes to the live feed (a WebSocket replay leaves
+                // out the same events, by the records' `refused`).
+                let accepted = match batch.fold(&stored, store) {
+                    Ok(accepted) => accepted,
                     Err(StoreError::Corrupt(err)) if js.is_some() => {
                         tracing::error!(
                             image_id = %stored.event.image_id,
                             %err,
                             "a stored record can't be read; re-folding it from the image's history"
                         );
-                        if let Some(rec) = refold(js.expect("checked"), &stored).await? {
+                        let rec = refold(js.expect("checked"), &stored).await?;
+                        let accepted = rec
+                            .as_ref()
+                            .is_some_and(|r| !r.refused.contains(&stored.seq));
+                        if let Some(rec) = rec {
                             batch.set(rec);
                         }
                         batch.seen(stored.seq);
+                        accepted
                     }
                     Err(err) => return Err(err.into()),
+                };
+                if accepted {
+                    folded.push(stored);
                 }
-                folded.push(stored);
             }
             Err(ReadError::Decode { seq, .. }) if seq <= after.max(batch.last_seq()) => {}
             Err(ReadError::Decode { seq, source }) => {
@@ -314,9 +337,7 @@ pub fn fold_history<'a>(
 ) -> Option<crate::Record> {
     let mut record = None;
     for e in events {
-        if let Ok(next) = apply(record.clone(), e.seq, &e.event) {
-            record = Some(next);
-        }
+        record = crate::fold::fold_event(record, e.seq, &e.event).0;
     }
     record
 }

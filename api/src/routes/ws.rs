@@ -1,7 +1,8 @@
 //! `GET /projects/{id}/ws[?since=<seq>]`: one JSON message per event of the project.
 //!
 //! Events come from the projector after they are committed to the read model (never from a
-//! core-NATS subscription, which also sees rejected and duplicate publishes). With `since`, the
+//! core-NATS subscription, which also sees rejected and duplicate publishes), and only those
+//! the fold took in; a replay leaves out the same ones (the records note what was refused). With `since`, the
 //! socket first replays the project's events after `since` from JetStream, then goes live; it
 //! subscribes to live events *before* reading the replay and drops anything at or below the
 //! last sequence sent, so there is no gap and no duplicate. A socket subscribes to its own
@@ -149,6 +150,18 @@ pub async fn subscribe(
             let events = read::until_now(&state.js, filter, from)
                 .await
                 .map_err(|e| ApiError::unavailable("replaying the project", e))?;
+            // The live feed carries only what the read model took in; the replay leaves out
+            // the same events (those the fold refused, noted in their records).
+            let projector = state.projector.clone();
+            let events = events.filter_map(move |item| {
+                let projector = projector.clone();
+                async move {
+                    match item {
+                        Ok(e) if !projector.accepted(&e, REPLAY_CATCH_UP).await => None,
+                        other => Some(other),
+                    }
+                }
+            });
             Some(events.boxed())
         }
         None => None,
@@ -212,6 +225,10 @@ async fn serve(
         .instrument(span)
         .await;
 }
+
+/// How long a replayed event waits for the read model to reach it (to know whether the fold
+/// took it in); past that it is sent.
+const REPLAY_CATCH_UP: Duration = Duration::from_secs(5);
 
 /// The socket's logic, over any sink and stream of messages (unit-tested with channels).
 #[allow(clippy::too_many_arguments)]

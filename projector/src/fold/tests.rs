@@ -329,3 +329,46 @@ fn illegal_transitions_are_errors_not_panics() {
         );
     }
 }
+
+#[test]
+fn refusals_are_noted_in_the_record_once_and_capped() {
+    let g = given(vec![requested()]);
+    let first = g.fold().unwrap();
+    let event = |body: EventBody| Event {
+        image_id: g.image,
+        project_id: g.project.clone(),
+        at: at(5_000),
+        body,
+    };
+    // A second upload request for the image: refused, noted, nothing else changes.
+    let (rec, err) = fold_event(Some(first.clone()), 7, &event(requested()));
+    assert_eq!(err, Some(FoldError::AlreadyExists));
+    let rec = rec.unwrap();
+    assert_eq!(rec.refused, [7]);
+    assert_eq!(
+        Record {
+            refused: Vec::new(),
+            ..rec.clone()
+        },
+        first
+    );
+    // The same event again (a replay) is noted once.
+    let (again, _) = fold_event(Some(rec), 7, &event(requested()));
+    assert_eq!(again.as_ref().unwrap().refused, [7]);
+    // Taken events note nothing.
+    let (taken, err) = fold_event(again, 8, &event(uploaded(1)));
+    assert_eq!(err, None);
+    assert_eq!(taken.as_ref().unwrap().refused, [7]);
+    // The oldest go first past the cap.
+    let mut rec = taken;
+    for seq in 100..100 + crate::record::MAX_REFUSED as u64 {
+        rec = fold_event(rec, seq, &event(requested())).0;
+    }
+    let refused = &rec.unwrap().refused;
+    assert_eq!(refused.len(), crate::record::MAX_REFUSED);
+    assert_eq!(refused[0], 100);
+    // An image the model doesn't know has no record to note anything in.
+    let (none, err) = fold_event(None, 9, &event(uploaded(1)));
+    assert!(none.is_none());
+    assert!(matches!(err, Some(FoldError::UnknownImage { .. })));
+}
