@@ -4,6 +4,7 @@
 //! ordering guard: no event yet). The stream syncs every write (`sync_interval: always`).
 //!
 //!     cargo bench -p gallery-e2e --bench append_batch
+//!     BENCH_CLUSTER=3 cargo bench -p gallery-e2e --bench append_batch   # R3 on a 3-node cluster
 //!
 //! Prints messages/s per mode; asserts nothing about speed.
 
@@ -31,19 +32,44 @@ fn headers(image: &str) -> HeaderMap {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let server = NatsServer::start_temp().await?;
-    let client = gallery_nats::connect(&server.url(), Duration::from_secs(10)).await?;
+    // BENCH_CLUSTER=3: a 3-node cluster on loopback and R3 streams, one message per publish
+    // (where nats-server syncs per Raft flush instead of per message).
+    let cluster_size: usize = std::env::var("BENCH_CLUSTER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (_single, _cluster, url) = if cluster_size > 1 {
+        let cluster = gallery_nats::NatsCluster::start(cluster_size).await?;
+        let url = cluster.urls();
+        (None, Some(cluster), url)
+    } else {
+        let server = NatsServer::start_temp().await?;
+        let url = server.url();
+        (Some(server), None, url)
+    };
+    let client = gallery_nats::connect(&url, Duration::from_secs(10)).await?;
     let js = async_nats::jetstream::new(client.clone());
     let payload = bytes::Bytes::from(vec![b'x'; 220]);
-    for (batch, in_flight) in [(1, 256), (8, 32), (32, 48), (64, 32), (128, 16)] {
-        let name = format!("B{batch}");
-        js.create_stream(async_nats::jetstream::stream::Config {
+    let modes: &[(usize, usize)] = if cluster_size > 1 {
+        &[(1, 64), (1, 256)]
+    } else {
+        &[(1, 64), (1, 256), (8, 32), (32, 48), (64, 32), (128, 16)]
+    };
+    for (n, &(batch, in_flight)) in modes.iter().enumerate() {
+        let name = format!("B{batch}x{n}");
+        let config = async_nats::jetstream::stream::Config {
             name: name.clone(),
-            subjects: vec![format!("bench{batch}.>")],
+            subjects: vec![format!("bench{batch}x{n}.>")],
             allow_atomic_publish: batch > 1,
+            num_replicas: cluster_size.max(1),
             ..Default::default()
-        })
-        .await?;
+        };
+        // A cluster that has just started may still be electing its meta leader.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(err) = js.create_stream(config.clone()).await {
+            anyhow::ensure!(Instant::now() < deadline, "creating {name}: {err}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let started = Instant::now();
         let results = futures::stream::iter(0..MESSAGES / batch)
             .map(|_| {
@@ -52,11 +78,11 @@ async fn main() -> anyhow::Result<()> {
                     let id = uuid::Uuid::now_v7().to_string();
                     for k in 0..batch {
                         let image = format!("{id}-{k}");
-                        let subject = format!("bench{batch}.p.{image}.upload_requested");
+                        let subject = format!("bench{batch}x{n}.p.{image}.upload_requested");
                         let mut h = headers(&image);
                         h.insert(
                             HEADER_EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
-                            format!("bench{batch}.p.{image}.*").as_str(),
+                            format!("bench{batch}x{n}.p.{image}.*").as_str(),
                         );
                         if batch > 1 {
                             h.insert("Nats-Batch-Id", id.as_str());

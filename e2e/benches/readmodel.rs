@@ -24,8 +24,18 @@ fn cpu_secs() -> f64 {
     t(usage.user_time()) + t(usage.system_time())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // BENCH_RUNTIME=current: everything on one thread (no hand-offs between threads).
+    let runtime = match std::env::var("BENCH_RUNTIME").as_deref() {
+        Ok("current") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()?;
+    runtime.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let images: usize = std::env::var("BENCH_IMAGES")
         .ok()
         .and_then(|v| v.parse().ok())
