@@ -23,6 +23,7 @@ pub mod sigv4;
 pub mod state;
 pub mod sweeper;
 pub mod view;
+pub mod view_cache;
 pub mod watcher;
 
 #[cfg(test)]

@@ -88,6 +88,8 @@ pub struct Inner {
     pub(crate) signer: Signer,
     pub(crate) config: ApiConfig,
     pub(crate) readiness: Arc<crate::readiness::Readiness>,
+    /// Images' JSON as last rendered, for listings.
+    pub(crate) views: crate::view_cache::ViewCache,
     idempotency: tokio::sync::OnceCell<jetstream::kv::Store>,
     /// Images whose upload is streaming in right now (local mode).
     uploading: std::sync::Mutex<std::collections::HashSet<gallery_schema::ImageId>>,
@@ -131,6 +133,7 @@ impl AppState {
             readiness,
             idempotency: tokio::sync::OnceCell::new(),
             uploading: Default::default(),
+            views: Default::default(),
             log: EventLog::new(js.clone()),
             js,
             store,

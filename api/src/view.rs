@@ -25,6 +25,16 @@ pub struct Links<'a> {
 }
 
 impl Links<'_> {
+    /// What every URL these links mint depends on besides its key: the hour-aligned window
+    /// (local mode: the expiry; S3: the signing time). URLs change only when this does.
+    pub fn window(&self) -> i64 {
+        if self.s3.is_some() {
+            self.now - self.now.rem_euclid(3600)
+        } else {
+            download_expiry(self.now, self.ttl_secs)
+        }
+    }
+
     pub fn download(&self, key: &str) -> String {
         if let Some(s3) = self.s3 {
             // Signed at the start of the hour, valid for the ttl plus that hour: the URL is

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gallery_schema::{ImageId, ImageState, ProjectId};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use crate::access::Access;
 use crate::auth::Right;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::view::{ErrorBody, ImageView, image_view};
+use crate::view::{ErrorBody, ImageView};
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 500;
@@ -67,7 +67,7 @@ pub async fn list(
     access: Access,
     Path(project): Path<String>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<ImagePage>> {
+) -> ApiResult<Response> {
     access.signed_in()?;
     let project = ProjectId::parse(&project)?;
     access.require(&project, Right::Read)?;
@@ -107,11 +107,41 @@ pub async fn list(
         .list(&project, filter, limit, cursor.as_ref())
         .map_err(|e| ApiError::internal("listing images", e))?;
     let links = links(&state);
-    Ok(Json(ImagePage {
-        images: page.records.iter().map(|r| image_view(r, &links)).collect(),
-        next_cursor: page.next_cursor.map(|c| c.to_string()),
-        seq,
-    }))
+    // The `ImagePage` JSON, written from the images' kept JSON (`view_cache`): signing 250
+    // links and writing 80 KB of JSON per page of `done` images is most of a listing's cost.
+    let views: Vec<_> = page
+        .records
+        .iter()
+        .map(|r| state.views.json(r, &links))
+        .collect();
+    let body = page_json(&views, page.next_cursor.as_ref(), seq);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// An [`ImagePage`] as JSON from its images' JSON (pure: the same text serde writes for it).
+pub fn page_json(views: &[impl AsRef<str>], next_cursor: Option<&ImageId>, seq: u64) -> String {
+    let mut body =
+        String::with_capacity(64 + views.iter().map(|v| v.as_ref().len() + 1).sum::<usize>());
+    body.push_str("{\"images\":[");
+    for (n, view) in views.iter().enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(view.as_ref());
+    }
+    body.push_str("],\"next_cursor\":");
+    match next_cursor {
+        Some(c) => {
+            body.push('"');
+            body.push_str(&c.to_string());
+            body.push('"');
+        }
+        None => body.push_str("null"),
+    }
+    body.push_str(",\"seq\":");
+    body.push_str(&seq.to_string());
+    body.push('}');
+    body
 }
 
 /// Delete every image of a project.
