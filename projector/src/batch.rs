@@ -66,23 +66,28 @@ impl Batch {
     /// holder. `Ok(true)` when the event was folded in: what the live feed publishes.
     pub fn fold(&mut self, stored: &StoredEvent, store: &impl Lookup) -> Result<bool, StoreError> {
         let image = stored.event.image_id;
-        let prev = match self.records.get(&image) {
-            Some(rec) => Some(rec.clone()),
-            None => store.record(&image)?,
+        // The batch's own record is taken out (not cloned) and put back below.
+        let (prev, in_batch) = match self.records.remove(&image) {
+            Some(rec) => (Some(rec), true),
+            None => (store.record(&image)?, false),
         };
-        if let Some(prev) = &prev
-            && stored.seq <= prev.last_seq
+        if let Some(known) = prev.as_ref()
+            && stored.seq <= known.last_seq
         {
             // Already in the record: a snapshot written while the projector ran holds some
             // records newer than its sequence, and replaying the tail over it must not apply
             // their events twice.
+            let taken = !known.refused.contains(&stored.seq);
+            if in_batch && let Some(rec) = prev {
+                self.records.insert(image, rec);
+            }
             self.seen(stored.seq);
-            return Ok(!prev.refused.contains(&stored.seq));
+            return Ok(taken);
         }
         let accepted = match fold_event(prev, stored.seq, &stored.event) {
             (Some(mut rec), None) => {
                 self.track_hash(&mut rec, &stored.event.body, store)?;
-                self.set(rec);
+                self.keep(rec, in_batch);
                 true
             }
             (noted, refusal) => {
@@ -95,7 +100,7 @@ impl Batch {
                     );
                 }
                 if let Some(rec) = noted {
-                    self.set(rec);
+                    self.keep(rec, in_batch);
                 }
                 false
             }
@@ -138,6 +143,15 @@ impl Batch {
     }
 
     /// Sets an image's record outright (one re-folded from its history).
+    /// Puts a record back that [`Batch::fold`] took out of the batch, or adds a new one.
+    fn keep(&mut self, rec: Record, in_batch: bool) {
+        if in_batch {
+            self.records.insert(rec.image_id, rec);
+        } else {
+            self.set(rec);
+        }
+    }
+
     pub fn set(&mut self, rec: Record) {
         let id = rec.image_id;
         if self.records.insert(id, rec).is_none() {

@@ -62,13 +62,26 @@ pub fn apply(prev: Option<Record>, seq: u64, event: &Event) -> Result<Record, Fo
             last_seq: seq,
             refused: Vec::new(),
         },
-        (Some(_), EventBody::UploadRequested(_)) => return Err(FoldError::AlreadyExists),
         (None, _) => return Err(FoldError::UnknownImage { kind }),
-        (Some(rec), body) => transition(rec, body)?,
+        (Some(mut rec), _) => {
+            step(&mut rec, seq, event)?;
+            return Ok(rec);
+        }
     };
     rec.updated_at = event.at;
     rec.last_seq = seq;
     Ok(rec)
+}
+
+/// `event` onto an existing record, in place; on an error the record is unchanged.
+fn step(rec: &mut Record, seq: u64, event: &Event) -> Result<(), FoldError> {
+    if let EventBody::UploadRequested(_) = event.body {
+        return Err(FoldError::AlreadyExists);
+    }
+    transition(rec, &event.body)?;
+    rec.updated_at = event.at;
+    rec.last_seq = seq;
+    Ok(())
 }
 
 /// The fold as the read model runs it: [`apply`], and for an event it refuses, the previous
@@ -80,24 +93,28 @@ pub fn fold_event(
     seq: u64,
     event: &Event,
 ) -> (Option<Record>, Option<FoldError>) {
-    match apply(prev.clone(), seq, event) {
-        Ok(rec) => (Some(rec), None),
+    let Some(mut rec) = prev else {
+        return match apply(None, seq, event) {
+            Ok(rec) => (Some(rec), None),
+            Err(err) => (None, Some(err)),
+        };
+    };
+    match step(&mut rec, seq, event) {
+        Ok(()) => (Some(rec), None),
         Err(err) => {
-            let noted = prev.map(|mut rec| {
-                if !rec.refused.contains(&seq) {
-                    rec.refused.push(seq);
-                    if rec.refused.len() > crate::record::MAX_REFUSED {
-                        rec.refused.remove(0);
-                    }
+            if !rec.refused.contains(&seq) {
+                rec.refused.push(seq);
+                if rec.refused.len() > crate::record::MAX_REFUSED {
+                    rec.refused.remove(0);
                 }
-                rec
-            });
-            (noted, Some(err))
+            }
+            (Some(rec), Some(err))
         }
     }
 }
 
-fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
+/// Every check comes before the first change, so a refused event leaves `rec` as it was.
+fn transition(rec: &mut Record, body: &EventBody) -> Result<(), FoldError> {
     let kind = body.kind();
     let illegal = |rec: &Record| FoldError::IllegalTransition {
         state: rec.state,
@@ -122,7 +139,7 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
         EventBody::UploadRequested(_) => return Err(FoldError::AlreadyExists),
         EventBody::Uploaded(up) => {
             if rec.state != Init {
-                return Err(illegal(&rec));
+                return Err(illegal(rec));
             }
             rec.state = Uploaded;
             rec.size = Some(up.size);
@@ -133,17 +150,17 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
             attempt,
             generation,
         } => {
-            same_generation(&rec, *generation)?;
+            same_generation(rec, *generation)?;
             if !matches!(rec.state, Uploaded | Processing) {
-                return Err(illegal(&rec));
+                return Err(illegal(rec));
             }
             rec.state = Processing;
             rec.attempt = *attempt;
         }
         EventBody::VersionRendered(v) => {
-            same_generation(&rec, v.generation)?;
+            same_generation(rec, v.generation)?;
             if rec.state != Processing {
-                return Err(illegal(&rec));
+                return Err(illegal(rec));
             }
             rec.versions.insert(
                 v.version,
@@ -164,9 +181,9 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
             sha256,
             renditions_version,
         } => {
-            same_generation(&rec, *generation)?;
+            same_generation(rec, *generation)?;
             if rec.state != Processing {
-                return Err(illegal(&rec));
+                return Err(illegal(rec));
             }
             rec.state = Done;
             rec.width = Some(*width);
@@ -179,10 +196,10 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
             // Before the upload (generation 0) a failure is about the upload itself
             // (upload_expired, upload_too_large); after it, it must be the current generation.
             if rec.state != Init {
-                same_generation(&rec, f.generation)?;
+                same_generation(rec, f.generation)?;
             }
             if rec.state.is_terminal() {
-                return Err(illegal(&rec));
+                return Err(illegal(rec));
             }
             rec.state = Error;
             rec.error = Some(RecordError {
@@ -192,17 +209,17 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
         }
         EventBody::RedriveRequested { generation, .. } => {
             // The same generation, driven again: back in the processor's hands.
-            same_generation(&rec, *generation)?;
+            same_generation(rec, *generation)?;
             if !matches!(rec.state, Uploaded | Processing) {
-                return Err(illegal(&rec));
+                return Err(illegal(rec));
             }
             rec.state = Processing;
         }
         EventBody::RenderCrashed { generation, .. } => {
             // Recorded while processing; the image stays there until its outcome.
-            same_generation(&rec, *generation)?;
+            same_generation(rec, *generation)?;
             if rec.state != Processing {
-                return Err(illegal(&rec));
+                return Err(illegal(rec));
             }
         }
         EventBody::Deleted { .. } => {
@@ -213,7 +230,7 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
         }
         EventBody::ReprocessRequested { generation } => {
             if !rec.state.is_terminal() || rec.etag.is_none() {
-                return Err(illegal(&rec));
+                return Err(illegal(rec));
             }
             if *generation != rec.generation + 1 {
                 return Err(FoldError::StaleGeneration {
@@ -234,7 +251,7 @@ fn transition(mut rec: Record, body: &EventBody) -> Result<Record, FoldError> {
             rec.renditions_version = 0;
         }
     }
-    Ok(rec)
+    Ok(())
 }
 
 #[cfg(test)]
