@@ -296,6 +296,7 @@ pub async fn run(
     // Sweeps run as tasks of their own (one periodic at a time, operators' as they come).
     let mut periodic_sweep: Option<tokio::task::JoinHandle<()>> = None;
     let mut requested_sweeps = tokio::task::JoinSet::new();
+    let one_sweep = Arc::new(tokio::sync::Semaphore::new(1));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -313,7 +314,11 @@ pub async fn run(
                 // hangs): it runs beside this loop, which keeps renewing the lease and
                 // answering the other requests.
                 let (sweeping, store, client) = (sweeping.clone(), store.clone(), client.clone());
+                let one_at_a_time = one_sweep.clone();
                 requested_sweeps.spawn(async move {
+                    // Sweeps take turns (each lists the whole store): a request waits for the
+                    // one running.
+                    let _turn = one_at_a_time.acquire_owned().await;
                     let reply = answer_sweep(&sweeping, &store, &msg.payload).await;
                     if let Some(to) = msg.reply {
                         let body = serde_json::to_vec(&reply).expect("plain JSON");
@@ -321,7 +326,13 @@ pub async fn run(
                     }
                 });
             }
-            Some(_) = requested_sweeps.join_next(), if !requested_sweeps.is_empty() => {}
+            Some(done) = requested_sweeps.join_next(), if !requested_sweeps.is_empty() => {
+                if let Err(e) = done
+                    && e.is_panic()
+                {
+                    tracing::error!("an operator's sweep panicked: {e}");
+                }
+            }
             msg = requests.next() => {
                 let Some(msg) = msg else { break };
                 // A request that doesn't parse is refused, never read as "everything".
@@ -352,14 +363,22 @@ pub async fn run(
                     }
                     continue;
                 }
+                if let Some(done) = periodic_sweep.take_if(|h| h.is_finished())
+                    && let Err(e) = done.await
+                    && e.is_panic()
+                {
+                    tracing::error!("the periodic sweep panicked: {e}");
+                }
                 if let Some(every) = sweeping.every {
-                    let running = periodic_sweep.as_ref().is_some_and(|h| !h.is_finished());
+                    let running = periodic_sweep.is_some();
                     match last_sweep {
                         None => last_sweep = Some(tokio::time::Instant::now()),
                         Some(t) if t.elapsed() >= every && !running => {
                             last_sweep = Some(tokio::time::Instant::now());
                             let (sweeping, store) = (sweeping.clone(), store.clone());
+                            let one_at_a_time = one_sweep.clone();
                             periodic_sweep = Some(tokio::spawn(async move {
+                                let _turn = one_at_a_time.acquire_owned().await;
                                 let report = crate::sweeper::sweep(
                                     sweeping.objects.as_ref(),
                                     &store,

@@ -86,8 +86,10 @@ impl Batch {
         }
         let accepted = match fold_event(prev, stored.seq, &stored.event) {
             (Some(mut rec), None) => {
-                self.track_hash(&mut rec, &stored.event.body, store)?;
+                let tracked = self.track_hash(&mut rec, &stored.event.body, store);
+                // Back in the batch before any error goes up: nothing taken out is lost.
                 self.keep(rec, in_batch);
+                tracked?;
                 true
             }
             (noted, refusal) => {

@@ -152,12 +152,16 @@ pub async fn subscribe(
                 .map_err(|e| ApiError::unavailable("replaying the project", e))?;
             // The live feed carries only what the read model took in; the replay leaves out
             // the same events (those the fold refused, noted in their records).
+            // One wait for the whole replay: once the model hasn't caught up within it (a
+            // lagging or halted projector), the rest is sent without waiting.
             let projector = state.projector.clone();
+            let deadline = tokio::time::Instant::now() + REPLAY_CATCH_UP;
             let events = events.filter_map(move |item| {
                 let projector = projector.clone();
                 async move {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                     match item {
-                        Ok(e) if !projector.accepted(&e, REPLAY_CATCH_UP).await => None,
+                        Ok(e) if !projector.accepted(&e, left).await => None,
                         other => Some(other),
                     }
                 }
@@ -226,8 +230,8 @@ async fn serve(
         .await;
 }
 
-/// How long a replayed event waits for the read model to reach it (to know whether the fold
-/// took it in); past that it is sent.
+/// How long a replay waits in all for the read model to reach its events (to know whether
+/// the fold took them in); past that they are sent.
 const REPLAY_CATCH_UP: Duration = Duration::from_secs(5);
 
 /// The socket's logic, over any sink and stream of messages (unit-tested with channels).

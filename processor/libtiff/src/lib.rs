@@ -75,7 +75,7 @@ pub fn decode_first_page(bytes: &[u8], limits: Limits) -> Result<Decoded, Error>
     }
     file.rgba_ok()?;
     let icc = file.icc();
-    let raster = file.read_rgba(width, height)?;
+    let (raster, premultiplied) = file.read_rgba(width, height)?;
     Ok(Decoded {
         width,
         height,
@@ -84,14 +84,14 @@ pub fn decode_first_page(bytes: &[u8], limits: Limits) -> Result<Decoded, Error>
         } else {
             1
         },
-        pixels: unpack(&raster),
+        pixels: unpack(&raster, premultiplied),
         icc,
     })
 }
 
-/// libtiff's packed ABGR words (`TIFFGetR` = the low byte) with premultiplied alpha into
-/// 8-bit samples with straight alpha; RGB when every pixel is opaque.
-pub fn unpack(raster: &[u32]) -> Pixels {
+/// libtiff's packed ABGR words (`TIFFGetR` = the low byte), their alpha premultiplied or not,
+/// into 8-bit samples with straight alpha; RGB when every pixel is opaque.
+pub fn unpack(raster: &[u32], premultiplied: bool) -> Pixels {
     let opaque = raster.iter().all(|&p| p >> 24 == 0xff);
     if opaque {
         let mut rgb = Vec::with_capacity(raster.len() * 3);
@@ -104,7 +104,9 @@ pub fn unpack(raster: &[u32]) -> Pixels {
     for &p in raster {
         let a = (p >> 24) as u8;
         let straight = |c: u8| -> u8 {
-            if a == 0 {
+            if !premultiplied {
+                c
+            } else if a == 0 {
                 0
             } else {
                 // Premultiplied colour can't exceed alpha in a valid file; clamp if it does.
@@ -176,6 +178,7 @@ unsafe extern "C" {
         width: u32,
         height: u32,
         raster: *mut u32,
+        premultiplied: *mut c_int,
         message: *mut Message,
     ) -> c_int;
     fn TIFFClose(tif: *mut Tiff);
@@ -266,16 +269,25 @@ impl<'a> File<'a> {
         Ok(())
     }
 
-    fn read_rgba(&mut self, width: u32, height: u32) -> Result<Vec<u32>, Error> {
+    /// The raster, and whether its alpha is premultiplied.
+    fn read_rgba(&mut self, width: u32, height: u32) -> Result<(Vec<u32>, bool), Error> {
         let mut raster = vec![0u32; width as usize * height as usize];
+        let mut premultiplied: c_int = 1;
         // SAFETY: `raster` holds exactly width x height words, the size the shim passes to
         // TIFFRGBAImageGet, which writes no more than that; `width` and `height` are the
-        // directory's own, read by `header`.
+        // directory's own, read by `header`; `premultiplied` is a local int the shim writes.
         let ok = unsafe {
-            gallery_tiff_read_rgba(self.tif, width, height, raster.as_mut_ptr(), self.message)
+            gallery_tiff_read_rgba(
+                self.tif,
+                width,
+                height,
+                raster.as_mut_ptr(),
+                &mut premultiplied,
+                self.message,
+            )
         };
         match ok {
-            1 => Ok(raster),
+            1 => Ok((raster, premultiplied != 0)),
             -1 => Err(Error::Unsupported(
                 self.reason("libtiff can't convert this layout to RGBA"),
             )),

@@ -126,9 +126,18 @@ int gallery_tiff_icc(TIFF *tif, uint32_t *len, const void **data) {
     return TIFFGetField(tif, TIFFTAG_ICCPROFILE, len, data);
 }
 
-/* Whether the RGBA interface can read this directory; the reason in `message` when not. */
+/* Whether the RGBA interface can read this directory; the reason in `message` when not. A
+ * compression scheme this libtiff wasn't built with (JPEG 2000...) is refused here: the RGBA
+ * interface would accept the directory and fail on the first strip, as if it were damaged. */
 int gallery_tiff_rgba_ok(TIFF *tif, gallery_tiff_message *message) {
     char reason[1024] = {0};
+    uint16_t compression = COMPRESSION_NONE;
+    TIFFGetFieldDefaulted(tif, TIFFTAG_COMPRESSION, &compression);
+    if (!TIFFIsCODECConfigured(compression)) {
+        snprintf(message->text, sizeof message->text,
+                 "compression scheme %u is not supported by this libtiff", compression);
+        return 0;
+    }
     if (TIFFRGBAImageOK(tif, reason)) return 1;
     snprintf(message->text, sizeof message->text, "%s", reason);
     return 0;
@@ -137,10 +146,12 @@ int gallery_tiff_rgba_ok(TIFF *tif, gallery_tiff_message *message) {
 /* Reads the directory into `raster` (width x height packed ABGR words, TIFFGetR and
  * friends), rows top to bottom in the order they are stored: the caller applies the
  * Orientation tag (libtiff's own handling flips but never transposes). Alpha comes out
- * premultiplied. Stops at the first damaged strip or tile. 1: read; -1: the layout has no
- * RGBA conversion (16-bit CMYK...); 0: the data is damaged. */
+ * premultiplied, except where libtiff copies it as stored: contiguous 8-bit grey with
+ * unassociated alpha (its `putagreytile`); `*premultiplied` says which. Stops at the first
+ * damaged strip or tile. 1: read; -1: the layout has no RGBA conversion (16-bit CMYK...);
+ * 0: the data is damaged. */
 int gallery_tiff_read_rgba(TIFF *tif, uint32_t width, uint32_t height, uint32_t *raster,
-                           gallery_tiff_message *message) {
+                           int *premultiplied, gallery_tiff_message *message) {
     char reason[1024] = {0};
     TIFFRGBAImage img;
     if (!TIFFRGBAImageBegin(&img, tif, 1, reason)) {
@@ -148,6 +159,9 @@ int gallery_tiff_read_rgba(TIFF *tif, uint32_t width, uint32_t height, uint32_t 
         return -1;
     }
     img.req_orientation = img.orientation;
+    int grey = img.photometric == PHOTOMETRIC_MINISBLACK || img.photometric == PHOTOMETRIC_MINISWHITE;
+    *premultiplied = !(img.isContig && grey && img.bitspersample == 8 && img.samplesperpixel == 2 &&
+                       img.alpha == EXTRASAMPLE_UNASSALPHA);
     int ok = TIFFRGBAImageGet(&img, raster, width, height);
     TIFFRGBAImageEnd(&img);
     return ok;

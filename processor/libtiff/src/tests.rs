@@ -50,15 +50,78 @@ fn premultiplied_words_come_out_straight() {
     // Words are ABGR: red in the low byte.
     let opaque = [0xff_30_20_10u32, 0xff_00_00_ff];
     assert_eq!(
-        unpack(&opaque),
+        unpack(&opaque, true),
         Pixels::Rgb(vec![0x10, 0x20, 0x30, 0xff, 0, 0])
     );
     // Half-transparent red premultiplied to 0x80; transparent; colour over alpha clamped.
     let translucent = [0x80_00_00_80u32, 0x00_00_00_00, 0x10_00_00_ff];
     assert_eq!(
-        unpack(&translucent),
+        unpack(&translucent, true),
         Pixels::Rgba(vec![255, 0, 0, 0x80, 0, 0, 0, 0, 255, 0, 0, 0x10])
     );
+    // Words libtiff copied as stored keep their colour.
+    assert_eq!(
+        unpack(&[0x80_00_00_80u32], false),
+        Pixels::Rgba(vec![0x80, 0, 0, 0x80])
+    );
+}
+
+/// Grey with alpha, which the `tiff` crate's encoder has no colour type for.
+struct GreyAlpha8;
+impl colortype::ColorType for GreyAlpha8 {
+    type Inner = u8;
+    const TIFF_VALUE: tiff::tags::PhotometricInterpretation =
+        tiff::tags::PhotometricInterpretation::BlackIsZero;
+    const BITS_PER_SAMPLE: &'static [u16] = &[8, 8];
+    const SAMPLE_FORMAT: &'static [tiff::tags::SampleFormat] = &[
+        tiff::tags::SampleFormat::Uint,
+        tiff::tags::SampleFormat::Uint,
+    ];
+
+    fn horizontal_predict(row: &[u8], result: &mut Vec<u8>) {
+        result.extend_from_slice(row); // never asked for: no predictor is set
+    }
+}
+
+#[test]
+fn grey_with_unassociated_alpha_keeps_its_grey() {
+    // libtiff copies contiguous 8-bit grey+alpha as stored (no premultiplying): a grey of 200
+    // at alpha 128 must stay 200, not be divided by the alpha. With associated alpha (1) the
+    // stored 200 is already premultiplied: straight, it is over full and clamps to 255.
+    for (extra, want) in [(2u16, 200u8), (1, 255)] {
+        let mut out = Cursor::new(Vec::new());
+        let mut encoder = TiffEncoder::new(&mut out).unwrap();
+        let mut image = encoder.new_image::<GreyAlpha8>(2, 1).unwrap();
+        image.encoder().write_tag(Tag::ExtraSamples, extra).unwrap();
+        image.write_data(&[200, 128, 10, 255]).unwrap();
+        let decoded = decode_first_page(&out.into_inner(), LIMITS).unwrap();
+        let Pixels::Rgba(rgba) = decoded.pixels else {
+            panic!("translucent: RGBA");
+        };
+        assert!(
+            rgba[0].abs_diff(want) <= 1,
+            "ExtraSamples {extra}: {rgba:?}"
+        );
+        assert_eq!((rgba[3], rgba[4], rgba[7]), (128, 10, 255));
+    }
+}
+
+#[test]
+fn a_compression_this_libtiff_lacks_is_unsupported_not_damaged() {
+    // Compression 34712 (JPEG 2000, as some scanners write it): libtiff opens the file but
+    // has no codec for it.
+    let mut out = Cursor::new(Vec::new());
+    let mut encoder = TiffEncoder::new(&mut out).unwrap();
+    let mut image = encoder.new_image::<colortype::RGB8>(2, 2).unwrap();
+    image
+        .encoder()
+        .write_tag(Tag::Compression, 34712u16)
+        .unwrap();
+    image.write_data(&[0; 12]).unwrap();
+    let Err(Error::Unsupported(reason)) = decode_first_page(&out.into_inner(), LIMITS) else {
+        panic!("an unknown codec is unsupported");
+    };
+    assert!(reason.contains("34712"), "{reason}");
 }
 
 #[test]

@@ -38,10 +38,16 @@ pub fn memory_needed(bytes: &[u8], limits: Limits) -> u64 {
         .unwrap_or_else(|| worst_case(limits))
 }
 
-/// Width, height and bytes per pixel from the header; a TIFF the `image` crate can't describe
-/// is charged as the 8-bit RGBA raster libtiff decodes it into.
+/// Width, height and bytes per pixel from the header. A TIFF is charged at least as the 8-bit
+/// RGBA raster libtiff decodes it into (any TIFF the `image` crate fails on goes there, even
+/// one it could describe), also when the `image` crate can't describe it at all.
 pub fn probe(bytes: &[u8]) -> Option<(u32, u32, u8)> {
-    probe_image(bytes).or_else(|| crate::tiff_extra::dimensions(bytes).map(|(w, h)| (w, h, 4)))
+    let tiff = bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*");
+    match probe_image(bytes) {
+        Some((w, h, bpp)) if tiff => Some((w, h, bpp.max(4))),
+        Some(found) => Some(found),
+        None => crate::tiff_extra::dimensions(bytes).map(|(w, h)| (w, h, 4)),
+    }
 }
 
 fn probe_image(bytes: &[u8]) -> Option<(u32, u32, u8)> {
@@ -81,6 +87,14 @@ mod tests {
         );
         let ojpeg = std::fs::read(path).unwrap();
         assert_eq!(probe(&ojpeg), Some((392, 575, 4)));
+        // One the `image` crate describes (8-bit grey, 1 byte a pixel) may still end in
+        // libtiff's RGBA raster: charged as that.
+        let mut grey = std::io::Cursor::new(Vec::new());
+        tiff::encoder::TiffEncoder::new(&mut grey)
+            .unwrap()
+            .write_image::<tiff::encoder::colortype::Gray8>(30, 20, &[7; 600])
+            .unwrap();
+        assert_eq!(probe(&grey.into_inner()), Some((30, 20, 4)));
     }
 
     #[test]
