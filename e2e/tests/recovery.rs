@@ -196,3 +196,74 @@ async fn the_processor_fleet_cap_follows_the_configuration() {
         .unwrap();
     assert_eq!(cap(js).await, 300);
 }
+
+/// A retried link request (same Idempotency-Key) whose image was deleted gets no link even
+/// when this replica's read model hasn't applied the deletion: here it is halted, so only
+/// the log knows.
+#[tokio::test]
+async fn a_retry_learns_of_a_deletion_from_the_log_when_the_model_is_behind() {
+    use gallery_schema::{Event, EventBody, EventKind, ImageId, ProjectId, subjects};
+    let stack = TestStack::start().await.unwrap();
+    let post = || {
+        stack
+            .http
+            .post(stack.url("/images/"))
+            .header("Idempotency-Key", "behind-1")
+            .json(&serde_json::json!({"filename": "a.jpg", "project_id": "behind"}))
+            .send()
+    };
+    let first = post().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let id = first["image_id"].as_str().unwrap().to_owned();
+    let js = stack.js().await.unwrap();
+    // Halt the projector (an event kind from a newer version), then record the deletion.
+    let other = ImageId::new_v7();
+    js.publish(format!("images.behind.{other}.archived"), Vec::new().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while stack.get_json("/ready").await.unwrap().0 != 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/ready stayed green"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (p, i) = (
+        ProjectId::parse("behind").unwrap(),
+        ImageId::parse(&id).unwrap(),
+    );
+    let deleted = Event::new(
+        p.clone(),
+        i,
+        EventBody::Deleted {
+            whole_project: false,
+        },
+    );
+    js.publish(
+        subjects::event_subject(&p, &i, EventKind::Deleted),
+        deleted.encode().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let (_, image) = stack.get_json(&format!("/images/{id}")).await.unwrap();
+    assert_eq!(
+        image["state"], "init",
+        "the model hasn't applied it: {image}"
+    );
+    let late = post().await.unwrap();
+    assert_eq!(late.status(), 409);
+    let body: serde_json::Value = late.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deleted"),
+        "{body}"
+    );
+}

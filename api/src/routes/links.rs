@@ -249,7 +249,7 @@ pub async fn create(
                 idempotency::Decision::Replay(first) => {
                     let id = first["image_id"].as_str().unwrap_or_default().to_owned();
                     if let Ok(first_image) = ImageId::parse(&id) {
-                        refuse_if_deleted(&state, &first_image)?;
+                        refuse_if_deleted(&state, &req.project_id, &first_image).await?;
                     }
                     if first.get("source_url").is_some() {
                         return Ok(accepted(&id, Json(first)));
@@ -381,14 +381,31 @@ pub async fn create(
 }
 
 /// A retry (same Idempotency-Key) of a request whose image was deleted since gets no link:
-/// the link would lead nowhere (local mode) or replace a deleted original (S3).
-fn refuse_if_deleted(state: &AppState, image: &ImageId) -> ApiResult<()> {
+/// the link would lead nowhere (local mode) or replace a deleted original (S3). The read model
+/// answers first; when it doesn't know of a deletion, the image's history in the log does (a
+/// deletion this replica hasn't applied yet, or one another replica recorded a moment ago).
+async fn refuse_if_deleted(
+    state: &AppState,
+    project: &ProjectId,
+    image: &ImageId,
+) -> ApiResult<()> {
     let rec = state
         .projector
         .store
         .get(image)
         .map_err(|e| ApiError::internal("reading the read model", e))?;
     if rec.is_some_and(|r| r.state == gallery_schema::ImageState::Deleted) {
+        return Err(deleted_since(image));
+    }
+    let history = state
+        .log
+        .image_history(project, image)
+        .await
+        .map_err(|e| ApiError::unavailable("re-reading the image", e))?;
+    if history
+        .iter()
+        .any(|s| matches!(s.event.body, EventBody::Deleted { .. }))
+    {
         return Err(deleted_since(image));
     }
     Ok(())
