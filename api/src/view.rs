@@ -39,8 +39,7 @@ impl Links<'_> {
         if let Some(s3) = self.s3 {
             // Signed at the start of the hour, valid for the ttl plus that hour: the URL is
             // stable within the hour and always valid for at least the ttl.
-            let window_start = self.now - self.now.rem_euclid(3600);
-            let signed_at = DateTime::from_timestamp(window_start, 0).unwrap_or_else(Utc::now);
+            let signed_at = DateTime::from_timestamp(self.window(), 0).unwrap_or_else(Utc::now);
             let expires = (self.ttl_secs + 3600).clamp(1, 7 * 24 * 3600) as u64;
             let path = format!("/{}/{key}", s3.bucket);
             return crate::sigv4::presign_get(
@@ -51,7 +50,7 @@ impl Links<'_> {
                 expires,
             );
         }
-        let expires = download_expiry(self.now, self.ttl_secs);
+        let expires = self.window();
         let signature = self.signer.sign_download(key, expires);
         format!(
             "{}/files/{key}?expires={expires}&signature={signature}",

@@ -188,10 +188,7 @@ pub async fn create(
                 .image_history(&req.project_id, &image_id)
                 .await
                 .map_err(|e| ApiError::unavailable("re-reading the image", e))?;
-            if history
-                .iter()
-                .any(|s| matches!(s.event.body, EventBody::Deleted { .. }))
-            {
+            if has_deletion(&history) {
                 return Err(deleted_since(&image_id));
             }
             let (seq, first) = history
@@ -263,13 +260,16 @@ async fn refuse_if_deleted(
         .image_history(project, image)
         .await
         .map_err(|e| ApiError::unavailable("re-reading the image", e))?;
-    if history
-        .iter()
-        .any(|s| matches!(s.event.body, EventBody::Deleted { .. }))
-    {
+    if has_deletion(&history) {
         return Err(deleted_since(image));
     }
     Ok(())
+}
+
+fn has_deletion(history: &[gallery_nats::StoredEvent]) -> bool {
+    history
+        .iter()
+        .any(|s| matches!(s.event.body, EventBody::Deleted { .. }))
 }
 
 fn deleted_since(image: &ImageId) -> ApiError {

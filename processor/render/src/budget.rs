@@ -42,7 +42,7 @@ pub fn memory_needed(bytes: &[u8], limits: Limits) -> u64 {
 /// RGBA raster libtiff decodes it into (any TIFF the `image` crate fails on goes there, even
 /// one it could describe), also when the `image` crate can't describe it at all.
 pub fn probe(bytes: &[u8]) -> Option<(u32, u32, u8)> {
-    let tiff = bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*");
+    let tiff = gallery_schema::sniff::sniff_image(bytes) == Some("image/tiff");
     match probe_image(bytes) {
         Some((w, h, bpp)) if tiff => Some((w, h, bpp.max(4))),
         Some(found) => Some(found),
