@@ -7,7 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 "$ROOT/scripts/ensure-build-deps.sh"
-# The browser test drives Debian's chromium with playwright-core.
+# The browser test drives Debian's chromium through Debian's chromedriver.
 "$ROOT/scripts/ensure-browser.sh"
 GALLERY_NATS_SERVER="$("$ROOT/scripts/ensure-nats-server.sh")"
 export GALLERY_NATS_SERVER
@@ -34,9 +34,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 # Supply chain (deny.toml): licenses, banned crates and sources always; known vulnerabilities
 # when the advisory database (a git repository) can be fetched, which needs more than the
 # package registries.
-cargo deny --log-level error check licenses bans sources
-if timeout 120 cargo deny --log-level error fetch >/dev/null 2>&1; then
-    cargo deny --log-level error check advisories
+cargo deny --workspace --log-level error check licenses bans sources
+if timeout 120 cargo deny --workspace --log-level error fetch >/dev/null 2>&1; then
+    cargo deny --workspace --log-level error check advisories
 else
     echo "cargo deny: the advisory database can't be fetched from here; advisories NOT checked" >&2
 fi

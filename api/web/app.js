@@ -444,7 +444,7 @@ async function init() {
   }
 }
 
-// For the browser test (e2e/browser/upload.mjs): drop the live connection as a network
+// For the browser test (e2e/tests/browser.rs): drop the live connection as a network
 // failure would, and keep it down for `ms`.
 window.gallery = {
   dropConnection(ms) {

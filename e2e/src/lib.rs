@@ -12,6 +12,7 @@ use gallery_nats::NatsServer;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod browser;
 pub mod garage;
 pub mod garage_cluster;
 pub mod procs;

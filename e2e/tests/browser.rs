@@ -1,15 +1,19 @@
-//! The web page in a real browser: Debian's chromium, driven by `playwright-core` from a Node
-//! script (`e2e/browser/upload.mjs`), against the running service in local and in S3 mode.
-//! It uploads two real photos and a corrupt file through the page, sees two thumbnails and an
-//! error appear, drops the page's WebSocket while a third photo is uploaded, and sees the page
-//! catch up. The screenshot is kept in `target/browser/`. `scripts/ensure-browser.sh` (run by
-//! `scripts/test.sh`) installs chromium and playwright-core.
+//! The web page in a real browser: Debian's chromium, driven over WebDriver by Debian's
+//! chromedriver through the `fantoccini` client ([`gallery_e2e::browser`]), against the running
+//! service in local and in S3 mode. It uploads two real photos and a corrupt file through the
+//! page's file picker, sees two thumbnails and an error appear, drops the page's WebSocket while
+//! a third photo is uploaded through the API, and sees the page catch up; then the larger view,
+//! a deletion, phone width and the `/docs` page, with the browser's console watched throughout.
+//! The screenshots are kept in `target/browser/`. `scripts/ensure-browser.sh` (run by
+//! `scripts/test.sh`) installs chromium and chromedriver.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use gallery_e2e::TestStack;
-use serde_json::Value;
+use gallery_e2e::browser::Browser;
+use serde_json::{Value, json};
+
+const ESCAPE: &str = "\u{E00C}";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -36,51 +40,280 @@ fn inputs(dir: &Path) -> (Vec<PathBuf>, PathBuf) {
     (photos, corrupt)
 }
 
-async fn drive(stack: &TestStack, mode: &str) -> Value {
-    let browser_dir = root().join("e2e/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run scripts/ensure-browser.sh"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).is_file(),
-        "no chromium at {chromium}: run scripts/ensure-browser.sh"
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    let (photos, corrupt) = inputs(tmp.path());
-    let shots = root().join("target/browser");
-    std::fs::create_dir_all(&shots).unwrap();
-    let screenshot = shots.join(format!("{mode}.png"));
-    let photos: Vec<String> = photos.iter().map(|p| p.display().to_string()).collect();
-    let project = format!("browser-{mode}");
-    let out = tokio::task::spawn_blocking({
-        let base = stack.base();
-        let screenshot = screenshot.clone();
-        move || {
-            Command::new("node")
-                .arg(browser_dir.join("upload.mjs"))
-                .env("GALLERY_URL", base)
-                .env("GALLERY_PROJECT", project)
-                .env("GALLERY_PHOTOS", photos.join(","))
-                .env("GALLERY_CORRUPT", &corrupt)
-                .env("GALLERY_SCREENSHOT", &screenshot)
-                .env("CHROMIUM", chromium)
-                .output()
-                .unwrap()
-        }
-    })
+/// Opens the page, types the project and opens it, and waits for the live connection.
+async fn open_project(b: &Browser, base: &str, project: &str) -> anyhow::Result<()> {
+    b.goto(&format!("{base}/")).await?;
+    b.field("Project").await?.send_keys(project).await?;
+    // The stacks here run without auth: the token field stays hidden.
+    assert!(!b.find("#token-field").await?.is_displayed().await?);
+    b.button("Open").await?.click().await?;
+    b.wait_until(
+        "the live connection",
+        "return document.body.dataset.live === 'true';",
+        vec![],
+    )
     .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser run failed:\n{stdout}\n{stderr}"
+}
+
+/// Two photos and the corrupt file through the file picker: thumbnails, an error, progress.
+async fn upload_through_picker(
+    b: &Browser,
+    first: &[PathBuf],
+    corrupt: &Path,
+    seen: &mut Value,
+) -> anyhow::Result<()> {
+    let mut files = first.to_vec();
+    files.push(corrupt.to_path_buf());
+    b.choose_files("#files", &files).await?;
+    b.wait_until(
+        "the thumbnails",
+        "return [...document.querySelectorAll('.tile img')]
+             .filter((i) => i.complete && i.naturalWidth > 0).length >= arguments[0];",
+        vec![first.len().into()],
+    )
+    .await?;
+    b.wait_until(
+        "the error tile's reason",
+        "return document.querySelector('.tile[data-state=\"error\"] .why')?.textContent.length > 0;",
+        vec![],
+    )
+    .await?;
+    seen["error_text"] = b
+        .find(".tile[data-state=\"error\"] .why")
+        .await?
+        .text()
+        .await?
+        .into();
+    seen["progress"] = b
+        .js(
+            "return [...document.querySelectorAll('#uploads progress')].map((p) => p.value);",
+            vec![],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Every done tile paints its ThumbHash as its background, decoded by the page: each one's size
+/// and mean colour, for the test to compare with the Rust decoder's.
+async fn placeholders(b: &Browser, done: usize) -> anyhow::Result<Value> {
+    b.wait_until(
+        "the placeholders",
+        "return [...document.querySelectorAll('.tile[data-state=\"done\"]')]
+             .filter((t) => t.dataset.placeholder).length >= arguments[0];",
+        vec![done.into()],
+    )
+    .await?;
+    b.js(
+        r#"return (async () => {
+          const out = [];
+          for (const tile of document.querySelectorAll('.tile[data-state="done"]')) {
+            const url = tile.querySelector(".thumb").style.backgroundImage.replace(/^url\("?|"?\)$/g, "");
+            const img = new Image();
+            img.src = url;
+            await img.decode();
+            const canvas = document.createElement("canvas");
+            [canvas.width, canvas.height] = [img.naturalWidth, img.naturalHeight];
+            const g = canvas.getContext("2d");
+            g.drawImage(img, 0, 0);
+            const px = g.getImageData(0, 0, canvas.width, canvas.height).data;
+            const mean = [0, 0, 0];
+            for (let i = 0; i < px.length; i += 4) for (let c = 0; c < 3; c++) mean[c] += px[i + c];
+            out.push({
+              thumbhash: tile.dataset.placeholder,
+              width: canvas.width,
+              height: canvas.height,
+              mean: mean.map((m) => m / (px.length / 4)),
+            });
+          }
+          return out;
+        })();"#,
+        vec![],
+    )
+    .await
+}
+
+async fn tile_count(b: &Browser) -> anyhow::Result<Value> {
+    b.js("return document.querySelectorAll('.tile').length;", vec![])
+        .await
+}
+
+/// The same photo again: the page sends its SHA-256 and the api says the project has it.
+async fn upload_duplicate(b: &Browser, photo: &Path, seen: &mut Value) -> anyhow::Result<()> {
+    b.choose_files("#files", &[photo]).await?;
+    b.wait_until(
+        "the duplicate's message",
+        "return [...document.querySelectorAll('#uploads .msg')]
+             .some((m) => m.textContent === 'already in this project');",
+        vec![],
+    )
+    .await?;
+    seen["duplicate_tiles"] = tile_count(b).await?;
+    Ok(())
+}
+
+/// The connection drops; a photo is uploaded meanwhile through the API, as another client would;
+/// the page reconnects with `?since` and shows it. Answers the new image's id.
+async fn offline_upload_caught_up(
+    b: &Browser,
+    stack: &TestStack,
+    project: &str,
+    photo: &Path,
+) -> anyhow::Result<String> {
+    b.js("window.gallery.dropConnection(3000);", vec![]).await?;
+    b.wait_until(
+        "the page offline",
+        "return document.body.dataset.live === 'false';",
+        vec![],
+    )
+    .await?;
+    let name = photo.file_name().unwrap().to_str().unwrap();
+    let link = stack.request_link(project, name).await?;
+    let (status, body) = stack.upload(&link, std::fs::read(photo)?).await?;
+    anyhow::ensure!(
+        (200..300).contains(&status),
+        "uploading while offline: {status} {body}"
     );
-    assert!(screenshot.is_file());
-    let mut seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let id = link["image_id"].as_str().unwrap().to_owned();
+    stack
+        .post_json(&format!("/images/{id}/complete"), &json!({}))
+        .await?;
+    b.wait_until(
+        "the page live again",
+        "return document.body.dataset.live === 'true';",
+        vec![],
+    )
+    .await?;
+    b.wait_until(
+        "the offline upload's thumbnail",
+        "const img = document.querySelector(`.tile[data-image-id=\"${arguments[0]}\"] img`);
+         return img && img.complete && img.naturalWidth > 0;",
+        vec![id.clone().into()],
+    )
+    .await?;
+    Ok(id)
+}
+
+/// The larger view opens on click and closes from the keyboard.
+async fn larger_view(b: &Browser, image_id: &str, seen: &mut Value) -> anyhow::Result<()> {
+    b.find(&format!(".tile[data-image-id=\"{image_id}\"] button"))
+        .await?
+        .click()
+        .await?;
+    b.wait_until(
+        "the larger view's image",
+        "const i = document.getElementById('viewer-img'); return i.complete && i.naturalWidth > 0;",
+        vec![],
+    )
+    .await?;
+    seen["viewer_width"] = b
+        .js(
+            "return document.getElementById('viewer-img').naturalWidth;",
+            vec![],
+        )
+        .await?;
+    b.press(ESCAPE).await?;
+    b.wait_until(
+        "the larger view closed",
+        "return !document.getElementById('viewer').open;",
+        vec![],
+    )
+    .await
+}
+
+/// The viewer deletes the failed image (after the confirmation): its tile goes.
+async fn delete_failed(b: &Browser, seen: &mut Value) -> anyhow::Result<()> {
+    b.find(".tile[data-state=\"error\"] button")
+        .await?
+        .click()
+        .await?;
+    b.button("Delete").await?.click().await?;
+    seen["confirm_text"] = b.accept_dialog().await?.into();
+    b.wait_until(
+        "the failed image's tile gone",
+        "return !document.querySelector('.tile[data-state=\"error\"]');",
+        vec![],
+    )
+    .await?;
+    seen["tiles_after_delete"] = tile_count(b).await?;
+    Ok(())
+}
+
+/// The API docs page renders /openapi.json (under the same CSP, console watched).
+async fn docs_page(b: &Browser, base: &str) -> anyhow::Result<Value> {
+    b.goto(&format!("{base}/docs")).await?;
+    b.wait_until(
+        "the docs page",
+        "return !!document.querySelector('#doc[aria-busy=\"false\"]');",
+        vec![],
+    )
+    .await?;
+    b.js(
+        "return {
+           operations: document.querySelectorAll('section.op').length,
+           websocket: !!document.getElementById('op-subscribe'),
+           ws_message_fields: document.querySelectorAll('#schema-WsMessage tbody tr').length,
+         };",
+        vec![],
+    )
+    .await
+}
+
+/// The whole visit; what the page showed, as one JSON value for [`check`].
+async fn visit(b: &Browser, stack: &TestStack, mode: &str) -> anyhow::Result<Value> {
+    let tmp = tempfile::tempdir()?;
+    let (photos, corrupt) = inputs(tmp.path());
+    let (first, last) = photos.split_at(photos.len() - 1);
+    let project = format!("browser-{mode}");
+    let base = stack.base();
+    let mut seen = json!({ "console_errors": [] });
+    let mut errors = Vec::new();
+
+    open_project(b, &base, &project).await?;
+    upload_through_picker(b, first, &corrupt, &mut seen).await?;
+    seen["placeholders"] = placeholders(b, first.len()).await?;
+    upload_duplicate(b, &first[0], &mut seen).await?;
+    let caught_up = offline_upload_caught_up(b, stack, &project, &last[0]).await?;
+    larger_view(b, &caught_up, &mut seen).await?;
+    seen["tiles"] = b
+        .js(
+            "return [...document.querySelectorAll('.tile')].map((t) => ({
+               state: t.dataset.state,
+               thumb: !!t.querySelector('img'),
+               alt: t.querySelector('img')?.alt ?? null,
+             }));",
+            vec![],
+        )
+        .await?;
+    let shots = root().join("target/browser");
+    std::fs::create_dir_all(&shots)?;
+    let screenshot = shots.join(format!("{mode}.png"));
+    b.screenshot_full_page(&screenshot).await?;
+    seen["screenshot_bytes"] = std::fs::metadata(&screenshot)?.len().into();
+    delete_failed(b, &mut seen).await?;
+    // Phone width: nothing overflows sideways.
+    b.set_viewport(375, 800).await?;
+    seen["phone_width"] = b.js("return window.innerWidth;", vec![]).await?;
+    seen["phone_overflow"] = b
+        .js(
+            "return document.documentElement.scrollWidth > window.innerWidth;",
+            vec![],
+        )
+        .await?;
+    b.set_viewport(1100, 900).await?;
+    errors.extend(b.console_errors().await?);
+    seen["docs"] = docs_page(b, &base).await?;
+    errors.extend(b.console_errors().await?);
+    seen["console_errors"] = errors.into();
+    Ok(seen)
+}
+
+async fn drive(stack: &TestStack, mode: &str) -> Value {
+    let browser = Browser::start(1100, 900).await.unwrap();
+    let mut seen = visit(&browser, stack, mode)
+        .await
+        .unwrap_or_else(|e| panic!("the browser run ({mode}) failed: {e:#}"));
+    browser.close().await.unwrap();
+    println!("{mode}: {seen}");
     let (_, doc) = stack.get_json("/openapi.json").await.unwrap();
     seen["documented_operations"] = doc["paths"]
         .as_object()
@@ -123,7 +356,16 @@ fn check(seen: &Value) {
         seen["viewer_width"].as_u64().unwrap() > 150,
         "the larger view: {seen}"
     );
+    assert_eq!(seen["phone_width"], 375, "{seen}");
     assert_eq!(seen["phone_overflow"], false, "{seen}");
+    assert_eq!(
+        seen["confirm_text"], "Delete this image and every version of it?",
+        "{seen}"
+    );
+    assert!(
+        seen["screenshot_bytes"].as_u64().unwrap() > 10_000,
+        "{seen}"
+    );
     // The page's own ThumbHash decoder paints what the reference decoder (the Rust crate) gives.
     let placeholders = seen["placeholders"].as_array().unwrap();
     assert_eq!(placeholders.len(), 2, "{seen}");
@@ -182,4 +424,42 @@ async fn the_page_uploads_and_shows_the_gallery_live_in_s3_mode() {
         .await
         .unwrap();
     check(&drive(&stack, "s3").await);
+}
+
+/// The console check can fail: a page that logs an error, throws, and loads a missing image
+/// gives three entries.
+#[tokio::test]
+async fn the_console_check_sees_errors_exceptions_and_failed_loads() {
+    let browser = Browser::start(800, 600).await.unwrap();
+    let stack = TestStack::start().await.unwrap();
+    browser.goto(&format!("{}/", stack.base())).await.unwrap();
+    assert_eq!(
+        browser.console_errors().await.unwrap(),
+        Vec::<String>::new()
+    );
+    browser
+        .js(
+            "console.error('logged'); setTimeout(() => { throw new Error('thrown'); });
+             const img = new Image(); img.src = '/no-such-file.png'; document.body.append(img);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser
+        .wait_until(
+            "the missing image to fail",
+            "return document.querySelector('img[src=\"/no-such-file.png\"]').complete;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let errors = browser.console_errors().await.unwrap();
+    browser.close().await.unwrap();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    for needle in ["logged", "thrown", "no-such-file.png"] {
+        assert!(
+            errors.iter().any(|e| e.contains(needle)),
+            "{needle}: {errors:?}"
+        );
+    }
 }
