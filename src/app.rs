@@ -203,6 +203,13 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}")),
     );
+    if addr.ip().is_unspecified() && api.public_url == format!("http://{addr}") {
+        tracing::warn!(
+            "upload links will name {}, which no client can reach: set --public-url \
+             (GALLERY_PUBLIC_URL) to the address clients use",
+            api.public_url
+        );
+    }
     // The keys exist either way (generated into the data dir when no file is named), so
     // `gallery token` works and switching auth on later needs nothing else.
     let keys_path = cfg.token_keys_path();

@@ -19,6 +19,7 @@ const state = {
   offlineUntil: 0, // a test's dropped connection stays down until then
   tiles: new Map(), // image id -> tile element
   viewing: null, // the image id the viewer shows
+  configured: null, // settles once /config has answered (init)
 };
 
 function setStatus(text) {
@@ -400,6 +401,13 @@ function uploadAll(files) {
 
 async function openProject(event) {
   event.preventDefault();
+  // A click before /config has answered waits for it (the token field may have to show).
+  await state.configured;
+  if (state.authRequired && !$("token").value.trim()) {
+    setStatus("This deployment requires a token: paste it, then open the project.");
+    $("token").focus();
+    return;
+  }
   const project = $("project").value.trim();
   state.token = $("token").value.trim();
   sessionStorage.setItem("gallery.token", state.token);
@@ -421,7 +429,7 @@ async function openProject(event) {
   }
 }
 
-async function init() {
+async function loadConfig() {
   try {
     const config = await api("/config");
     state.authRequired = !!config.auth_required;
@@ -429,6 +437,10 @@ async function init() {
   $("token-field").hidden = !state.authRequired;
   $("token").required = state.authRequired;
   $("token").value = sessionStorage.getItem("gallery.token") || "";
+}
+
+function init() {
+  // Handlers first, so that a click on Open never submits the form natively (a page reload).
   $("project-form").addEventListener("submit", openProject);
   $("viewer-delete").addEventListener("click", deleteViewed);
   $("older").addEventListener("click", () => loadPage().catch((e) => setStatus(e.message)));
@@ -437,11 +449,15 @@ async function init() {
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); uploadAll(e.dataTransfer.files); });
-  const fromHash = decodeURIComponent(location.hash.slice(1));
-  if (fromHash) {
-    $("project").value = fromHash;
-    if (!state.authRequired || $("token").value) $("project-form").requestSubmit();
-  }
+  state.configured = loadConfig();
+  state.configured.then(() => {
+    document.body.dataset.ready = "true";
+    const fromHash = decodeURIComponent(location.hash.slice(1));
+    if (fromHash) {
+      $("project").value = fromHash;
+      if (!state.authRequired || $("token").value) $("project-form").requestSubmit();
+    }
+  });
 }
 
 // For the browser test (e2e/tests/browser.rs): drop the live connection as a network

@@ -35,6 +35,8 @@ pub fn chromedriver_path() -> PathBuf {
 pub struct Browser {
     client: Option<Client>,
     driver: Child,
+    /// The driver's exit was collected: its process group id may be someone else's now.
+    reaped: bool,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -59,6 +61,7 @@ impl Browser {
         let mut browser = Self {
             client: None,
             driver,
+            reaped: false,
             log,
             _dir: dir,
         };
@@ -82,14 +85,16 @@ impl Browser {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            // Exited (e.g. the port was taken): whatever answers there is not ours.
+            if let Ok(Some(exit)) = self.driver.try_wait() {
+                self.reaped = true;
+                bail!("chromedriver exited ({exit}): {}", self.driver_log());
+            }
             if let Ok(resp) = http.get(format!("{url}/status")).send().await
                 && let Ok(status) = resp.json::<Value>().await
                 && status["value"]["ready"] == true
             {
                 return Ok(());
-            }
-            if let Ok(Some(exit)) = self.driver.try_wait() {
-                bail!("chromedriver exited ({exit}): {}", self.driver_log());
             }
             if Instant::now() > deadline {
                 bail!("chromedriver not ready after 20 s: {}", self.driver_log());
@@ -133,10 +138,17 @@ impl Browser {
         args: Vec<Value>,
     ) -> anyhow::Result<()> {
         let deadline = Instant::now() + PAGE_WAIT;
-        let script = format!("return !!(function() {{ {script} }}).apply(null, arguments);");
+        // The predicate's value (awaited when it is a promise); `undefined` means a missing
+        // `return`, a mistake in the test rather than a page that isn't there yet.
+        let script = format!(
+            "return Promise.resolve((function() {{ {script} }}).apply(null, arguments))
+               .then((v) => v === undefined ? 'undefined' : !!v);"
+        );
         loop {
-            if self.js(&script, args.clone()).await? == Value::Bool(true) {
-                return Ok(());
+            match self.js(&script, args.clone()).await? {
+                Value::Bool(true) => return Ok(()),
+                Value::Bool(false) => {}
+                other => bail!("the wait for {what} returned {other}: is `return` missing?"),
             }
             if Instant::now() > deadline {
                 bail!("waited {PAGE_WAIT:?} for {what}");
@@ -152,6 +164,35 @@ impl Browser {
             .with_context(|| format!("no element {css}"))
     }
 
+    /// Clicks the element `locator` finds once it is displayed (a user can't click a hidden
+    /// one, and WebDriver refuses to).
+    pub async fn click(&self, what: &str, locator: Locator<'_>) -> anyhow::Result<()> {
+        let deadline = Instant::now() + PAGE_WAIT;
+        loop {
+            if let Ok(el) = self.client().find(locator).await
+                && el.is_displayed().await.unwrap_or(false)
+            {
+                return el.click().await.with_context(|| format!("clicking {what}"));
+            }
+            if Instant::now() > deadline {
+                bail!("waited {PAGE_WAIT:?} for {what} to show");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Clicks the button whose text is `name`, once it shows.
+    pub async fn click_button(&self, name: &str) -> anyhow::Result<()> {
+        let xpath = format!("//button[normalize-space()='{name}']");
+        self.click(&format!("the button {name:?}"), Locator::XPath(&xpath))
+            .await
+    }
+
+    /// Clicks the element `css` selects, once it shows.
+    pub async fn click_css(&self, css: &str) -> anyhow::Result<()> {
+        self.click(css, Locator::Css(css)).await
+    }
+
     /// The form field whose `<label>` reads `label` (found through the label, as a user would).
     pub async fn field(&self, label: &str) -> anyhow::Result<fantoccini::elements::Element> {
         let xpath = format!("//*[@id=//label[normalize-space()='{label}']/@for]");
@@ -159,15 +200,6 @@ impl Browser {
             .find(Locator::XPath(&xpath))
             .await
             .with_context(|| format!("no field labelled {label:?}"))
-    }
-
-    /// The button whose text is `name`.
-    pub async fn button(&self, name: &str) -> anyhow::Result<fantoccini::elements::Element> {
-        let xpath = format!("//button[normalize-space()='{name}']");
-        self.client()
-            .find(Locator::XPath(&xpath))
-            .await
-            .with_context(|| format!("no button {name:?}"))
     }
 
     /// Chooses `files` in the file input `css`, as the file picker does.
@@ -200,6 +232,9 @@ impl Browser {
                     self.client().accept_alert().await?;
                     return Ok(text);
                 }
+                Err(e) if !e.is_no_such_alert() => {
+                    return Err(e).context("waiting for a dialog");
+                }
                 Err(e) if Instant::now() > deadline => bail!("no dialog opened: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
@@ -219,10 +254,23 @@ impl Browser {
     /// A PNG of the whole page, beyond the viewport, written to `path`.
     pub async fn screenshot_full_page(&self, path: &Path) -> anyhow::Result<()> {
         use base64::Engine;
+        let metrics = self.cdp("Page.getLayoutMetrics", json!({})).await?;
+        // The content, and at least the viewport (content may be narrower than the screen).
+        let (content, view) = (&metrics["cssContentSize"], &metrics["cssLayoutViewport"]);
+        let side = |c: &str, v: &str| -> anyhow::Result<f64> {
+            let c = content[c].as_f64().context("content size")?;
+            let v = view[v].as_f64().context("viewport size")?;
+            Ok(c.max(v))
+        };
+        let clip = json!({
+            "x": 0, "y": 0, "scale": 1,
+            "width": side("width", "clientWidth")?,
+            "height": side("height", "clientHeight")?,
+        });
         let shot = self
             .cdp(
                 "Page.captureScreenshot",
-                json!({ "format": "png", "captureBeyondViewport": true }),
+                json!({ "format": "png", "captureBeyondViewport": true, "clip": clip }),
             )
             .await?;
         let png = base64::engine::general_purpose::STANDARD
@@ -271,9 +319,11 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         // chromedriver leads its own process group, which chromium joins: one signal ends both.
-        let pgid = nix::unistd::Pid::from_raw(self.driver.id() as i32);
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.driver.wait();
+        if !self.reaped {
+            let pgid = nix::unistd::Pid::from_raw(self.driver.id() as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = self.driver.wait();
+        }
     }
 }
 

@@ -43,10 +43,16 @@ fn inputs(dir: &Path) -> (Vec<PathBuf>, PathBuf) {
 /// Opens the page, types the project and opens it, and waits for the live connection.
 async fn open_project(b: &Browser, base: &str, project: &str) -> anyhow::Result<()> {
     b.goto(&format!("{base}/")).await?;
+    b.wait_until(
+        "the page's set-up",
+        "return document.body.dataset.ready === 'true';",
+        vec![],
+    )
+    .await?;
     b.field("Project").await?.send_keys(project).await?;
-    // The stacks here run without auth: the token field stays hidden.
+    // The stacks here run without auth: /config has answered, and the token field is hidden.
     assert!(!b.find("#token-field").await?.is_displayed().await?);
-    b.button("Open").await?.click().await?;
+    b.click_button("Open").await?;
     b.wait_until(
         "the live connection",
         "return document.body.dataset.live === 'true';",
@@ -174,9 +180,13 @@ async fn offline_upload_caught_up(
         "uploading while offline: {status} {body}"
     );
     let id = link["image_id"].as_str().unwrap().to_owned();
-    stack
+    let (status, body) = stack
         .post_json(&format!("/images/{id}/complete"), &json!({}))
         .await?;
+    anyhow::ensure!(
+        status == 200,
+        "/complete after the offline upload: {status} {body}"
+    );
     b.wait_until(
         "the page live again",
         "return document.body.dataset.live === 'true';",
@@ -195,9 +205,7 @@ async fn offline_upload_caught_up(
 
 /// The larger view opens on click and closes from the keyboard.
 async fn larger_view(b: &Browser, image_id: &str, seen: &mut Value) -> anyhow::Result<()> {
-    b.find(&format!(".tile[data-image-id=\"{image_id}\"] button"))
-        .await?
-        .click()
+    b.click_css(&format!(".tile[data-image-id=\"{image_id}\"] button"))
         .await?;
     b.wait_until(
         "the larger view's image",
@@ -222,11 +230,14 @@ async fn larger_view(b: &Browser, image_id: &str, seen: &mut Value) -> anyhow::R
 
 /// The viewer deletes the failed image (after the confirmation): its tile goes.
 async fn delete_failed(b: &Browser, seen: &mut Value) -> anyhow::Result<()> {
-    b.find(".tile[data-state=\"error\"] button")
-        .await?
-        .click()
-        .await?;
-    b.button("Delete").await?.click().await?;
+    b.click_css(".tile[data-state=\"error\"] button").await?;
+    b.wait_until(
+        "the larger view open",
+        "return document.getElementById('viewer').open;",
+        vec![],
+    )
+    .await?;
+    b.click_button("Delete").await?;
     seen["confirm_text"] = b.accept_dialog().await?.into();
     b.wait_until(
         "the failed image's tile gone",
@@ -293,12 +304,19 @@ async fn visit(b: &Browser, stack: &TestStack, mode: &str) -> anyhow::Result<Val
     // Phone width: nothing overflows sideways.
     b.set_viewport(375, 800).await?;
     seen["phone_width"] = b.js("return window.innerWidth;", vec![]).await?;
+    // The page's width without the scroll bar, which the full-page screenshot leaves out.
+    seen["phone_page_width"] = b
+        .js("return document.documentElement.clientWidth;", vec![])
+        .await?;
     seen["phone_overflow"] = b
         .js(
             "return document.documentElement.scrollWidth > window.innerWidth;",
             vec![],
         )
         .await?;
+    let phone = shots.join(format!("{mode}-phone.png"));
+    b.screenshot_full_page(&phone).await?;
+    seen["phone_screenshot"] = png_size(&phone)?;
     b.set_viewport(1100, 900).await?;
     errors.extend(b.console_errors().await?);
     seen["docs"] = docs_page(b, &base).await?;
@@ -307,11 +325,21 @@ async fn visit(b: &Browser, stack: &TestStack, mode: &str) -> anyhow::Result<Val
     Ok(seen)
 }
 
+/// A PNG's `[width, height]`, from its header.
+fn png_size(path: &Path) -> anyhow::Result<Value> {
+    let (w, h) = gallery_e2e::dimensions(&std::fs::read(path)?)?;
+    Ok(json!([w, h]))
+}
+
 async fn drive(stack: &TestStack, mode: &str) -> Value {
     let browser = Browser::start(1100, 900).await.unwrap();
-    let mut seen = visit(&browser, stack, mode)
-        .await
-        .unwrap_or_else(|e| panic!("the browser run ({mode}) failed: {e:#}"));
+    let mut seen = match visit(&browser, stack, mode).await {
+        Ok(seen) => seen,
+        Err(e) => {
+            let console = browser.console_errors().await;
+            panic!("the browser run ({mode}) failed: {e:#}\nconsole: {console:?}");
+        }
+    };
     browser.close().await.unwrap();
     println!("{mode}: {seen}");
     let (_, doc) = stack.get_json("/openapi.json").await.unwrap();
@@ -358,6 +386,16 @@ fn check(seen: &Value) {
     );
     assert_eq!(seen["phone_width"], 375, "{seen}");
     assert_eq!(seen["phone_overflow"], false, "{seen}");
+    // The full page: as wide as the page on the phone, longer than its screen (the tiles
+    // stack up).
+    assert_eq!(
+        seen["phone_screenshot"][0], seen["phone_page_width"],
+        "{seen}"
+    );
+    assert!(
+        seen["phone_screenshot"][1].as_u64().unwrap() > 800,
+        "{seen}"
+    );
     assert_eq!(
         seen["confirm_text"], "Delete this image and every version of it?",
         "{seen}"
