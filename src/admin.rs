@@ -58,7 +58,7 @@ async fn ask_api<R: serde::de::DeserializeOwned>(
 
 /// `gallery redrive`: asks a running api (any replica) to re-drive settled errors.
 pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
-    use gallery_api::reconciler::{RedriveReply, RedriveRequest};
+    use gallery_lifecycle::reconciler::{RedriveReply, RedriveRequest};
     let req = RedriveRequest {
         project: args.project,
         code: Some(args.code),
@@ -85,7 +85,7 @@ pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
 
 /// `gallery reprocess`: asks a running api (any replica) to re-render images in bulk.
 pub async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
-    use gallery_api::reprocess::{ReprocessReply, ReprocessRequest};
+    use gallery_lifecycle::reprocess::{ReprocessReply, ReprocessRequest};
     let req = ReprocessRequest {
         project: args.project,
         all: args.all,
@@ -124,7 +124,7 @@ pub async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
 /// `gallery sweep`: asks a running api (any replica) to sweep the store, or with `--dry-run`
 /// to say what a sweep would remove.
 pub async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
-    use gallery_api::sweeper::{SweepReport, SweepRequest};
+    use gallery_lifecycle::sweeper::{SweepReport, SweepRequest};
     let req = SweepRequest {
         dry_run: args.dry_run,
     };

@@ -346,10 +346,10 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         );
 
         // Local mode records uploads at the upload endpoint; with S3 nobody tells us, so look.
-        let watcher = gallery_api::watcher::WatcherConfig {
+        let watcher = gallery_lifecycle::watcher::WatcherConfig {
             import: cfg.import.clone(),
             grace: cfg.upload_grace,
-            scan: lister.map(|lister| gallery_api::watcher::ScanConfig {
+            scan: lister.map(|lister| gallery_lifecycle::watcher::ScanConfig {
                 lister,
                 every: cfg.upload_scan_every,
             }),
@@ -363,7 +363,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
                 let (js, store, watcher) = (wjs.clone(), wstore.clone(), watcher.clone());
                 async move {
                     let ready = ctx.clone();
-                    gallery_api::watcher::run(
+                    gallery_lifecycle::watcher::run(
                         js,
                         store,
                         watcher,
@@ -376,7 +376,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
             },
         );
 
-        let dcfg = gallery_api::deleter::DeleterConfig {
+        let dcfg = gallery_lifecycle::deleter::DeleterConfig {
             settle: cfg.delete_settle,
             upload_grace: cfg.upload_grace,
             reusable_links: cfg.s3.is_some(),
@@ -387,7 +387,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
             let (js, store, dcfg) = (djs.clone(), dstore.clone(), dcfg.clone());
             async move {
                 let ready = ctx.clone();
-                gallery_api::deleter::run(js, store, dcfg, ctx.shutdown.clone(), move || {
+                gallery_lifecycle::deleter::run(js, store, dcfg, ctx.shutdown.clone(), move || {
                     ready.running()
                 })
                 .await?;
@@ -395,15 +395,15 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
             }
         });
 
-        let rcfg = gallery_api::reconciler::ReconcilerConfig {
+        let rcfg = gallery_lifecycle::reconciler::ReconcilerConfig {
             every: cfg.reconcile_every,
             stuck_after: cfg.redrive_after,
             processing_after: cfg.retry_budget + cfg.redrive_after,
         };
-        let sweeping = gallery_api::reconciler::Sweeping {
+        let sweeping = gallery_lifecycle::reconciler::Sweeping {
             objects: store.clone(),
             policy: cfg.sweep_policy.clone().unwrap_or_else(|| {
-                gallery_api::sweeper::SweepPolicy::for_links(
+                gallery_lifecycle::sweeper::SweepPolicy::for_links(
                     cfg.download_link_ttl,
                     cfg.sweep_retention,
                 )
@@ -421,7 +421,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
             );
             async move {
                 let ready = ctx.clone();
-                gallery_api::reconciler::run(
+                gallery_lifecycle::reconciler::run(
                     js,
                     client,
                     store,

@@ -688,8 +688,8 @@ impl HttpArgs {
         cfg.upload_grace = Duration::from_secs(self.upload_grace);
         cfg.upload_scan_every = self.upload_scan_interval;
         cfg.delete_settle = self.delete_settle;
-        cfg.import = gallery_api::watcher::ImportConfig {
-            allow: gallery_api::import::AllowList::parse(&self.import_allow_hosts)
+        cfg.import = gallery_lifecycle::watcher::ImportConfig {
+            allow: gallery_lifecycle::import::AllowList::parse(&self.import_allow_hosts)
                 .map_err(|e| anyhow::anyhow!("--import-allow-hosts: {e}"))?,
             timeout: self.import_timeout.min(Duration::from_secs(25)),
         };

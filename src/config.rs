@@ -60,7 +60,7 @@ pub struct AppConfig {
     /// How long after an image's deletion the deleter removes its objects.
     pub delete_settle: Duration,
     /// Imports by URL: hosts fetched whatever their address, and the fetch's time limit.
-    pub import: gallery_api::watcher::ImportConfig,
+    pub import: gallery_lifecycle::watcher::ImportConfig,
     /// How often the acting reconciler sweeps the store (`None`: only `gallery sweep`).
     pub sweep_every: Option<Duration>,
     /// How long the sweeper keeps originals of refused or expired uploads and objects the read
@@ -69,7 +69,7 @@ pub struct AppConfig {
     /// Replaces the sweep policy derived from the link lifetime and the retention (tests; the
     /// command line always derives it, so the superseded versions' grace stays at least the
     /// download links' lifetime plus an hour).
-    pub sweep_policy: Option<gallery_api::sweeper::SweepPolicy>,
+    pub sweep_policy: Option<gallery_lifecycle::sweeper::SweepPolicy>,
     /// How often the api looks whether to write a read-model snapshot to the object store
     /// (`None`: never). A replica on an empty data dir restores the newest one either way.
     pub snapshot_every: Option<Duration>,

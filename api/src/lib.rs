@@ -6,25 +6,19 @@
 pub mod access;
 pub mod auth;
 pub mod content_type;
-pub mod deleter;
 pub mod error;
 pub mod idempotency;
-pub mod import;
 pub mod limits;
 pub mod openapi;
 pub mod readiness;
-pub mod reconciler;
-pub mod reprocess;
 pub mod request_id;
 pub mod routes;
 pub mod serve;
 pub mod signing;
 pub mod sigv4;
 pub mod state;
-pub mod sweeper;
 pub mod view;
 pub mod view_cache;
-pub mod watcher;
 
 #[cfg(test)]
 mod fuzz_tests;

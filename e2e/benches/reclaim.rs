@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(!photos.is_empty(), "no JPEGs in BENCH_PHOTOS");
     let stack = TestStack::start_with(|c| {
         c.sweep_every = None;
-        c.sweep_policy = Some(gallery_api::sweeper::SweepPolicy {
+        c.sweep_policy = Some(gallery_lifecycle::sweeper::SweepPolicy {
             retention: Duration::ZERO,
             superseded_grace: Duration::ZERO,
             deleted_grace: Duration::ZERO,

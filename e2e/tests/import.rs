@@ -5,7 +5,7 @@
 //! not on the allow-list (`fetch_refused`, decided by resolution: nothing is sent there), a
 //! slow source and a 404 (`fetch_failed`), an oversize body (`upload_too_large`) and a
 //! non-image (`unsupported_format`). The full refused-address matrix is unit-tested in
-//! `api/src/import.rs`.
+//! `api/lifecycle/src/import.rs`.
 
 use std::time::Duration;
 
@@ -13,9 +13,9 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use gallery_api::import::AllowList;
-use gallery_api::watcher::ImportConfig;
 use gallery_e2e::{TestStack, jpeg_photo, metric};
+use gallery_lifecycle::import::AllowList;
+use gallery_lifecycle::watcher::ImportConfig;
 use serde_json::json;
 
 /// A source on a free loopback port: the photo, redirects, a slow, an oversize and a

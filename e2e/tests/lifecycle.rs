@@ -260,7 +260,7 @@ async fn the_sweeper_removes_only_what_no_record_needs_after_a_dry_run() {
     use object_store::{ObjectStore, PutPayload, path::Path as ObjectPath};
     let stack = TestStack::start_s3_with(|c| {
         c.sweep_every = None;
-        c.sweep_policy = Some(gallery_api::sweeper::SweepPolicy {
+        c.sweep_policy = Some(gallery_lifecycle::sweeper::SweepPolicy {
             retention: Duration::ZERO,
             superseded_grace: Duration::ZERO,
             deleted_grace: Duration::ZERO,

@@ -17,7 +17,7 @@ use crate::auth::Right;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::view::{ErrorBody, ImageView, image_view};
-use crate::watcher::{Inspection, inspect_upload};
+use gallery_lifecycle::watcher::{Inspection, inspect_upload};
 
 /// `{id}` of the image routes (documentation: the handlers take it as text and answer 404 for
 /// anything that is not an image's id).

@@ -58,13 +58,13 @@ pub fn parse_create_with(
     let source_url = match obj.get("source_url") {
         None | Some(Value::Null) => None,
         Some(Value::String(u)) => {
-            Some(crate::import::parse_source_url(u).map_err(ApiError::invalid)?)
+            Some(gallery_lifecycle::import::parse_source_url(u).map_err(ApiError::invalid)?)
         }
         Some(_) => return Err(ApiError::invalid("source_url must be a string")),
     };
     let filename = match (obj.get("filename"), &source_url) {
         (Some(Value::String(s)), _) if !s.trim().is_empty() => s.clone(),
-        (None | Some(Value::Null), Some(url)) => crate::import::name_from_url(url),
+        (None | Some(Value::Null), Some(url)) => gallery_lifecycle::import::name_from_url(url),
         (Some(_), _) => return Err(ApiError::invalid("filename must be a non-empty string")),
         (None, None) => {
             return Err(ApiError::invalid(
