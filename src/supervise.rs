@@ -1,5 +1,5 @@
-//! Role supervision: every long-running role (projector, upload watcher, processor, http) runs
-//! under [`Supervisor::spawn`]. A role that ends while the process is not stopping, by an error
+//! Role supervision: every long-running role (processor, projector, upload watcher, deleter,
+//! reconciler, http) runs under [`Supervisor::spawn`]. A role that ends while the process is not stopping, by an error
 //! or a panic, is restarted with backoff (1 s doubling to 30 s) and named on `/ready` while it
 //! is down. A role that fails [`START_ATTEMPTS`] times without ever reporting itself running
 //! can't start at all: the supervisor reports it as fatal and the process exits non-zero, so an

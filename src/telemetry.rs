@@ -1,4 +1,5 @@
-//! Logging set-up, in one place. `RUST_LOG` overrides the default filter.
+//! Logs and metrics, in one place: the log subscriber (`RUST_LOG` overrides the default
+//! filter), the Prometheus recorder and its `/metrics` router, and the sampler of gauges.
 
 use tracing_subscriber::EnvFilter;
 

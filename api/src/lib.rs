@@ -1,7 +1,10 @@
-//! The HTTP api: upload links, the local-mode upload and download endpoints, listings, single
-//! images, reprocessing, WebSockets and health. [`router`] builds the routes over an
-//! [`AppState`]; [`serve`] runs them on a bound listener until a cancellation token fires, so
-//! tests start it on port 0 in-process.
+//! The HTTP edge: upload links, the local-mode upload and download endpoints, listings, single
+//! images, reprocessing, WebSockets and health, with auth, rate limits, the OpenAPI document
+//! and the web page. [`router`] builds the routes over an [`AppState`]; [`serve`] runs them on
+//! a bound listener until a cancellation token fires, so tests start it on port 0 in-process.
+//! The background roles of an api process (upload watcher, import by URL, reconciler, deleter,
+//! sweeper, bulk reprocess) are in `gallery-lifecycle`, which this crate calls into and which
+//! never calls back.
 
 pub mod access;
 pub mod auth;
