@@ -8,7 +8,8 @@
 //! 4. the embedded nats-server, if any, stops last.
 //!
 //! Configuration lives in [`crate::config`], the command line in [`crate::cli`], storage in
-//! [`crate::storage`], the read model's lock and repair in [`crate::readmodel`].
+//! [`crate::storage`], the read model's lock and repair in [`crate::readmodel`], and how each
+//! role is started (one `spawn_role` shape for all) in `crate::roles`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use tokio_util::task::TaskTracker;
 
 pub use crate::config::{AppConfig, Roles, S3Config};
 use crate::readmodel::{self, ReadModelLock};
+use crate::roles::Launch;
 use crate::supervise::Supervisor;
 
 /// A started stack. [`Running::stop`] shuts it down in order.
@@ -263,19 +265,7 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
 
 /// Starts the roles of `cfg` and returns once the http listener is bound.
 pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
-    // One TLS crypto backend for every client (NATS, S3), chosen before any connection: with
-    // two compiled in and none chosen, a TLS connection panics (docs/ARCHITECTURE.md §11).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating the data dir {}", cfg.data_dir.display()))?;
-    // One api process per read model: refuse early and clearly.
-    let lock = if cfg.roles.api() {
-        Some(readmodel::lock(&cfg.data_dir)?)
-    } else {
-        None
-    };
-    // Every role records into the one Prometheus recorder from here on.
-    let _ = crate::telemetry::metrics();
+    let lock = prepare(&cfg)?;
     let (nats_url, nats, client) =
         connect_nats(&cfg.data_dir, cfg.nats_url.as_deref(), &cfg.nats_auth).await?;
     let js = async_nats::jetstream::new(client.clone());
@@ -292,233 +282,46 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
 
     let board = RoleBoard::default();
     let (supervisor, fatal) = Supervisor::new(board.clone());
-    let intake = CancellationToken::new();
-    let intake_tasks = TaskTracker::new();
-    let projector_stop = CancellationToken::new();
-    let projector_tasks = TaskTracker::new();
-
-    if cfg.roles.processor() {
-        let (js, store, pcfg) = (js.clone(), store.clone(), processor_config(&cfg));
-        supervisor.spawn(&intake_tasks, "processor", intake.clone(), move |ctx| {
-            let (js, store, pcfg) = (js.clone(), store.clone(), pcfg.clone());
-            async move {
-                let ready = ctx.clone();
-                gallery_processor::run(js, store, pcfg, ctx.shutdown.clone(), move || {
-                    ready.running()
-                })
-                .await?;
-                Ok(())
-            }
-        });
-    }
-
-    let mut drain = None;
-    let mut read_model_origin = None;
-    let router = if cfg.roles.api() {
-        let (read_model, origin) =
-            readmodel::open_or_rebuild(&js, &cfg.data_dir, store.as_ref()).await?;
-        read_model_origin = Some(origin);
-        if let Some(every) = cfg.snapshot_every {
-            intake_tasks.spawn(crate::snapshots::run(
-                read_model.clone(),
-                store.clone(),
-                cfg.data_dir.clone(),
-                every,
-                intake.clone(),
-            ));
-        }
-        let projector = Arc::new(Projector::new(read_model)?);
-        let handle = projector.handle();
-        drain = Some((handle.clone(), js.clone()));
-        let pjs = js.clone();
-        supervisor.spawn(
-            &projector_tasks,
-            "projector",
-            projector_stop.clone(),
-            move |ctx| {
-                let (projector, js) = (projector.clone(), pjs.clone());
-                async move {
-                    ctx.running();
-                    projector.run(js, ctx.shutdown.clone()).await;
-                    Ok(())
-                }
-            },
-        );
-
-        // Local mode records uploads at the upload endpoint; with S3 nobody tells us, so look.
-        let watcher = gallery_lifecycle::watcher::WatcherConfig {
-            import: cfg.import.clone(),
-            grace: cfg.upload_grace,
-            scan: lister.map(|lister| gallery_lifecycle::watcher::ScanConfig {
-                lister,
-                every: cfg.upload_scan_every,
-            }),
-        };
-        let (wjs, wstore) = (js.clone(), store.clone());
-        supervisor.spawn(
-            &intake_tasks,
-            "upload-watcher",
-            intake.clone(),
-            move |ctx| {
-                let (js, store, watcher) = (wjs.clone(), wstore.clone(), watcher.clone());
-                async move {
-                    let ready = ctx.clone();
-                    gallery_lifecycle::watcher::run(
-                        js,
-                        store,
-                        watcher,
-                        ctx.shutdown.clone(),
-                        move || ready.running(),
-                    )
-                    .await?;
-                    Ok(())
-                }
-            },
-        );
-
-        let dcfg = gallery_lifecycle::deleter::DeleterConfig {
-            settle: cfg.delete_settle,
-            upload_grace: cfg.upload_grace,
-            reusable_links: cfg.s3.is_some(),
-            ..Default::default()
-        };
-        let (djs, dstore) = (js.clone(), store.clone());
-        supervisor.spawn(&intake_tasks, "deleter", intake.clone(), move |ctx| {
-            let (js, store, dcfg) = (djs.clone(), dstore.clone(), dcfg.clone());
-            async move {
-                let ready = ctx.clone();
-                gallery_lifecycle::deleter::run(js, store, dcfg, ctx.shutdown.clone(), move || {
-                    ready.running()
-                })
-                .await?;
-                Ok(())
-            }
-        });
-
-        let rcfg = gallery_lifecycle::reconciler::ReconcilerConfig {
-            every: cfg.reconcile_every,
-            stuck_after: cfg.redrive_after,
-            processing_after: cfg.retry_budget + cfg.redrive_after,
-        };
-        let sweeping = gallery_lifecycle::reconciler::Sweeping {
-            objects: store.clone(),
-            policy: cfg.sweep_policy.clone().unwrap_or_else(|| {
-                gallery_lifecycle::sweeper::SweepPolicy::for_links(
-                    cfg.download_link_ttl,
-                    cfg.sweep_retention,
-                )
-            }),
-            every: cfg.sweep_every,
-        };
-        let (rjs, rclient, rstore) = (js.clone(), client.clone(), handle.store.clone());
-        supervisor.spawn(&intake_tasks, "reconciler", intake.clone(), move |ctx| {
-            let (js, client, store, rcfg, sweeping) = (
-                rjs.clone(),
-                rclient.clone(),
-                rstore.clone(),
-                rcfg.clone(),
-                sweeping.clone(),
-            );
-            async move {
-                let ready = ctx.clone();
-                gallery_lifecycle::reconciler::run(
-                    js,
-                    client,
-                    store,
-                    rcfg,
-                    sweeping,
-                    ctx.shutdown.clone(),
-                    move || ready.running(),
-                )
-                .await?;
-                Ok(())
-            }
-        });
-
-        let secret = crate::secret::load_or_create(cfg.secret.as_deref(), &cfg.data_dir)?;
-        let state = AppState::new(
-            client.clone(),
-            store.clone(),
-            handle,
-            &secret,
-            api_config(&cfg, addr)?,
-            board.clone(),
-        );
-        gallery_api::router(state)
-    } else {
-        // A processor's health port serves its metrics too.
-        let sampler = (js.clone(), intake.clone());
-        intake_tasks.spawn(crate::telemetry::sample(
-            sampler.0,
-            None,
-            Duration::from_secs(5),
-            sampler.1,
-        ));
-        gallery_api::health_router(Arc::new(Readiness {
-            client: client.clone(),
-            js: js.clone(),
-            store: store.clone(),
-            projector: None,
-            roles: board.clone(),
-            max_lag: 0,
-        }))
-        .merge(crate::telemetry::metrics_router())
+    let launch = Launch {
+        supervisor,
+        intake: CancellationToken::new(),
+        intake_tasks: TaskTracker::new(),
+        projector_stop: CancellationToken::new(),
+        projector_tasks: TaskTracker::new(),
+        client: client.clone(),
+        js: js.clone(),
+        store: store.clone(),
     };
+    if cfg.roles.processor() {
+        crate::roles::spawn_processor(&launch, processor_config(&cfg));
+    }
+    let (router, api) = if cfg.roles.api() {
+        let api = start_api_roles(&cfg, &launch, lister, addr, &board).await?;
+        (api.router.clone(), Some(api))
+    } else {
+        (processor_health(&launch, &board), None)
+    };
+    let drain = api.as_ref().map(|a| (a.projector.clone(), js.clone()));
     // The api's metrics on their own (loopback) listener, and what the log says, sampled.
-    let mut metrics_addr = None;
-    if let (true, Some(listen)) = (cfg.roles.api(), cfg.metrics_listen) {
-        let listener = std::net::TcpListener::bind(listen)
-            .with_context(|| format!("binding the metrics listener {listen}"))?;
-        listener.set_nonblocking(true)?;
-        metrics_addr = Some(listener.local_addr()?);
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let stop = intake.clone();
-        intake_tasks.spawn(async move {
-            let _ = gallery_api::serve::serve(
-                listener,
-                crate::telemetry::metrics_router(),
-                gallery_api::serve::ServeConfig::default(),
-                stop,
-            )
-            .await;
-        });
-        let projector = drain.as_ref().map(|(p, _)| p.clone());
-        intake_tasks.spawn(crate::telemetry::sample(
-            js.clone(),
-            projector,
-            Duration::from_secs(5),
-            intake.clone(),
-        ));
-    }
-    let std_listener = Arc::new(std_listener);
-    let mut serve_cfg = cfg.http;
-    // Per-address connection caps need the real client address: not behind a proxy.
-    let public_url = cfg
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
-    if cfg.roles.api()
-        && cfg.rate_limits.resolve(addr, &public_url)
-        && cfg.limits.trusted_proxy_header.is_none()
-    {
-        serve_cfg.max_per_address = Some(cfg.max_connections_per_address);
-    }
-    supervisor.spawn(&intake_tasks, "http", intake.clone(), move |ctx| {
-        let (router, std_listener) = (router.clone(), std_listener.clone());
-        async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener.try_clone()?)?;
-            ctx.running();
-            gallery_api::serve::serve(listener, router, serve_cfg, ctx.shutdown.clone()).await?;
-            Ok(())
-        }
-    });
+    let metrics_addr = match (&api, cfg.metrics_listen) {
+        (Some(api), Some(listen)) => Some(serve_metrics(&launch, listen, &api.projector)?),
+        _ => None,
+    };
+    crate::roles::spawn_http(&launch, router, std_listener, serve_config(&cfg, addr));
 
     tracing::info!(%addr, roles = ?cfg.roles, "gallery is up");
+    let Launch {
+        intake,
+        intake_tasks,
+        projector_stop,
+        projector_tasks,
+        ..
+    } = launch;
     Ok(Running {
         addr,
         metrics_addr,
         nats_url,
-        read_model: read_model_origin,
+        read_model: api.map(|a| a.origin),
         intake,
         intake_tasks,
         projector_stop,
@@ -529,6 +332,140 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         nats,
         _lock: lock,
     })
+}
+
+/// Before any connection: the TLS backend, the data dir, the read model's lock (api role) and
+/// the metrics recorder.
+fn prepare(cfg: &AppConfig) -> anyhow::Result<Option<ReadModelLock>> {
+    // One TLS crypto backend for every client (NATS, S3), chosen before any connection: with
+    // two compiled in and none chosen, a TLS connection panics (docs/ARCHITECTURE.md §11).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating the data dir {}", cfg.data_dir.display()))?;
+    // One api process per read model: refuse early and clearly.
+    let lock = if cfg.roles.api() {
+        Some(readmodel::lock(&cfg.data_dir)?)
+    } else {
+        None
+    };
+    // Every role records into the one Prometheus recorder from here on.
+    let _ = crate::telemetry::metrics();
+    Ok(lock)
+}
+
+/// The HTTP server's settings: per-address connection caps need the real client address, so
+/// they apply to an api with rate limits on that is not behind a proxy.
+fn serve_config(cfg: &AppConfig, addr: SocketAddr) -> gallery_api::serve::ServeConfig {
+    let mut serve_cfg = cfg.http;
+    let public_url = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    if cfg.roles.api()
+        && cfg.rate_limits.resolve(addr, &public_url)
+        && cfg.limits.trusted_proxy_header.is_none()
+    {
+        serve_cfg.max_per_address = Some(cfg.max_connections_per_address);
+    }
+    serve_cfg
+}
+
+/// What the api role started: its router, its read model's projector, and where the read
+/// model came from.
+struct ApiRoles {
+    router: axum::Router,
+    projector: ProjectorHandle,
+    origin: crate::readmodel::Origin,
+}
+
+/// The api role: the read model (opened, restored or rebuilt) and its snapshots, the
+/// projector, the background roles, and the HTTP state over them.
+async fn start_api_roles(
+    cfg: &AppConfig,
+    launch: &Launch,
+    lister: Option<Arc<dyn object_store::list::PaginatedListStore>>,
+    addr: SocketAddr,
+    board: &RoleBoard,
+) -> anyhow::Result<ApiRoles> {
+    let (read_model, origin) =
+        readmodel::open_or_rebuild(&launch.js, &cfg.data_dir, launch.store.as_ref()).await?;
+    if let Some(every) = cfg.snapshot_every {
+        launch.intake_tasks.spawn(crate::snapshots::run(
+            read_model.clone(),
+            launch.store.clone(),
+            cfg.data_dir.clone(),
+            every,
+            launch.intake.clone(),
+        ));
+    }
+    let projector = Arc::new(Projector::new(read_model)?);
+    let handle = projector.handle();
+    crate::roles::spawn_projector(launch, projector);
+    crate::roles::spawn_lifecycle(launch, cfg, lister, handle.store.clone());
+    let secret = crate::secret::load_or_create(cfg.secret.as_deref(), &cfg.data_dir)?;
+    let state = AppState::new(
+        launch.client.clone(),
+        launch.store.clone(),
+        handle.clone(),
+        &secret,
+        api_config(cfg, addr)?,
+        board.clone(),
+    );
+    Ok(ApiRoles {
+        router: gallery_api::router(state),
+        projector: handle,
+        origin,
+    })
+}
+
+/// A processor's health port, which serves its metrics too (sampled from the log).
+fn processor_health(launch: &Launch, board: &RoleBoard) -> axum::Router {
+    launch.intake_tasks.spawn(crate::telemetry::sample(
+        launch.js.clone(),
+        None,
+        Duration::from_secs(5),
+        launch.intake.clone(),
+    ));
+    gallery_api::health_router(Arc::new(Readiness {
+        client: launch.client.clone(),
+        js: launch.js.clone(),
+        store: launch.store.clone(),
+        projector: None,
+        roles: board.clone(),
+        max_lag: 0,
+    }))
+    .merge(crate::telemetry::metrics_router())
+}
+
+/// The api's `/metrics` on its own listener, and the sampler of what the log and the consumers
+/// say; answers the bound address.
+fn serve_metrics(
+    launch: &Launch,
+    listen: SocketAddr,
+    projector: &ProjectorHandle,
+) -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("binding the metrics listener {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let stop = launch.intake.clone();
+    launch.intake_tasks.spawn(async move {
+        let _ = gallery_api::serve::serve(
+            listener,
+            crate::telemetry::metrics_router(),
+            gallery_api::serve::ServeConfig::default(),
+            stop,
+        )
+        .await;
+    });
+    launch.intake_tasks.spawn(crate::telemetry::sample(
+        launch.js.clone(),
+        Some(projector.clone()),
+        Duration::from_secs(5),
+        launch.intake.clone(),
+    ));
+    Ok(addr)
 }
 
 async fn wait_for_signal() {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod load;
 pub mod readmodel;
 pub mod render_worker;
+mod roles;
 pub mod secret;
 pub mod snapshots;
 pub mod storage;

@@ -52,6 +52,27 @@ impl Supervisor {
     }
 
     /// Runs a role (started anew by calling `make` each time) on `tasks` until `shutdown` fires.
+    /// [`spawn`](Self::spawn) for a role that reports itself running once it serves: each
+    /// (re)start calls `run` with a fresh clone of `state`, the shutdown token, and the
+    /// callback that marks the role running.
+    pub fn spawn_role<S, F, Fut>(
+        &self,
+        tasks: &TaskTracker,
+        name: &'static str,
+        shutdown: CancellationToken,
+        state: S,
+        run: F,
+    ) where
+        S: Clone + Send + 'static,
+        F: Fn(S, CancellationToken, Box<dyn FnOnce() + Send>) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.spawn(tasks, name, shutdown, move |ctx| {
+            let shutdown = ctx.shutdown.clone();
+            run(state.clone(), shutdown, Box::new(move || ctx.running()))
+        });
+    }
+
     pub fn spawn<F, Fut>(
         &self,
         tasks: &TaskTracker,

@@ -23,7 +23,13 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 fn source_text() -> String {
     let root = env!("CARGO_MANIFEST_DIR");
     let mut text = String::new();
-    for dir in ["src", "api/src", "api/lifecycle/src", "processor/src", "projector/src"] {
+    for dir in [
+        "src",
+        "api/src",
+        "api/lifecycle/src",
+        "processor/src",
+        "projector/src",
+    ] {
         for entry in walk(&std::path::Path::new(root).join(dir)) {
             text.push_str(&std::fs::read_to_string(entry).unwrap());
         }
