@@ -31,6 +31,9 @@ echo "nats-server: $GALLERY_NATS_SERVER ($("$GALLERY_NATS_SERVER" --version))"
 # Style and lints first: a clean clone must be formatted and warning-free.
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# No import circles between the files of a crate (docs/ARCHITECTURE.md §1).
+python3 "$ROOT/scripts/check-module-cycles.py" src api/src api/lifecycle/src schema/src nats/src \
+    projector/src processor/src processor/render/src processor/libtiff/src e2e/src
 # Supply chain (deny.toml): licenses, banned crates and sources always; known vulnerabilities
 # when the advisory database (a git repository) can be fetched, which needs more than the
 # package registries.

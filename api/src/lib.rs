@@ -10,9 +10,12 @@ pub mod access;
 pub mod auth;
 pub mod content_type;
 pub mod error;
+pub mod headers;
 pub mod idempotency;
 pub mod limits;
+pub mod link_mode;
 pub mod openapi;
+pub mod openapi_schemas;
 pub mod readiness;
 pub mod request_id;
 pub mod routes;
@@ -36,7 +39,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
-pub use readiness::{Readiness, RoleBoard, RoleState, health_router};
+pub use readiness::{Readiness, RoleBoard, RoleState};
+pub use routes::health::health_router;
 pub use state::{ApiConfig, AppState};
 
 /// The api's router: [`api_routes`] with the fallbacks, `/openapi.json`'s document and the

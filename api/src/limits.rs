@@ -173,7 +173,7 @@ impl KeyExtractor for TokenKey {
         use std::hash::BuildHasher;
         static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
             std::sync::OnceLock::new();
-        match crate::access::bearer_token(req.headers()) {
+        match crate::headers::bearer_token(req.headers()) {
             Some(token) if self.keys.verify(token, chrono::Utc::now()).is_ok() => Ok(
                 TokenOrAddress::Token(SEED.get_or_init(Default::default).hash_one(token)),
             ),

@@ -184,20 +184,6 @@ impl Readiness {
     }
 }
 
-/// `/health` and `/ready` alone, for a process without the api (`gallery processor`).
-pub fn health_router(readiness: Arc<Readiness>) -> axum::Router {
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/health", get(crate::routes::health::health))
-        .route(
-            "/ready",
-            get(move || {
-                let readiness = readiness.clone();
-                async move { readiness.respond().await }
-            }),
-        )
-}
-
 /// What the read model's position says, given the stream's last sequence read after it: too
 /// far behind, or ahead, which a log that only grows can't explain (a stream recreated or
 /// restored short of what this model folded: its later events would be new ones at sequences

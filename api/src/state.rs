@@ -8,26 +8,8 @@ use gallery_nats::EventLog;
 use gallery_projector::ProjectorHandle;
 use object_store::ObjectStore;
 
+pub use crate::link_mode::{LinkMode, S3Links};
 use crate::signing::Signer;
-use crate::sigv4::Credentials;
-
-/// Where clients send bytes and fetch versions.
-#[derive(Debug, Clone)]
-pub enum LinkMode {
-    /// The api serves uploads and downloads itself, with HMAC-signed links.
-    Local,
-    /// Clients go straight to S3: presigned POST policies and presigned GETs.
-    S3(S3Links),
-}
-
-#[derive(Debug, Clone)]
-pub struct S3Links {
-    pub bucket: String,
-    /// Scheme and authority clients use (`http://localhost:9000`), which may differ from the
-    /// endpoint the services use.
-    pub public_endpoint: String,
-    pub credentials: Credentials,
-}
 
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -60,7 +42,7 @@ impl ApiConfig {
     pub fn new(public_url: impl Into<String>) -> Self {
         let public_url = public_url.into().trim_end_matches('/').to_owned();
         Self {
-            allowed_origins: crate::access::default_origins(&public_url),
+            allowed_origins: crate::headers::default_origins(&public_url),
             auth: None,
             rate_limits: None,
             max_pending_links: None,
@@ -159,6 +141,20 @@ impl AppState {
     }
 
     /// The `Idempotency-Key` bucket (declared with the topology), looked up once.
+    /// The image's record; 404 for an id the model doesn't know and for a deleted image (its
+    /// tombstone is not an image any more).
+    pub(crate) fn load_record(
+        &self,
+        image: &gallery_schema::ImageId,
+    ) -> crate::error::ApiResult<gallery_projector::Record> {
+        self.projector
+            .store
+            .get(image)
+            .map_err(|e| crate::error::ApiError::internal("reading the read model", e))?
+            .filter(|rec| rec.state != gallery_schema::ImageState::Deleted)
+            .ok_or_else(|| crate::error::ApiError::not_found("image"))
+    }
+
     pub(crate) async fn idempotency(&self) -> crate::error::ApiResult<jetstream::kv::Store> {
         self.idempotency
             .get_or_try_init(|| async {

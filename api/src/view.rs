@@ -10,8 +10,8 @@ use gallery_schema::{EventBody, ImageState, VersionName};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::link_mode::S3Links;
 use crate::signing::{Signer, download_expiry};
-use crate::state::S3Links;
 
 /// Mints download URLs: `{base}/files/{key}?expires=..&signature=..` in local mode, presigned
 /// GETs on the public S3 endpoint in S3 mode. Both stay the same for an hour-aligned window, so
@@ -70,9 +70,9 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 pub struct ImageView {
     #[schema(format = Uuid)]
     pub image_id: String,
-    #[schema(schema_with = crate::openapi::image_state)]
+    #[schema(schema_with = crate::openapi_schemas::image_state)]
     pub state: &'static str,
-    #[schema(schema_with = crate::openapi::project_id)]
+    #[schema(schema_with = crate::openapi_schemas::project_id)]
     pub project_id: String,
     /// The name the client gave (display only).
     pub filename: String,
@@ -156,7 +156,7 @@ pub struct ImageMeta {
     /// recorded, or not rendered yet).
     pub renditions_version: u32,
     /// Each rendered version's size, keyed by version name.
-    #[schema(schema_with = crate::openapi::version_meta_map)]
+    #[schema(schema_with = crate::openapi_schemas::version_meta_map)]
     pub versions: BTreeMap<&'static str, VersionMeta>,
 }
 
@@ -173,7 +173,7 @@ pub struct VersionMeta {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorDetail {
-    #[schema(schema_with = crate::openapi::error_code)]
+    #[schema(schema_with = crate::openapi_schemas::error_code)]
     pub code: &'static str,
     /// For people; may change between releases (the code doesn't).
     pub message: String,
@@ -239,18 +239,18 @@ pub fn image_view(rec: &Record, links: &Links<'_>) -> ImageView {
 pub struct WsMessage {
     /// The event's kind.
     #[serde(rename = "type")]
-    #[schema(schema_with = crate::openapi::event_kind)]
+    #[schema(schema_with = crate::openapi_schemas::event_kind)]
     pub kind: &'static str,
     #[schema(format = Uuid)]
     pub image_id: String,
-    #[schema(schema_with = crate::openapi::project_id)]
+    #[schema(schema_with = crate::openapi_schemas::project_id)]
     pub project_id: String,
     /// The image's state after this event.
-    #[schema(schema_with = crate::openapi::image_state)]
+    #[schema(schema_with = crate::openapi_schemas::image_state)]
     pub state: &'static str,
     /// `version_rendered` only: which version.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = crate::openapi::version_name)]
+    #[schema(schema_with = crate::openapi_schemas::version_name)]
     pub version: Option<&'static str>,
     /// `version_rendered` only: the version's signed download URL.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -9,6 +9,7 @@ pub mod event;
 pub mod fit;
 pub mod ids;
 pub mod keys;
+pub mod kind;
 pub mod sniff;
 pub mod state;
 pub mod subjects;
@@ -23,8 +24,9 @@ pub mod pb {
 }
 
 pub use error_code::ErrorCode;
-pub use event::{Event, EventBody, EventKind, Failure, UploadRequested, Uploaded, VersionRendered};
+pub use event::{Event, EventBody, Failure, UploadRequested, Uploaded, VersionRendered};
 pub use fit::{Size, fit_inside};
 pub use ids::{IdError, ImageId, ProjectId};
+pub use kind::EventKind;
 pub use state::ImageState;
 pub use version::{RENDITIONS, RENDITIONS_VERSION, Rendition, VersionName};

@@ -3,8 +3,8 @@
 //! Subjects are `images.<project_id>.<image_id>.<kind>`. Builders take validated ids only, so a
 //! caller cannot put a wildcard or a separator into a subject.
 
-use crate::event::EventKind;
 use crate::ids::{ImageId, ProjectId};
+use crate::kind::EventKind;
 
 pub const STREAM: &str = "IMAGES";
 pub const STREAM_SUBJECTS: &str = "images.>";

@@ -49,3 +49,15 @@ pub async fn health() -> Json<Health> {
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadinessReport>) {
     state.readiness.respond().await
 }
+
+/// `/health` and `/ready` alone, for a process without the api (`gallery processor`).
+pub fn health_router(readiness: std::sync::Arc<crate::readiness::Readiness>) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new().route("/health", get(health)).route(
+        "/ready",
+        get(move || {
+            let readiness = readiness.clone();
+            async move { readiness.respond().await }
+        }),
+    )
+}

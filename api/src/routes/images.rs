@@ -19,24 +19,13 @@ use crate::state::AppState;
 use crate::view::{ErrorBody, ImageView, image_view};
 use gallery_lifecycle::watcher::{Inspection, inspect_upload};
 
-/// `{id}` of the image routes (documentation: the handlers take it as text and answer 404 for
-/// anything that is not an image's id).
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-pub struct ImagePath {
-    /// The image id (a UUID, from `POST /images/`)
-    #[param(format = Uuid)]
-    id: String,
-}
-
 /// One image.
 #[utoipa::path(
     get,
     path = "/images/{id}",
     tag = "images",
     operation_id = "get_image",
-    params(ImagePath),
+    params(crate::openapi_schemas::ImagePath),
     responses(
         (status = 200, description = "The image", body = ImageView),
         (status = 404, description = "No such image, or not in the token's projects", body = ErrorBody),
@@ -74,7 +63,7 @@ pub struct Deletion {
     path = "/images/{id}",
     tag = "images",
     operation_id = "delete_image",
-    params(ImagePath),
+    params(crate::openapi_schemas::ImagePath),
     responses(
         (status = 202, description = "Deleted; the objects go shortly after", body = Deletion),
         (status = 403, description = "The token doesn't grant `admin` on the image's project", body = ErrorBody),
@@ -155,7 +144,7 @@ pub(crate) async fn record_deletions(
     path = "/images/{id}/reprocess",
     tag = "images",
     operation_id = "reprocess_image",
-    params(ImagePath),
+    params(crate::openapi_schemas::ImagePath),
     responses(
         (status = 202, description = "Accepted: the image as it is now", body = ImageView),
         (status = 404, description = "No such image, or not in the token's projects", body = ErrorBody),
@@ -212,7 +201,7 @@ pub async fn reprocess(
     path = "/images/{id}/complete",
     tag = "images",
     operation_id = "complete_upload",
-    params(ImagePath),
+    params(crate::openapi_schemas::ImagePath),
     responses(
         (status = 200, description = "The image: `uploaded` (or later), or `error` if the file was refused", body = ImageView),
         (status = 404, description = "No such image, or not in the token's projects", body = ErrorBody),

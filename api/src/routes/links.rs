@@ -285,7 +285,7 @@ fn deleted_since(image: &ImageId) -> ApiError {
 pub struct UploadLink {
     #[schema(format = Uuid)]
     pub image_id: String,
-    #[schema(schema_with = crate::openapi::project_id)]
+    #[schema(schema_with = crate::openapi_schemas::project_id)]
     pub project_id: String,
     /// Where to send the file: the api's `/uploads/{id}` in local mode, the bucket's URL on
     /// the S3 endpoint in S3 mode.
@@ -293,7 +293,7 @@ pub struct UploadLink {
     pub upload_link: String,
     /// Always `POST`: a `multipart/form-data` form with every `params` field, then the file
     /// as the field `file` (the S3 POST-policy contract, in both modes).
-    #[schema(schema_with = crate::openapi::post_only)]
+    #[schema(schema_with = crate::openapi_schemas::post_only)]
     pub method: &'static str,
     /// The form fields to send before the file, verbatim.
     pub params: BTreeMap<String, String>,
@@ -310,7 +310,7 @@ pub struct UploadLink {
 pub struct ImportAccepted {
     #[schema(format = Uuid)]
     pub image_id: String,
-    #[schema(schema_with = crate::openapi::project_id)]
+    #[schema(schema_with = crate::openapi_schemas::project_id)]
     pub project_id: String,
     #[schema(format = Uri)]
     pub source_url: String,

@@ -37,16 +37,9 @@ pub(crate) fn links(state: &AppState) -> Links<'_> {
     }
 }
 
-/// The image's record; 404 for an id the model doesn't know and for a deleted image (its
-/// tombstone is not an image any more).
+/// The image's record; 404 for an id the model doesn't know and for a deleted image.
 pub(crate) fn load_record(state: &AppState, image: &ImageId) -> ApiResult<Record> {
-    state
-        .projector
-        .store
-        .get(image)
-        .map_err(|e| ApiError::internal("reading the read model", e))?
-        .filter(|rec| rec.state != gallery_schema::ImageState::Deleted)
-        .ok_or_else(|| ApiError::not_found("image"))
+    state.load_record(image)
 }
 
 /// Read-your-writes: after an append, wait until the read model has it.

@@ -31,7 +31,7 @@ pub struct ListQuery {
     #[param(format = Uuid)]
     cursor: Option<String>,
     /// Only images in this state
-    #[param(schema_with = crate::openapi::image_state)]
+    #[param(schema_with = crate::openapi_schemas::image_state)]
     state: Option<String>,
 }
 

@@ -89,7 +89,7 @@ pub struct UploadReceipt {
     #[schema(format = Uuid)]
     pub image_id: String,
     /// Always `uploaded`: processing starts next.
-    #[schema(schema_with = crate::openapi::image_state)]
+    #[schema(schema_with = crate::openapi_schemas::image_state)]
     pub state: &'static str,
     /// Bytes stored.
     pub size: u64,
@@ -124,7 +124,7 @@ pub struct UploadForm {
     path = "/uploads/{id}",
     tag = "files",
     operation_id = "upload_file",
-    params(super::images::ImagePath),
+    params(crate::openapi_schemas::ImagePath),
     request_body(content = inline(UploadForm), content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Stored; the image is `uploaded`", body = UploadReceipt),

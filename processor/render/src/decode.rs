@@ -9,6 +9,7 @@ use gallery_schema::sniff::{known_unsupported, sniff_image, unsupported_message}
 use gallery_schema::{ErrorCode, Size, VersionName, fit_inside};
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, metadata::Orientation};
 
+use crate::decoded::{Decoded, check_size};
 use crate::{Limits, RenderError, color, heif, jpeg, png_exif, tiff_extra, turbo};
 
 fn classify(err: ImageError) -> RenderError {
@@ -19,16 +20,6 @@ fn classify(err: ImageError) -> RenderError {
         ImageError::IoError(e) => RenderError::new(ErrorCode::CorruptImage, e.to_string()),
         other => RenderError::new(ErrorCode::CorruptImage, other.to_string()),
     }
-}
-
-/// A decoded image, upright, with the colour profile its pixels still need converting from.
-pub struct Decoded {
-    /// Upright pixels; possibly decoded at a reduced scale (JPEG DCT scaling), never smaller
-    /// than the largest version needs.
-    pub image: DynamicImage,
-    /// The original's upright size: the versions are fitted from it.
-    pub original: Size,
-    pub profile: Option<moxcms::ColorProfile>,
 }
 
 /// Decodes `bytes`, upright, within `limits`.
@@ -293,37 +284,6 @@ fn decode_cmyk_jpeg(
     let buffer = image::RgbImage::from_raw(w, h, rgb)
         .ok_or_else(|| RenderError::new(ErrorCode::Internal, "CMYK conversion size"))?;
     Ok(DynamicImage::ImageRgb8(buffer))
-}
-
-pub(crate) fn check_size(size: Size, limits: Limits) -> Result<(), RenderError> {
-    if size.width == 0 || size.height == 0 {
-        return Err(RenderError::new(
-            ErrorCode::CorruptImage,
-            "the image has no pixels",
-        ));
-    }
-    if size.width > limits.max_side || size.height > limits.max_side {
-        return Err(RenderError::new(
-            ErrorCode::ImageTooLarge,
-            format!(
-                "{}x{} exceeds the maximum side of {} px",
-                size.width, size.height, limits.max_side
-            ),
-        ));
-    }
-    if size.pixels() > limits.max_pixels {
-        return Err(RenderError::new(
-            ErrorCode::ImageTooLarge,
-            format!(
-                "{}x{} is {} pixels, over the limit of {}",
-                size.width,
-                size.height,
-                size.pixels(),
-                limits.max_pixels
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// The `image` crate's own allocation guards, matching ours.

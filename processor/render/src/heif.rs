@@ -14,7 +14,7 @@ use libheif_rs::{
     HeifErrorCode, HeifErrorSubCode, LibHeif, RgbChroma, TransferCharacteristics,
 };
 
-use crate::decode::{Decoded, check_size};
+use crate::decoded::{Decoded, check_size};
 use crate::{Limits, RenderError, color};
 
 /// libheif initialised once for the process (its decoders are registered by `heif_init`) and

@@ -10,6 +10,7 @@
 pub mod budget;
 pub mod color;
 mod decode;
+mod decoded;
 pub mod heif;
 pub mod jpeg;
 pub mod png_exif;
@@ -20,7 +21,8 @@ use fast_image_resize::{self as fr, PixelType, ResizeAlg, ResizeOptions, Resizer
 use gallery_schema::{ErrorCode, RENDITIONS, Size, VersionName, fit_inside};
 use image::{DynamicImage, ImageError};
 
-pub use decode::{Decoded, decode};
+pub use decode::decode;
+pub use decoded::Decoded;
 
 /// Refusal thresholds, checked before decoding.
 #[derive(Debug, Clone, Copy)]

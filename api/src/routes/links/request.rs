@@ -164,10 +164,10 @@ pub struct CreateImageRequest {
     /// public addresses, or hosts on `--import-allow-hosts`). The answer is 202 without a link.
     #[schema(format = Uri, max_length = 2048)]
     pub source_url: Option<String>,
-    #[schema(schema_with = crate::openapi::project_id_or_number)]
+    #[schema(schema_with = crate::openapi_schemas::project_id_or_number)]
     pub project_id: Value,
     /// One of the accepted image types; derived from the file name when absent.
-    #[schema(schema_with = crate::openapi::accepted_content_type)]
+    #[schema(schema_with = crate::openapi_schemas::accepted_content_type)]
     pub content_type: Option<String>,
     /// The file's size, when known: the link then accepts exactly up to this many bytes.
     #[schema(minimum = 1)]
