@@ -105,8 +105,7 @@ impl Running {
 }
 
 async fn stream_last_seq(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
-    let mut stream = js.get_stream(gallery_schema::subjects::STREAM).await?;
-    Ok(stream.info().await?.state.last_sequence)
+    Ok(gallery_nats::last_seq(js).await?)
 }
 
 pub(crate) async fn connect_nats(

@@ -143,16 +143,10 @@ async fn restore(
     snapshots: &dyn ObjectStore,
     dir: &Path,
 ) -> Option<SnapshotInfo> {
-    let (first_seq, last_seq) = match js.get_stream(gallery_schema::subjects::STREAM).await {
-        Ok(mut stream) => match stream.info().await {
-            Ok(info) => (info.state.first_sequence, info.state.last_sequence),
-            Err(err) => {
-                tracing::warn!(%err, "no snapshot restore: reading the stream's state");
-                return None;
-            }
-        },
+    let (first_seq, last_seq) = match gallery_nats::stream_bounds(js).await {
+        Ok(bounds) => bounds,
         Err(err) => {
-            tracing::warn!(%err, "no snapshot restore: reading the stream's state");
+            tracing::warn!(%err, "no snapshot restore");
             return None;
         }
     };

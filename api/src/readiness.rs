@@ -12,7 +12,6 @@ use async_nats::jetstream;
 use axum::Json;
 use axum::http::StatusCode;
 use gallery_projector::ProjectorHandle;
-use gallery_schema::subjects::STREAM;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use serde::Serialize;
@@ -160,16 +159,7 @@ impl Readiness {
     }
 
     async fn stream_seq(&self) -> Result<u64, String> {
-        let mut stream = self
-            .js
-            .get_stream(STREAM)
-            .await
-            .map_err(|e| e.to_string())?;
-        stream
-            .info()
-            .await
-            .map(|i| i.state.last_sequence)
-            .map_err(|e| e.to_string())
+        gallery_nats::last_seq(&self.js).await.map_err(|e| e.0)
     }
 
     /// The `/ready` response.

@@ -147,16 +147,13 @@ pub async fn backup(
     if write_header {
         out.write_all(MAGIC)?;
     }
-    let mut stream = js
+    let last = crate::read::last_seq(js)
+        .await
+        .map_err(|e| BackupError::Read(e.0))?;
+    let stream = js
         .get_stream(STREAM)
         .await
         .map_err(|e| BackupError::Read(e.to_string()))?;
-    let last = stream
-        .info()
-        .await
-        .map_err(|e| BackupError::Read(e.to_string()))?
-        .state
-        .last_sequence;
     let mut stats = Stats {
         last_seq: from_seq.saturating_sub(1),
         ..Stats::default()
@@ -218,15 +215,9 @@ pub async fn backup(
 /// them must continue the stream exactly.
 pub async fn restore(js: &jetstream::Context, input: &mut impl Read) -> Result<Stats, BackupError> {
     read_header(input)?;
-    let have = js
-        .get_stream(STREAM)
+    let have = crate::read::last_seq(js)
         .await
-        .map_err(|e| BackupError::Read(e.to_string()))?
-        .info()
-        .await
-        .map_err(|e| BackupError::Read(e.to_string()))?
-        .state
-        .last_sequence;
+        .map_err(|e| BackupError::Read(e.0))?;
     let mut stats = Stats::default();
     while let Some(record) = read_record(input)? {
         if record.seq == 0 {

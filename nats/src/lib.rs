@@ -12,7 +12,7 @@ pub mod server;
 pub mod topology;
 
 pub use append::{AppendError, Appended, EventLog, Guard, REQUEST_ID};
-pub use read::{ReadError, StoredEvent};
+pub use read::{ReadError, StoredEvent, StreamStateError, last_seq, stream_bounds};
 pub use server::{NatsCluster, NatsServer, ServerError, find_nats_server, write_private};
 pub use topology::{ProcessorConsumerConfig, Replicas, TopologyError};
 

@@ -17,6 +17,31 @@ use gallery_schema::Event;
 use gallery_schema::subjects::STREAM;
 use gallery_schema::wire::DecodeError;
 
+/// The stream's first and last sequence now (both 0 while it is empty): where a rebuild, a
+/// backup, a snapshot restore or a lag reading starts from. The one place that asks.
+pub async fn stream_bounds(js: &jetstream::Context) -> Result<(u64, u64), StreamStateError> {
+    let mut stream = js
+        .get_stream(STREAM)
+        .await
+        .map_err(|e| StreamStateError(e.to_string()))?;
+    let state = &stream
+        .info()
+        .await
+        .map_err(|e| StreamStateError(e.to_string()))?
+        .state;
+    Ok((state.first_sequence, state.last_sequence))
+}
+
+/// The stream's last sequence now (0 while it is empty).
+pub async fn last_seq(js: &jetstream::Context) -> Result<u64, StreamStateError> {
+    Ok(stream_bounds(js).await?.1)
+}
+
+/// The stream's state could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the stream's state: {0}")]
+pub struct StreamStateError(pub String);
+
 /// An event with its stream sequence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {

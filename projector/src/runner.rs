@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures::StreamExt;
 use gallery_nats::{ReadError, StoredEvent, read};
-use gallery_schema::subjects::{STREAM, STREAM_SUBJECTS};
+use gallery_schema::subjects::STREAM_SUBJECTS;
 use std::collections::HashMap;
 
 use gallery_schema::ProjectId;
@@ -363,16 +363,9 @@ pub enum ProjectorError {
 /// Replays the whole log into a fresh store next to `dir` and swaps it in. The service must be
 /// stopped (sled allows one process per directory). Returns the number of events applied.
 pub async fn rebuild(js: &jetstream::Context, dir: &Path) -> Result<u64, ProjectorError> {
-    let mut stream = js
-        .get_stream(STREAM)
+    let last = gallery_nats::last_seq(js)
         .await
-        .map_err(|e| ProjectorError::Info(e.to_string()))?;
-    let last = stream
-        .info()
-        .await
-        .map_err(|e| ProjectorError::Info(e.to_string()))?
-        .state
-        .last_sequence;
+        .map_err(|e| ProjectorError::Info(e.0))?;
     let fresh_dir = sibling(dir, "rebuild");
     if fresh_dir.exists() {
         std::fs::remove_dir_all(&fresh_dir)?;
