@@ -34,6 +34,80 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// A `gallery render-worker` child and its buffered pipes (`--via-worker`).
+type WorkerPipe = (
+    std::process::Child,
+    std::io::BufWriter<std::process::ChildStdin>,
+    std::io::BufReader<std::process::ChildStdout>,
+);
+
+fn spawn_worker() -> anyhow::Result<WorkerPipe> {
+    let exe = std::env::current_exe()?;
+    let mut child = std::process::Command::new(exe)
+        .arg("render-worker")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    gallery_processor::protocol::widen_pipe(&stdin);
+    gallery_processor::protocol::widen_pipe(&stdout);
+    let stdin = std::io::BufWriter::with_capacity(1 << 16, stdin);
+    let stdout = std::io::BufReader::with_capacity(1 << 16, stdout);
+    Ok((child, stdin, stdout))
+}
+
+/// One file's medians over the runs: the render (`None` when refused), libjpeg-turbo's full
+/// decode alone (JPEGs), and the render through the worker.
+struct FileTimes {
+    render: Option<f64>,
+    decode: Option<f64>,
+    worker: Option<f64>,
+}
+
+fn measure(
+    path: &std::path::Path,
+    runs: usize,
+    limits: Limits,
+    mut worker: Option<&mut WorkerPipe>,
+) -> anyhow::Result<FileTimes> {
+    let bytes = std::fs::read(path)?;
+    let (mut times, mut decodes, mut via_worker) = (Vec::new(), Vec::new(), Vec::new());
+    let is_jpeg = bytes.starts_with(&[0xFF, 0xD8]);
+    let mut outcome = String::new();
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        let result = gallery_processor::render(&bytes, limits);
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        outcome = match result {
+            Ok(r) => format!("{}x{}", r.upright.width, r.upright.height),
+            Err(e) => format!("refused: {} ({})", e.code, e.message),
+        };
+        if let Some((_, stdin, stdout)) = worker.as_deref_mut() {
+            let started = Instant::now();
+            gallery_processor::protocol::write_request(stdin, limits, &bytes)?;
+            let _ = gallery_processor::protocol::read_response(stdout)?;
+            via_worker.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        if is_jpeg && !outcome.starts_with("refused") {
+            let started = Instant::now();
+            if gallery_processor::render::turbo::decode_rgb(&bytes, 8).is_ok() {
+                decodes.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    let m = median(&mut times);
+    let decode = (!decodes.is_empty()).then(|| median(&mut decodes));
+    let note = decode.map_or(String::new(), |d| format!("(full decode alone {d:.1} ms)"));
+    println!("{:>9.1} ms  {:<14} {} {note}", m, outcome, path.display());
+    let refused = outcome.starts_with("refused");
+    Ok(FileTimes {
+        render: (!refused).then_some(m),
+        decode,
+        worker: (!refused && !via_worker.is_empty()).then(|| median(&mut via_worker)),
+    })
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut files: Vec<_> = std::fs::read_dir(&args.dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -44,69 +118,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         max_pixels: args.max_pixels,
         ..Limits::default()
     };
-    let mut per_image = Vec::new();
-    let mut per_decode = Vec::new();
-    let mut per_worker = Vec::new();
     let mut worker = if args.via_worker {
-        let exe = std::env::current_exe()?;
-        let mut child = std::process::Command::new(exe)
-            .arg("render-worker")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()?;
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        gallery_processor::protocol::widen_pipe(&stdin);
-        gallery_processor::protocol::widen_pipe(&stdout);
-        let stdin = std::io::BufWriter::with_capacity(1 << 16, stdin);
-        let stdout = std::io::BufReader::with_capacity(1 << 16, stdout);
-        Some((child, stdin, stdout))
+        Some(spawn_worker()?)
     } else {
         None
     };
+    let (mut per_image, mut per_decode, mut per_worker) = (Vec::new(), Vec::new(), Vec::new());
     for path in &files {
-        let bytes = std::fs::read(path)?;
-        let mut times = Vec::with_capacity(args.runs);
-        let mut decodes = Vec::with_capacity(args.runs);
-        let mut via_worker = Vec::with_capacity(args.runs);
-        let is_jpeg = bytes.starts_with(&[0xFF, 0xD8]);
-        let mut outcome = String::new();
-        for _ in 0..args.runs.max(1) {
-            let started = Instant::now();
-            let result = gallery_processor::render(&bytes, limits);
-            times.push(started.elapsed().as_secs_f64() * 1000.0);
-            outcome = match result {
-                Ok(r) => format!("{}x{}", r.upright.width, r.upright.height),
-                Err(e) => format!("refused: {} ({})", e.code, e.message),
-            };
-            if let Some((_, stdin, stdout)) = worker.as_mut() {
-                let started = Instant::now();
-                gallery_processor::protocol::write_request(stdin, limits, &bytes)?;
-                let _ = gallery_processor::protocol::read_response(stdout)?;
-                via_worker.push(started.elapsed().as_secs_f64() * 1000.0);
-            }
-            if is_jpeg && !outcome.starts_with("refused") {
-                let started = Instant::now();
-                if gallery_processor::render::turbo::decode_rgb(&bytes, 8).is_ok() {
-                    decodes.push(started.elapsed().as_secs_f64() * 1000.0);
-                }
-            }
-        }
-        let m = median(&mut times);
-        let decode = if decodes.is_empty() {
-            String::new()
-        } else {
-            let d = median(&mut decodes);
-            per_decode.push(d);
-            format!("(full decode alone {d:.1} ms)")
-        };
-        println!("{:>9.1} ms  {:<14} {} {decode}", m, outcome, path.display());
-        if !outcome.starts_with("refused") {
-            per_image.push(m);
-            if !via_worker.is_empty() {
-                per_worker.push(median(&mut via_worker));
-            }
-        }
+        let t = measure(path, args.runs, limits, worker.as_mut())?;
+        per_image.extend(t.render);
+        per_decode.extend(t.decode);
+        per_worker.extend(t.worker);
     }
     if let Some((mut child, stdin, _)) = worker.take() {
         drop(stdin);

@@ -66,21 +66,7 @@ pub async fn open_or_rebuild(
         let store = Store::open(&dir).context("opening the restored read model")?;
         return Ok((store, Origin::Restored(info)));
     }
-    let opened = {
-        let dir = dir.clone();
-        // sled can panic on some damaged files rather than return an error.
-        tokio::task::spawn_blocking(move || {
-            std::panic::catch_unwind(|| Store::open(&dir)).map_err(|panic| {
-                panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_else(|| "sled panicked".to_owned())
-            })
-        })
-        .await?
-    };
-    let err = match opened {
+    let err = match open_catching_panics(&dir).await? {
         Ok(Ok(store)) => return Ok((store, Origin::Opened)),
         Ok(Err(gallery_projector::StoreError::Version(old))) => {
             // An upgrade that changed the record format: expected, and the model is
@@ -104,13 +90,7 @@ pub async fn open_or_rebuild(
     };
     if !dir.exists() {
         // Replaced above: nothing to keep aside.
-        let started = std::time::Instant::now();
-        let applied = gallery_projector::rebuild(js, &dir)
-            .await
-            .context("rebuilding the read model from the log")?;
-        tracing::warn!(events = applied, took = ?started.elapsed(), "read model rebuilt from the log");
-        let store = Store::open(&dir).context("opening the rebuilt read model")?;
-        return Ok((store, Origin::Rebuilt { events: applied }));
+        return rebuild_from_log(js, &dir).await;
     }
     let aside = data_dir.join(format!(
         "readmodel.damaged-{}",
@@ -123,8 +103,34 @@ pub async fn open_or_rebuild(
         "the read model can't be opened; rebuilding it from the log"
     );
     std::fs::rename(&dir, &aside).with_context(|| format!("moving {} aside", dir.display()))?;
+    rebuild_from_log(js, &dir).await
+}
+
+/// Opens the model in `dir` off the runtime's threads; a panic (sled panics on some damaged
+/// files rather than return an error) is the outer `Err`, with its message.
+async fn open_catching_panics(
+    dir: &Path,
+) -> anyhow::Result<Result<Result<Store, gallery_projector::StoreError>, String>> {
+    let dir = dir.to_path_buf();
+    Ok(tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(|| Store::open(&dir)).map_err(|panic| {
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "sled panicked".to_owned())
+        })
+    })
+    .await?)
+}
+
+/// Folds the whole log into a new model in `dir` (which must not exist).
+async fn rebuild_from_log(
+    js: &async_nats::jetstream::Context,
+    dir: &Path,
+) -> anyhow::Result<(Store, Origin)> {
     let started = std::time::Instant::now();
-    let applied = gallery_projector::rebuild(js, &dir)
+    let applied = gallery_projector::rebuild(js, dir)
         .await
         .context("rebuilding the read model from the log")?;
     tracing::warn!(
@@ -132,7 +138,7 @@ pub async fn open_or_rebuild(
         took = ?started.elapsed(),
         "read model rebuilt from the log"
     );
-    let store = Store::open(&dir).context("opening the rebuilt read model")?;
+    let store = Store::open(dir).context("opening the rebuilt read model")?;
     Ok((store, Origin::Rebuilt { events: applied }))
 }
 

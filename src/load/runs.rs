@@ -107,6 +107,20 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         Some(p) => p.clone(),
         None => format!("load-{run_id}"),
     };
+    tally_into(&mut report, t, args.mode, start, elapsed);
+    if let (Some(url), Some((before, since))) = (&args.metrics, metrics_before) {
+        let after = upload_checks(&target, url).await?;
+        report.upload_check_s3_rps = Some(rates_between(&before, &after, since.elapsed()));
+    }
+    if args.cleanup {
+        cleanup(&target, &projects, &mut report).await;
+    }
+    Ok(report)
+}
+
+/// What the run counted, as the report's rates and summaries (rates over `elapsed`, the time
+/// the jobs ran from `start`).
+fn tally_into(report: &mut Report, t: Tally, mode: Mode, start: Instant, elapsed: Duration) {
     if !t.links.is_empty() {
         report.link_rps = Some(per_second(t.links.len(), elapsed));
         report.link_ms = Some(t.links.summary());
@@ -115,32 +129,29 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         report.list_rps = Some(per_second(t.lists.len(), elapsed));
         report.list_ms = Some(t.lists.summary());
     }
-    if args.mode == Mode::Flow {
+    if mode == Mode::Flow {
         let done = t.upload_to_done.len();
         report.done = Some(done);
         report.upload_to_done_ms = Some(t.upload_to_done.summary());
         let until = t.last_done.map_or(elapsed, |at| at - start);
         report.photos_per_s = Some(per_second(done, until));
     }
-    if args.mode == Mode::Ws {
+    if mode == Mode::Ws {
         report.event_to_client_ms = Some(t.event_to_client.summary());
     }
     report.errors = t.errors;
-    if let (Some(url), Some((before, since))) = (&args.metrics, metrics_before) {
-        let after = upload_checks(&target, url).await?;
-        report.upload_check_s3_rps = Some(rates_between(&before, &after, since.elapsed()));
-    }
-    if args.cleanup {
-        let mut deleted = 0;
-        for project in &projects {
-            match target.delete_project(project).await {
-                Ok(n) => deleted += n,
-                Err(Failure(code)) => report.errors.add(&format!("cleanup_{code}")),
-            }
+}
+
+/// `--cleanup`: deletes the run's projects, counting what went and what failed.
+async fn cleanup(target: &Target, projects: &[String], report: &mut Report) {
+    let mut deleted = 0;
+    for project in projects {
+        match target.delete_project(project).await {
+            Ok(n) => deleted += n,
+            Err(Failure(code)) => report.errors.add(&format!("cleanup_{code}")),
         }
-        report.cleaned_up = Some(deleted);
     }
-    Ok(report)
+    report.cleaned_up = Some(deleted);
 }
 
 /// The api's S3 requests for upload checks so far, by who made them.
