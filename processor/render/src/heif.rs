@@ -58,6 +58,30 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     let image = lib
         .decode(&handle, ColorSpace::Rgb(chroma), Some(options))
         .map_err(classify)?;
+    let image = interleaved_to_image(&image, alpha)?;
+    // An ICC profile if there is one, else the CICP (nclx) colour signalled by the container
+    // or the stream: libheif uses the latter only to pick the YCbCr matrix.
+    let profile = match handle
+        .color_profile_raw()
+        .filter(|p| matches!(&p.profile_type().0, b"prof" | b"rICC"))
+    {
+        Some(icc) => color::rgb_profile_needing_conversion(&icc.data),
+        None => handle
+            .color_profile_nclx()
+            .and_then(|n| nclx_profile(n.color_primaries(), n.transfer_characteristics())),
+    };
+    Ok(Decoded {
+        original: Size::new(image.width(), image.height()),
+        image,
+        profile,
+    })
+}
+
+/// libheif's decoded interleaved RGB(A) plane as an image, with straight alpha.
+fn interleaved_to_image(
+    image: &libheif_rs::Image,
+    alpha: bool,
+) -> Result<DynamicImage, RenderError> {
     let planes = image.planes();
     let plane = planes.interleaved.ok_or_else(|| {
         RenderError::new(ErrorCode::Internal, "libheif returned no interleaved plane")
@@ -85,7 +109,7 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
     if alpha && image.is_premultiplied_alpha() {
         unpremultiply(&mut pixels);
     }
-    let image = if alpha {
+    let decoded = if alpha {
         DynamicImage::ImageRgba8(
             image::RgbaImage::from_raw(plane.width, plane.height, pixels).ok_or_else(size_error)?,
         )
@@ -94,22 +118,7 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
             image::RgbImage::from_raw(plane.width, plane.height, pixels).ok_or_else(size_error)?,
         )
     };
-    // An ICC profile if there is one, else the CICP (nclx) colour signalled by the container
-    // or the stream: libheif uses the latter only to pick the YCbCr matrix.
-    let profile = match handle
-        .color_profile_raw()
-        .filter(|p| matches!(&p.profile_type().0, b"prof" | b"rICC"))
-    {
-        Some(icc) => color::rgb_profile_needing_conversion(&icc.data),
-        None => handle
-            .color_profile_nclx()
-            .and_then(|n| nclx_profile(n.color_primaries(), n.transfer_characteristics())),
-    };
-    Ok(Decoded {
-        original: Size::new(image.width(), image.height()),
-        image,
-        profile,
-    })
+    Ok(decoded)
 }
 
 /// The source profile for wide-gamut SDR colour signalled only by CICP: Display P3 and BT.2020

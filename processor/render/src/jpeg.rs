@@ -83,23 +83,28 @@ pub fn check(bytes: &[u8]) -> Result<(), JpegProblem> {
             if scans > MAX_SCANS {
                 return Err(JpegProblem::TooManyScans);
             }
-            // Entropy-coded data runs to the next marker that is not a stuffed byte or RSTn.
-            loop {
-                let Some(pos) = bytes[i..].iter().position(|&b| b == 0xFF) else {
-                    return Err(JpegProblem::Truncated);
-                };
-                i += pos;
-                match bytes.get(i + 1) {
-                    None => return Err(JpegProblem::Truncated),
-                    // A marker that can follow a scan: the walk goes on from it.
-                    Some(0xC0..=0xCF | 0xD9..=0xDF | 0xE0..=0xEF | 0xFE) => break,
-                    // Fill byte: the marker (if any) comes after it.
-                    Some(0xFF) => i += 1,
-                    // Stuffed zero, restart marker, or a stray byte decoders skip as corrupt
-                    // entropy data (seen in real camera files): still inside the scan.
-                    Some(_) => i += 2,
-                }
-            }
+            i = skip_entropy_data(bytes, i)?;
+        }
+    }
+}
+
+/// Where the entropy-coded data that starts at `i` ends: at the next marker that is not a
+/// stuffed byte or RSTn (the walk goes on from there).
+fn skip_entropy_data(bytes: &[u8], mut i: usize) -> Result<usize, JpegProblem> {
+    loop {
+        let Some(pos) = bytes[i..].iter().position(|&b| b == 0xFF) else {
+            return Err(JpegProblem::Truncated);
+        };
+        i += pos;
+        match bytes.get(i + 1) {
+            None => return Err(JpegProblem::Truncated),
+            // A marker that can follow a scan: the walk goes on from it.
+            Some(0xC0..=0xCF | 0xD9..=0xDF | 0xE0..=0xEF | 0xFE) => return Ok(i),
+            // Fill byte: the marker (if any) comes after it.
+            Some(0xFF) => i += 1,
+            // Stuffed zero, restart marker, or a stray byte decoders skip as corrupt entropy
+            // data (seen in real camera files): still inside the scan.
+            Some(_) => i += 2,
         }
     }
 }
