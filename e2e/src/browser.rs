@@ -38,7 +38,7 @@ pub struct Browser {
     /// The driver's exit was collected: its process group id may be someone else's now.
     reaped: bool,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Browser {
@@ -63,16 +63,13 @@ impl Browser {
             driver,
             reaped: false,
             log,
-            _dir: dir,
+            dir,
         };
         let url = format!("http://127.0.0.1:{port}");
         browser.wait_driver_ready(&url).await?;
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let client = ClientBuilder::new(connector)
-            .capabilities(capabilities(
-                &chromium,
-                &browser._dir.path().join("profile"),
-            ))
+            .capabilities(capabilities(&chromium, &browser.dir.path().join("profile")))
             .connect(&url)
             .await
             .with_context(|| format!("new chromium session: {}", browser.driver_log()))?;
