@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gallery_api::auth::TokenKeys;
+use gallery_api::link_mode::{LinkMode, S3Links};
 use gallery_api::sigv4::Credentials;
-use gallery_api::state::{LinkMode, S3Links};
 use gallery_api::{ApiConfig, AppState, Readiness, RoleBoard};
 use gallery_nats::{NatsServer, ProcessorConsumerConfig, topology};
 use gallery_processor::plan::RetryPolicy;

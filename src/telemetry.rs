@@ -93,16 +93,16 @@ pub async fn sample(
             _ = tick.tick() => {}
         }
         handle.run_upkeep();
-        if let Ok(last) = gallery_nats::last_seq(&js).await {
+        let Ok(mut stream) = js.get_stream(STREAM).await else {
+            continue;
+        };
+        if let Ok((_, last)) = gallery_nats::read::bounds_of(&mut stream).await {
             metrics::gauge!("gallery_stream_last_seq").set(last as f64);
             if let Some(p) = &projector {
                 let lag = last.saturating_sub(p.applied_seq());
                 metrics::gauge!("gallery_projector_lag_events").set(lag as f64);
             }
         }
-        let Ok(stream) = js.get_stream(STREAM).await else {
-            continue;
-        };
         for name in [
             PROCESSOR_CONSUMER,
             UPLOAD_WATCHER_CONSUMER,

@@ -15,11 +15,8 @@ use gallery_schema::{ErrorCode, ImageId, ProjectId};
 
 use crate::auth::{Grant, Right};
 use crate::error::{ApiError, ApiResult};
+use crate::headers::bearer_token;
 use crate::state::AppState;
-
-pub use crate::headers::{
-    WS_BEARER_PREFIX, WS_PROTOCOL, bearer_token, default_origins, origin_allowed,
-};
 
 #[derive(Debug, Clone)]
 pub enum Access {

@@ -108,7 +108,7 @@ proptest! {
         let mut headers = axum::http::HeaderMap::new();
         if let Ok(v) = axum::http::HeaderValue::from_str(&raw) {
             headers.insert("authorization", v.clone());
-            let _ = crate::access::bearer_token(&headers);
+            let _ = crate::headers::bearer_token(&headers);
         }
     }
 }

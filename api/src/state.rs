@@ -8,7 +8,7 @@ use gallery_nats::EventLog;
 use gallery_projector::ProjectorHandle;
 use object_store::ObjectStore;
 
-pub use crate::link_mode::{LinkMode, S3Links};
+use crate::link_mode::LinkMode;
 use crate::signing::Signer;
 
 #[derive(Debug, Clone)]

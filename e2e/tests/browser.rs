@@ -40,6 +40,20 @@ fn inputs(dir: &Path) -> (Vec<PathBuf>, PathBuf) {
     (photos, corrupt)
 }
 
+/// Waits until the page's live connection is up (`true`) or down (`false`).
+async fn wait_live(b: &Browser, live: bool) -> anyhow::Result<()> {
+    b.wait_until(
+        if live {
+            "the page live"
+        } else {
+            "the page offline"
+        },
+        "return document.body.dataset.live === String(arguments[0]);",
+        vec![live.into()],
+    )
+    .await
+}
+
 /// Opens the page, types the project and opens it, and waits for the live connection.
 async fn open_project(b: &Browser, base: &str, project: &str) -> anyhow::Result<()> {
     b.goto(&format!("{base}/")).await?;
@@ -53,12 +67,7 @@ async fn open_project(b: &Browser, base: &str, project: &str) -> anyhow::Result<
     // The stacks here run without auth: /config has answered, and the token field is hidden.
     assert!(!b.find("#token-field").await?.is_displayed().await?);
     b.click_button("Open").await?;
-    b.wait_until(
-        "the live connection",
-        "return document.body.dataset.live === 'true';",
-        vec![],
-    )
-    .await
+    wait_live(b, true).await
 }
 
 /// Two photos and the corrupt file through the file picker: thumbnails, an error, progress.
@@ -166,12 +175,7 @@ async fn offline_upload_caught_up(
     photo: &Path,
 ) -> anyhow::Result<String> {
     b.js("window.gallery.dropConnection(3000);", vec![]).await?;
-    b.wait_until(
-        "the page offline",
-        "return document.body.dataset.live === 'false';",
-        vec![],
-    )
-    .await?;
+    wait_live(b, false).await?;
     let name = photo.file_name().unwrap().to_str().unwrap();
     let link = stack.request_link(project, name).await?;
     let (status, body) = stack.upload(&link, std::fs::read(photo)?).await?;
@@ -187,12 +191,7 @@ async fn offline_upload_caught_up(
         status == 200,
         "/complete after the offline upload: {status} {body}"
     );
-    b.wait_until(
-        "the page live again",
-        "return document.body.dataset.live === 'true';",
-        vec![],
-    )
-    .await?;
+    wait_live(b, true).await?;
     b.wait_until(
         "the offline upload's thumbnail",
         "const img = document.querySelector(`.tile[data-image-id=\"${arguments[0]}\"] img`);

@@ -147,13 +147,13 @@ pub async fn backup(
     if write_header {
         out.write_all(MAGIC)?;
     }
-    let last = crate::read::last_seq(js)
-        .await
-        .map_err(|e| BackupError::Read(e.0))?;
-    let stream = js
+    let mut stream = js
         .get_stream(STREAM)
         .await
         .map_err(|e| BackupError::Read(e.to_string()))?;
+    let (_, last) = crate::read::bounds_of(&mut stream)
+        .await
+        .map_err(|e| BackupError::Read(e.0))?;
     let mut stats = Stats {
         last_seq: from_seq.saturating_sub(1),
         ..Stats::default()

@@ -24,6 +24,13 @@ pub async fn stream_bounds(js: &jetstream::Context) -> Result<(u64, u64), Stream
         .get_stream(STREAM)
         .await
         .map_err(|e| StreamStateError(e.to_string()))?;
+    bounds_of(&mut stream).await
+}
+
+/// [`stream_bounds`] of a stream handle the caller also needs for something else.
+pub async fn bounds_of(
+    stream: &mut jetstream::stream::Stream,
+) -> Result<(u64, u64), StreamStateError> {
     let state = &stream
         .info()
         .await

@@ -11,7 +11,7 @@ use gallery_schema::{Event, EventBody, ImageId, ImageState, ProjectId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{links, load_record, parse_image_id, wait_applied};
+use super::{links, parse_image_id, wait_applied};
 use crate::access::Access;
 use crate::auth::Right;
 use crate::error::{ApiError, ApiResult};
@@ -189,7 +189,7 @@ pub async fn reprocess(
         Err(e) => return Err(ApiError::unavailable("recording the reprocess request", e)),
     };
     wait_applied(&state, appended.seq).await;
-    let rec = load_record(&state, &rec.image_id)?;
+    let rec = state.load_record(&rec.image_id)?;
     Ok((StatusCode::ACCEPTED, Json(image_view(&rec, &links(&state)))).into_response())
 }
 
@@ -256,7 +256,7 @@ pub async fn complete(
                 }
             }
         }
-        rec = load_record(&state, &rec.image_id)?;
+        rec = state.load_record(&rec.image_id)?;
     }
     Ok(Json(image_view(&rec, &links(&state))))
 }

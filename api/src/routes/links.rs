@@ -21,9 +21,10 @@ use crate::auth::Right;
 use crate::content_type;
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency;
+use crate::link_mode::LinkMode;
 use crate::signing::UploadGrant;
 use crate::sigv4::{PostPolicy, post_form};
-use crate::state::{AppState, LinkMode};
+use crate::state::AppState;
 use crate::view::ErrorBody;
 
 mod request;

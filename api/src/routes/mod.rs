@@ -13,7 +13,6 @@ pub mod ws;
 
 use std::time::Duration;
 
-use gallery_projector::Record;
 use gallery_schema::ImageId;
 
 use crate::error::{ApiError, ApiResult};
@@ -31,15 +30,10 @@ pub(crate) fn links(state: &AppState) -> Links<'_> {
         ttl_secs: state.config.download_link_ttl.as_secs() as i64,
         now: now_secs(),
         s3: match &state.config.links {
-            crate::state::LinkMode::S3(s3) => Some(s3),
-            crate::state::LinkMode::Local => None,
+            crate::link_mode::LinkMode::S3(s3) => Some(s3),
+            crate::link_mode::LinkMode::Local => None,
         },
     }
-}
-
-/// The image's record; 404 for an id the model doesn't know and for a deleted image.
-pub(crate) fn load_record(state: &AppState, image: &ImageId) -> ApiResult<Record> {
-    state.load_record(image)
 }
 
 /// Read-your-writes: after an append, wait until the read model has it.
@@ -56,8 +50,8 @@ pub(crate) fn parse_image_id(raw: &str) -> ApiResult<ImageId> {
 /// 404 for the api's own upload and download endpoints when clients talk to S3 directly.
 pub(crate) fn local_mode_only(state: &AppState) -> ApiResult<()> {
     match state.config.links {
-        crate::state::LinkMode::Local => Ok(()),
-        crate::state::LinkMode::S3(_) => Err(ApiError::new(
+        crate::link_mode::LinkMode::Local => Ok(()),
+        crate::link_mode::LinkMode::S3(_) => Err(ApiError::new(
             gallery_schema::ErrorCode::NotFound,
             "this deployment stores files in S3: upload with the link's form and download with the listed URLs",
         )),

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 
-use super::{load_record, now_secs, parse_image_id, wait_applied};
+use super::{now_secs, parse_image_id, wait_applied};
 use crate::error::{ApiError, ApiResult};
 use crate::signing::{LinkError, UploadGrant};
 use crate::state::AppState;
@@ -236,7 +236,7 @@ async fn receive_file(
                 "the upload link has expired; ask for a new one",
             ),
         })?;
-    let rec = load_record(state, &image)?;
+    let rec = state.load_record(&image)?;
     if rec.original_key != key {
         // A valid signature always names the record's own key; this is defence in depth.
         return Err(ApiError::new(

@@ -27,9 +27,10 @@ use tokio::sync::broadcast;
 use tracing::Instrument;
 
 use super::links;
-use crate::access::{Access, WS_PROTOCOL, origin_allowed};
+use crate::access::Access;
 use crate::auth::Right;
 use crate::error::{ApiError, ApiResult};
+use crate::headers::{WS_PROTOCOL, origin_allowed};
 use crate::state::AppState;
 use crate::view::{ErrorBody, WsMessage, ws_message};
 
