@@ -34,6 +34,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # No import circles between the files of a crate (docs/ARCHITECTURE.md §1).
 python3 "$ROOT/scripts/check-module-cycles.py" src api/src api/lifecycle/src schema/src nats/src \
     projector/src processor/src processor/render/src processor/libtiff/src e2e/src
+# No function over 80 lines and no file over 400 outside tests (docs/ARCHITECTURE.md §0).
+python3 "$ROOT/scripts/check-shape.py" "$ROOT"
 # Supply chain (deny.toml): licenses, banned crates and sources always; known vulnerabilities
 # when the advisory database (a git repository) can be fetched, which needs more than the
 # package registries.

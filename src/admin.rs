@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use gallery_nats::{connect_or_start, declare_topology};
 
-use crate::app::{connect_nats, ensure_topology};
 use crate::cli::{
     BackupArgs, RebuildArgs, RedriveArgs, ReprocessArgs, RestoreArgs, SweepArgs, TokenArgs,
 };
-use crate::readmodel;
+use gallery_projector::open as readmodel;
 
 /// `gallery token`: mints a token with the keys file (created in the data dir when it is the
 /// default one and missing, as `gallery up` does) and prints it on stdout.
@@ -241,7 +241,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     )
     .await?;
     let js = async_nats::jetstream::new(client.clone());
-    ensure_topology(
+    declare_topology(
         &client,
         &js,
         args.topology.stream_replicas,
@@ -264,14 +264,14 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
 /// `gallery rebuild`: refuses while a gallery uses the data dir's read model.
 pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let _lock = readmodel::lock(&args.data_dir)?;
-    let (_url, nats, client) = connect_nats(
+    let (_url, nats, client) = connect_or_start(
         &args.data_dir,
         args.nats_url.as_deref(),
         &args.nats.resolve()?,
     )
     .await?;
     let js = async_nats::jetstream::new(client.clone());
-    ensure_topology(
+    declare_topology(
         &client,
         &js,
         args.topology.stream_replicas,

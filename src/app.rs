@@ -8,7 +8,7 @@
 //! 4. the embedded nats-server, if any, stops last.
 //!
 //! Configuration lives in [`crate::config`], the command line in [`crate::cli`], storage in
-//! [`crate::storage`], the read model's lock and repair in [`crate::readmodel`], and how each
+//! [`crate::storage`], the read model's lock, restore and repair in `gallery_projector::open`, and how each
 //! role is started (one `spawn_role` shape for all) in `crate::roles`.
 
 use std::net::SocketAddr;
@@ -18,20 +18,20 @@ use std::time::Duration;
 use anyhow::Context as _;
 use gallery_api::auth::TokenKeys;
 use gallery_api::link_mode::{LinkMode, S3Links};
+use gallery_api::options::Shared;
 use gallery_api::sigv4::Credentials;
-use gallery_api::{ApiConfig, AppState, Readiness, RoleBoard};
-use gallery_nats::{NatsServer, ProcessorConsumerConfig, topology};
-use gallery_processor::plan::RetryPolicy;
-use gallery_processor::{Limits, ProcessorConfig};
+use gallery_api::{ApiConfig, AppState, RoleBoard};
+use gallery_nats::{NatsServer, ProcessorConsumerConfig};
+use gallery_processor::ProcessorConfig;
 use gallery_projector::{Projector, ProjectorHandle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::config::{AppConfig, Roles, S3Config};
-use crate::readmodel::{self, ReadModelLock};
 use crate::roles::Launch;
 use crate::supervise::Supervisor;
+use gallery_projector::open::{self as readmodel, ReadModelLock};
 
 /// A started stack. [`Running::stop`] shuts it down in order.
 pub struct Running {
@@ -40,7 +40,7 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     pub nats_url: String,
     /// Where the api's read model came from at start (`None`: no api role).
-    pub read_model: Option<crate::readmodel::Origin>,
+    pub read_model: Option<readmodel::Origin>,
     /// Stops the http listener, the processor's pulls and the upload watcher.
     intake: CancellationToken,
     intake_tasks: TaskTracker,
@@ -108,107 +108,31 @@ async fn stream_last_seq(js: &async_nats::jetstream::Context) -> anyhow::Result<
     Ok(gallery_nats::last_seq(js).await?)
 }
 
-pub(crate) async fn connect_nats(
-    data_dir: &std::path::Path,
-    url: Option<&str>,
-    auth: &gallery_nats::NatsAuth,
-) -> anyhow::Result<(String, Option<NatsServer>, async_nats::Client)> {
-    let (url, child) = match url {
-        Some(url) => (url.to_owned(), None),
-        None => {
-            let server = NatsServer::start_in(&data_dir.join("nats"))
-                .await
-                .context("starting the local nats-server")?;
-            tracing::info!(address = %server.address(), "started local nats-server (loopback, with a generated credential)");
-            (server.url(), Some(server))
-        }
-    };
-    let client = gallery_nats::connect_with(&url, auth, Duration::from_secs(10))
-        .await
-        .with_context(|| format!("connecting to NATS at {}", gallery_nats::redact(&url)))?;
-    Ok((url, child, client))
-}
-
-/// The stream and consumers, as the api role declares them. JetStream may still be starting
-/// (or electing a leader in a cluster): retried for up to 30 s.
-pub(crate) async fn ensure_topology(
-    client: &async_nats::Client,
-    js: &async_nats::jetstream::Context,
-    replicas: gallery_nats::Replicas,
-    processor: &ProcessorConsumerConfig,
-) -> anyhow::Result<()> {
-    // A cluster that is still forming advertises fewer servers than it has: give its routes
-    // a moment before `auto` settles on a replica count that a restart won't change.
-    let mut cluster = topology::cluster_size(&client.server_info());
-    let forming_until = tokio::time::Instant::now() + Duration::from_secs(10);
-    while client.server_info().cluster.is_some()
-        && cluster < 3
-        && replicas == gallery_nats::Replicas::Auto
-        && tokio::time::Instant::now() < forming_until
-    {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        cluster = topology::cluster_size(&client.server_info());
-    }
-    let replicas = replicas.resolve(cluster);
-    tracing::info!(cluster, replicas, "stream replicas");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match topology::ensure_topology(js, replicas, processor).await {
-            Ok(_) => return Ok(()),
-            Err(err) if tokio::time::Instant::now() >= deadline => {
-                return Err(err).context("declaring the JetStream stream and consumers");
-            }
-            Err(err) => tracing::debug!(%err, "topology not declared yet; retrying"),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
+/// The processor's settings with what the process shares with its other roles.
 fn processor_config(cfg: &AppConfig) -> ProcessorConfig {
-    let mut p = ProcessorConfig::default();
-    if let Some(n) = cfg.concurrency {
-        p.cpu_concurrency = n.max(1);
-        p.job_concurrency = 2 * n.max(1);
+    ProcessorConfig {
+        max_upload_bytes: cfg.max_upload_bytes,
+        shutdown_grace: cfg.shutdown_grace,
+        typed_puts: cfg.s3.is_some(),
+        ..cfg.processor.clone()
     }
-    p.limits = Limits {
-        max_pixels: cfg.max_pixels,
-        max_side: cfg.max_side,
-    };
-    p.max_upload_bytes = cfg.max_upload_bytes;
-    p.typed_puts = cfg.s3.is_some();
-    p.retry = RetryPolicy {
-        budget: cfg.retry_budget,
-        ..RetryPolicy::default()
-    };
-    p.shutdown_grace = cfg.shutdown_grace;
-    p.job_deadline = cfg.job_deadline;
-    p.crash_limit = cfg.crash_limit;
-    p.memory_budget = cfg.render_memory_budget;
-    p.render_workers = cfg
-        .render_worker
-        .as_ref()
-        .map(|w| gallery_processor::WorkerCommand {
-            program: w.program.clone(),
-            args: vec![
-                "render-worker".into(),
-                "--memory-limit".into(),
-                w.memory_limit.to_string(),
-            ],
-        });
-    p
 }
 
+/// The base of the links handed out: the configured public URL, or the bound address.
+fn public_url(cfg: &AppConfig, addr: SocketAddr) -> String {
+    cfg.public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+}
+
+/// The routes' configuration: the api's options resolved against the bound address, with
+/// what the api shares with the other roles (links, sizes, the upload grace).
 fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
-    let mut api = ApiConfig::new(
-        cfg.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}")),
-    );
-    if addr.ip().is_unspecified() && api.public_url == format!("http://{addr}") {
+    let public_url = public_url(cfg, addr);
+    if addr.ip().is_unspecified() && cfg.public_url.is_none() {
         tracing::warn!(
-            "upload links will name {}, which no client can reach: set --public-url \
-             (GALLERY_PUBLIC_URL) to the address clients use",
-            api.public_url
+            "upload links will name {public_url}, which no client can reach: set --public-url \
+             (GALLERY_PUBLIC_URL) to the address clients use"
         );
     }
     // The keys exist either way (generated into the data dir when no file is named), so
@@ -219,37 +143,10 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
         (None, Some(_)) => TokenKeys::load(&keys_path)?,
         (None, None) => TokenKeys::load_or_create(&keys_path)?,
     };
-    if cfg.auth.resolve(addr, &api.public_url) {
-        tracing::info!(keys = %keys_path.display(), signing_kid = keys.signing_kid(), "auth is on: requests need project tokens");
-        api.auth = Some(Arc::new(keys));
-    } else {
-        let note = format!(
-            "auth is OFF: anyone who can reach {addr} can read and upload to every project \
-             (--auth on to require tokens; `gallery token` mints them)"
-        );
-        tracing::warn!("{note}");
-    }
-    if let Some(origins) = &cfg.allowed_origins {
-        api.allowed_origins = origins.iter().map(|o| o.trim().to_owned()).collect();
-    }
-    api.upload_grace = cfg.upload_grace;
-    api.import_timeout = cfg.import.timeout;
-    if cfg.rate_limits.resolve(addr, &api.public_url) {
-        api.rate_limits = Some(cfg.limits.clone());
-        api.max_pending_links = Some(cfg.max_pending_links);
-    } else {
-        let note = format!(
-            "rate limits are OFF on {addr} (loopback: local benchmarks measure the service, not \
-             the limiter; --rate-limits on to apply them)"
-        );
-        tracing::info!("{note}");
-    }
-    api.upload_link_ttl = cfg.upload_link_ttl;
-    api.download_link_ttl = cfg.download_link_ttl;
-    api.max_upload_bytes = cfg.max_upload_bytes;
-    api.ws_ping_every = cfg.ws_ping_every;
-    if let Some(s3) = &cfg.s3 {
-        api.links = LinkMode::S3(S3Links {
+    tracing::debug!(keys = %keys_path.display(), "token keys");
+    let links = match &cfg.s3 {
+        None => LinkMode::Local,
+        Some(s3) => LinkMode::S3(S3Links {
             bucket: s3.bucket.clone(),
             public_endpoint: s3.public_endpoint(),
             credentials: Credentials {
@@ -257,21 +154,29 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
                 secret_access_key: s3.secret_access_key.clone(),
                 region: s3.region.clone(),
             },
-        });
-    }
-    Ok(api)
+        }),
+    };
+    let shared = Shared {
+        public_url,
+        links,
+        max_upload_bytes: cfg.max_upload_bytes,
+        upload_grace: cfg.lifecycle.upload_grace,
+        import_timeout: cfg.lifecycle.import.timeout,
+    };
+    Ok(cfg.api.resolve(addr, shared, keys))
 }
 
 /// Starts the roles of `cfg` and returns once the http listener is bound.
 pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
     let lock = prepare(&cfg)?;
     let (nats_url, nats, client) =
-        connect_nats(&cfg.data_dir, cfg.nats_url.as_deref(), &cfg.nats_auth).await?;
+        gallery_nats::connect_or_start(&cfg.data_dir, cfg.nats_url.as_deref(), &cfg.nats_auth)
+            .await?;
     let js = async_nats::jetstream::new(client.clone());
     if cfg.roles.api() {
         let processor =
             ProcessorConsumerConfig::with_max_ack_pending(cfg.processor_max_ack_pending);
-        ensure_topology(&client, &js, cfg.stream_replicas, &processor).await?;
+        gallery_nats::declare_topology(&client, &js, cfg.stream_replicas, &processor).await?;
     }
     let crate::storage::Storage { store, lister } = crate::storage::open(&cfg).await?;
     let std_listener = std::net::TcpListener::bind(cfg.listen)
@@ -298,12 +203,16 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
         let api = start_api_roles(&cfg, &launch, lister, addr, &board).await?;
         (api.router.clone(), Some(api))
     } else {
-        (processor_health(&launch, &board), None)
+        (crate::roles::processor_health(&launch, &board), None)
     };
     let drain = api.as_ref().map(|a| (a.projector.clone(), js.clone()));
     // The api's metrics on their own (loopback) listener, and what the log says, sampled.
     let metrics_addr = match (&api, cfg.metrics_listen) {
-        (Some(api), Some(listen)) => Some(serve_metrics(&launch, listen, &api.projector)?),
+        (Some(api), Some(listen)) => Some(crate::roles::serve_metrics(
+            &launch,
+            listen,
+            &api.projector,
+        )?),
         _ => None,
     };
     crate::roles::spawn_http(&launch, router, std_listener, serve_config(&cfg, addr));
@@ -352,21 +261,14 @@ fn prepare(cfg: &AppConfig) -> anyhow::Result<Option<ReadModelLock>> {
     Ok(lock)
 }
 
-/// The HTTP server's settings: per-address connection caps need the real client address, so
-/// they apply to an api with rate limits on that is not behind a proxy.
+/// The HTTP listener's settings: an api's connection caps follow its rate limits; a
+/// processor's health port takes the plain ones.
 fn serve_config(cfg: &AppConfig, addr: SocketAddr) -> gallery_api::serve::ServeConfig {
-    let mut serve_cfg = cfg.http;
-    let public_url = cfg
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
-    if cfg.roles.api()
-        && cfg.rate_limits.resolve(addr, &public_url)
-        && cfg.limits.trusted_proxy_header.is_none()
-    {
-        serve_cfg.max_per_address = Some(cfg.max_connections_per_address);
+    if cfg.roles.api() {
+        cfg.api.serve_config(addr, &public_url(cfg, addr))
+    } else {
+        cfg.api.http
     }
-    serve_cfg
 }
 
 /// What the api role started: its router, its read model's projector, and where the read
@@ -374,7 +276,7 @@ fn serve_config(cfg: &AppConfig, addr: SocketAddr) -> gallery_api::serve::ServeC
 struct ApiRoles {
     router: axum::Router,
     projector: ProjectorHandle,
-    origin: crate::readmodel::Origin,
+    origin: readmodel::Origin,
 }
 
 /// The api role: the read model (opened, restored or rebuilt) and its snapshots, the
@@ -389,7 +291,7 @@ async fn start_api_roles(
     let (read_model, origin) =
         readmodel::open_or_rebuild(&launch.js, &cfg.data_dir, launch.store.as_ref()).await?;
     if let Some(every) = cfg.snapshot_every {
-        launch.intake_tasks.spawn(crate::snapshots::run(
+        launch.intake_tasks.spawn(gallery_projector::snapshots::run(
             read_model.clone(),
             launch.store.clone(),
             cfg.data_dir.clone(),
@@ -415,56 +317,6 @@ async fn start_api_roles(
         projector: handle,
         origin,
     })
-}
-
-/// A processor's health port, which serves its metrics too (sampled from the log).
-fn processor_health(launch: &Launch, board: &RoleBoard) -> axum::Router {
-    launch.intake_tasks.spawn(crate::telemetry::sample(
-        launch.js.clone(),
-        None,
-        Duration::from_secs(5),
-        launch.intake.clone(),
-    ));
-    gallery_api::health_router(Arc::new(Readiness {
-        client: launch.client.clone(),
-        js: launch.js.clone(),
-        store: launch.store.clone(),
-        projector: None,
-        roles: board.clone(),
-        max_lag: 0,
-    }))
-    .merge(crate::telemetry::metrics_router())
-}
-
-/// The api's `/metrics` on its own listener, and the sampler of what the log and the consumers
-/// say; answers the bound address.
-fn serve_metrics(
-    launch: &Launch,
-    listen: SocketAddr,
-    projector: &ProjectorHandle,
-) -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind(listen)
-        .with_context(|| format!("binding the metrics listener {listen}"))?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    let stop = launch.intake.clone();
-    launch.intake_tasks.spawn(async move {
-        let _ = gallery_api::serve::serve(
-            listener,
-            crate::telemetry::metrics_router(),
-            gallery_api::serve::ServeConfig::default(),
-            stop,
-        )
-        .await;
-    });
-    launch.intake_tasks.spawn(crate::telemetry::sample(
-        launch.js.clone(),
-        Some(projector.clone()),
-        Duration::from_secs(5),
-        launch.intake.clone(),
-    ));
-    Ok(addr)
 }
 
 async fn wait_for_signal() {

@@ -48,73 +48,26 @@ pub struct AppConfig {
     pub secret: Option<Secret>,
     pub roles: Roles,
     pub max_upload_bytes: u64,
-    pub max_pixels: u64,
-    pub max_side: u32,
-    pub upload_link_ttl: Duration,
-    pub download_link_ttl: Duration,
-    /// How long after a link's expiry an upload may still be recorded before the image ends in
-    /// `upload_expired`.
-    pub upload_grace: Duration,
-    /// S3 mode: how often the upload watcher lists the originals for links due a look.
-    pub upload_scan_every: Duration,
-    /// How long after an image's deletion the deleter removes its objects.
-    pub delete_settle: Duration,
-    /// Imports by URL: hosts fetched whatever their address, and the fetch's time limit.
-    pub import: gallery_lifecycle::watcher::ImportConfig,
-    /// How often the acting reconciler sweeps the store (`None`: only `gallery sweep`).
-    pub sweep_every: Option<Duration>,
-    /// How long the sweeper keeps originals of refused or expired uploads and objects the read
-    /// model doesn't know.
-    pub sweep_retention: Duration,
-    /// Replaces the sweep policy derived from the link lifetime and the retention (tests; the
-    /// command line always derives it, so the superseded versions' grace stays at least the
-    /// download links' lifetime plus an hour).
-    pub sweep_policy: Option<gallery_lifecycle::sweeper::SweepPolicy>,
+    /// The api's settings: link lifetimes, auth, origins, the listener, rate limits.
+    pub api: gallery_api::ApiOptions,
+    /// The background roles' settings (upload watcher, deleter, reconciler and its sweeps).
+    pub lifecycle: gallery_lifecycle::LifecycleConfig,
     /// How often the api looks whether to write a read-model snapshot to the object store
     /// (`None`: never). A replica on an empty data dir restores the newest one either way.
     pub snapshot_every: Option<Duration>,
-    /// WebSocket ping interval; a client silent for three intervals is closed.
-    pub ws_ping_every: Duration,
-    /// How often the acting reconciler looks for stuck images.
-    pub reconcile_every: Duration,
-    /// How long after its last event an unfinished image is re-driven.
-    pub redrive_after: Duration,
-    pub concurrency: Option<usize>,
-    /// How long transient failures of one image are retried before it ends in
-    /// `retries_exhausted` (retryable).
-    pub retry_budget: Duration,
     /// How long stopping may take before in-flight jobs are released back to the consumer;
     /// below docker's default 10 s between SIGTERM and SIGKILL.
     pub shutdown_grace: Duration,
-    /// Render in worker processes of this program; `None`: on this process's threads (tests
-    /// that run the stack in-process, whose program has no `render-worker` command).
-    pub render_worker: Option<RenderWorker>,
-    /// A render's wall-clock limit in a worker.
-    pub job_deadline: Duration,
-    /// Worker crashes of one image before it ends `processing_crashed`.
-    pub crash_limit: u32,
-    /// Bytes renders may need at once (their headers' estimate).
-    pub render_memory_budget: u64,
+    /// The processor's settings: renders at once, pixel limits, retry budget, render workers
+    /// and their deadline, crash limit and memory budget. Its `max_upload_bytes`,
+    /// `shutdown_grace` and `typed_puts` are the process's, filled in when it starts.
+    pub processor: gallery_processor::ProcessorConfig,
     /// `None`: local storage under the data dir.
     pub s3: Option<S3Config>,
-    /// Whether requests need project tokens (`auto`: unless listening on loopback).
-    pub auth: gallery_api::auth::Switch,
     /// Token signing keys; `None`: `token-keys.json` in the data dir, generated when missing.
     pub token_keys_file: Option<PathBuf>,
     /// The keys inline (`GALLERY_TOKEN_KEYS`), instead of a file.
     pub token_keys_json: Option<Secret>,
-    /// Origins whose pages may open WebSockets; `None`: the public URL's.
-    pub allowed_origins: Option<Vec<String>>,
-    /// Timeouts and the connection cap of the HTTP listener.
-    pub http: gallery_api::serve::ServeConfig,
-    /// Whether per-address and per-token limits apply (`auto`: unless listening on loopback).
-    pub rate_limits: gallery_api::auth::Switch,
-    /// The limits when they apply.
-    pub limits: gallery_api::limits::RateLimits,
-    /// Connections one address may hold when limits apply.
-    pub max_connections_per_address: usize,
-    /// Upload links a project may have waiting, when limits apply.
-    pub max_pending_links: u64,
 }
 
 impl AppConfig {
@@ -128,13 +81,6 @@ impl AppConfig {
 
 /// The keys file's name in the data dir when `GALLERY_TOKEN_KEYS_FILE` is not set.
 pub const DEFAULT_TOKEN_KEYS_FILE: &str = "token-keys.json";
-
-/// The program whose hidden `render-worker` command renders, and its memory limit.
-#[derive(Debug, Clone)]
-pub struct RenderWorker {
-    pub program: PathBuf,
-    pub memory_limit: u64,
-}
 
 /// A secret value: usable as a `&str`, shown as `***` by `Debug`, so a logged configuration
 /// never carries it.
@@ -229,7 +175,6 @@ impl S3Config {
     }
 }
 
-pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 
 impl AppConfig {
@@ -247,38 +192,14 @@ impl AppConfig {
             secret: None,
             roles: Roles::All,
             max_upload_bytes: 50_000_000,
-            max_pixels: 100_000_000,
-            max_side: 30_000,
-            upload_link_ttl: Duration::from_secs(900),
-            download_link_ttl: Duration::from_secs(3600),
-            upload_grace: Duration::from_secs(600),
-            upload_scan_every: Duration::from_millis(200),
-            delete_settle: Duration::from_secs(30),
-            import: Default::default(),
-            sweep_every: Some(Duration::from_secs(6 * 3600)),
-            sweep_retention: Duration::from_secs(7 * 24 * 3600),
-            sweep_policy: None,
+            api: Default::default(),
+            lifecycle: Default::default(),
             snapshot_every: Some(Duration::from_secs(3600)),
-            ws_ping_every: Duration::from_secs(20),
-            reconcile_every: Duration::from_secs(60),
-            redrive_after: Duration::from_secs(30 * 60),
-            concurrency: None,
-            retry_budget: DEFAULT_RETRY_BUDGET,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            render_worker: None,
-            job_deadline: Duration::from_secs(120),
-            crash_limit: 3,
-            render_memory_budget: 4 << 30,
+            processor: Default::default(),
             s3: None,
-            auth: gallery_api::auth::Switch::Auto,
             token_keys_file: None,
             token_keys_json: None,
-            allowed_origins: None,
-            http: gallery_api::serve::ServeConfig::default(),
-            rate_limits: gallery_api::auth::Switch::Auto,
-            limits: gallery_api::limits::RateLimits::default(),
-            max_connections_per_address: 256,
-            max_pending_links: 10_000,
         }
     }
 }

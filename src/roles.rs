@@ -1,14 +1,19 @@
 //! The long-running roles of a process, each started under supervision
 //! ([`crate::supervise`]) with the configuration it needs: the processor, the projector, and an
 //! api process's background roles (`gallery-lifecycle`: upload watcher, deleter, reconciler),
-//! and the HTTP server.
+//! the HTTP server, a processor's health port and the api's metrics listener.
 //! [`crate::app::start`] decides which of them run.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use gallery_lifecycle::{deleter, reconciler, sweeper, watcher};
+use anyhow::Context as _;
+use gallery_api::{Readiness, RoleBoard};
+
+use gallery_lifecycle::{deleter, reconciler, watcher};
 use gallery_processor::ProcessorConfig;
-use gallery_projector::{Projector, Store};
+use gallery_projector::{Projector, ProjectorHandle, Store};
 use object_store::ObjectStore;
 use object_store::list::PaginatedListStore;
 use tokio_util::sync::CancellationToken;
@@ -82,14 +87,8 @@ pub(crate) fn spawn_lifecycle(
     lister: Option<Arc<dyn PaginatedListStore>>,
     read_model: Store,
 ) {
-    let watcher = watcher::WatcherConfig {
-        import: cfg.import.clone(),
-        grace: cfg.upload_grace,
-        scan: lister.map(|lister| watcher::ScanConfig {
-            lister,
-            every: cfg.upload_scan_every,
-        }),
-    };
+    let life = &cfg.lifecycle;
+    let watcher = life.watcher(lister);
     let state = (launch.js.clone(), launch.store.clone(), watcher);
     launch.spawn_intake(
         "upload-watcher",
@@ -100,12 +99,8 @@ pub(crate) fn spawn_lifecycle(
         },
     );
 
-    let deleter = deleter::DeleterConfig {
-        settle: cfg.delete_settle,
-        upload_grace: cfg.upload_grace,
-        reusable_links: cfg.s3.is_some(),
-        ..Default::default()
-    };
+    // S3 POST policies can be used again until they expire; local links can't.
+    let deleter = life.deleter(cfg.s3.is_some());
     let state = (launch.js.clone(), launch.store.clone(), deleter);
     launch.spawn_intake(
         "deleter",
@@ -120,8 +115,8 @@ pub(crate) fn spawn_lifecycle(
         launch.js.clone(),
         launch.client.clone(),
         read_model,
-        reconciler_config(cfg),
-        sweeping(cfg, launch.store.clone()),
+        life.reconciler(cfg.processor.retry.budget),
+        life.sweeping(launch.store.clone(), cfg.api.download_link_ttl),
     );
     launch.spawn_intake(
         "reconciler",
@@ -158,20 +153,52 @@ pub(crate) fn spawn_http(
     );
 }
 
-fn reconciler_config(cfg: &AppConfig) -> reconciler::ReconcilerConfig {
-    reconciler::ReconcilerConfig {
-        every: cfg.reconcile_every,
-        stuck_after: cfg.redrive_after,
-        processing_after: cfg.retry_budget + cfg.redrive_after,
-    }
+/// A processor's health port, which serves its metrics too (sampled from the log).
+pub(crate) fn processor_health(launch: &Launch, board: &RoleBoard) -> axum::Router {
+    launch.intake_tasks.spawn(crate::telemetry::sample(
+        launch.js.clone(),
+        None,
+        Duration::from_secs(5),
+        launch.intake.clone(),
+    ));
+    gallery_api::health_router(Arc::new(Readiness {
+        client: launch.client.clone(),
+        js: launch.js.clone(),
+        store: launch.store.clone(),
+        projector: None,
+        roles: board.clone(),
+        max_lag: 0,
+    }))
+    .merge(crate::telemetry::metrics_router())
 }
 
-fn sweeping(cfg: &AppConfig, objects: Arc<dyn ObjectStore>) -> reconciler::Sweeping {
-    reconciler::Sweeping {
-        objects,
-        policy: cfg.sweep_policy.clone().unwrap_or_else(|| {
-            sweeper::SweepPolicy::for_links(cfg.download_link_ttl, cfg.sweep_retention)
-        }),
-        every: cfg.sweep_every,
-    }
+/// The api's `/metrics` on its own listener, and the sampler of what the log and the consumers
+/// say; answers the bound address.
+pub(crate) fn serve_metrics(
+    launch: &Launch,
+    listen: SocketAddr,
+    projector: &ProjectorHandle,
+) -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("binding the metrics listener {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let stop = launch.intake.clone();
+    launch.intake_tasks.spawn(async move {
+        let _ = gallery_api::serve::serve(
+            listener,
+            crate::telemetry::metrics_router(),
+            gallery_api::serve::ServeConfig::default(),
+            stop,
+        )
+        .await;
+    });
+    launch.intake_tasks.spawn(crate::telemetry::sample(
+        launch.js.clone(),
+        Some(projector.clone()),
+        Duration::from_secs(5),
+        launch.intake.clone(),
+    ));
+    Ok(addr)
 }

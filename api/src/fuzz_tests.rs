@@ -7,7 +7,7 @@ use proptest::test_runner::{Config, RngSeed};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::routes::links::parse_create;
+use crate::routes::create_image::parse_create;
 use crate::routes::tokens::parse_mint;
 use crate::routes::uploads::Params;
 use crate::routes::ws::parse_since;

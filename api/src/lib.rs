@@ -12,10 +12,11 @@ pub mod content_type;
 pub mod error;
 pub mod headers;
 pub mod idempotency;
-pub mod limits;
 pub mod link_mode;
 pub mod openapi;
 pub mod openapi_schemas;
+pub mod options;
+pub mod rate_limits;
 pub mod readiness;
 pub mod request_id;
 pub mod routes;
@@ -39,6 +40,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
+pub use options::ApiOptions;
 pub use readiness::{Readiness, RoleBoard, RoleState};
 pub use routes::health::health_router;
 pub use state::{ApiConfig, AppState};
@@ -71,19 +73,19 @@ pub const METHOD_NOT_ALLOWED: &str = "method not allowed on this endpoint";
 pub fn api_routes(config: &ApiConfig) -> OpenApiRouter<AppState> {
     // Room for the form fields and multipart framing around the largest accepted file.
     let upload_limit = config.max_upload_bytes as usize + 64 * 1024;
-    let mut create = routes!(routes::links::create);
+    let mut create = routes!(routes::create_image::create);
     let mut reprocess = routes!(routes::images::reprocess);
     let mut subscribe = routes!(routes::ws::subscribe);
     let mut upload = routes!(routes::uploads::upload);
     upload.2 = upload.2.layer(DefaultBodyLimit::max(upload_limit));
     if let Some(l) = &config.rate_limits {
         let keys = config.auth.as_ref();
-        create.2 = limits::limit(create.2, l, keys, l.links, l.token_links);
-        reprocess.2 = limits::limit(reprocess.2, l, keys, l.reprocess, l.reprocess);
-        subscribe.2 = limits::limit(subscribe.2, l, keys, l.ws, l.ws);
+        create.2 = rate_limits::limit(create.2, l, keys, l.links, l.token_links);
+        reprocess.2 = rate_limits::limit(reprocess.2, l, keys, l.reprocess, l.reprocess);
+        subscribe.2 = rate_limits::limit(subscribe.2, l, keys, l.ws, l.ws);
     }
     // Both spellings of the path share one handler and one rate limiter.
-    let mut unslashed = routes!(routes::links::create_unslashed);
+    let mut unslashed = routes!(routes::create_image::create_unslashed);
     unslashed.2 = create.2.clone();
     let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(routes::web::index))
@@ -94,7 +96,7 @@ pub fn api_routes(config: &ApiConfig) -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::spec))
         .routes(routes!(routes::health::health))
         .routes(routes!(routes::health::ready))
-        .routes(routes!(routes::tokens::config))
+        .routes(routes!(routes::config::config))
         .routes(routes!(routes::tokens::mint))
         .routes(unslashed)
         .routes(create)

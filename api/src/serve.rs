@@ -101,7 +101,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let address_slot = match cfg.max_per_address {
-            Some(cap) => match per_address.enter(crate::limits::address_key(peer.ip()), cap) {
+            Some(cap) => match per_address.enter(crate::rate_limits::address_key(peer.ip()), cap) {
                 Some(slot) => Some(slot),
                 None => {
                     tokio::spawn(refuse(stream));

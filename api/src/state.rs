@@ -32,7 +32,7 @@ pub struct ApiConfig {
     /// The time limit of an import by URL (its `link_expires_at` is set this far ahead).
     pub import_timeout: Duration,
     /// Per-address and per-token rate limits; `None`: off (`--rate-limits off`).
-    pub rate_limits: Option<crate::limits::RateLimits>,
+    pub rate_limits: Option<crate::rate_limits::RateLimits>,
     /// Upload links a project may have waiting (handed out, neither used nor expired);
     /// `None`: no cap.
     pub max_pending_links: Option<u64>,

@@ -53,7 +53,9 @@ async fn run() -> anyhow::Result<()> {
             async move {
                 let project = ProjectId::parse(&format!("p{}", i % 100)).unwrap();
                 let mut last = 0;
-                for event in gallery_e2e::sample_flow_events(&project, ImageId::new_v7()) {
+                for event in
+                    gallery_e2e::sample_flow::sample_flow_events(&project, ImageId::new_v7())
+                {
                     last = log.append(&event, Guard::LastImageSeq(last)).await?.seq;
                 }
                 anyhow::Ok(())

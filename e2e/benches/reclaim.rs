@@ -59,14 +59,14 @@ async fn main() -> anyhow::Result<()> {
     };
     anyhow::ensure!(!photos.is_empty(), "no JPEGs in BENCH_PHOTOS");
     let stack = TestStack::start_with(|c| {
-        c.sweep_every = None;
-        c.sweep_policy = Some(gallery_lifecycle::sweeper::SweepPolicy {
+        c.lifecycle.sweep_every = None;
+        c.lifecycle.sweep_policy = Some(gallery_lifecycle::sweeper::SweepPolicy {
             retention: Duration::ZERO,
             superseded_grace: Duration::ZERO,
             deleted_grace: Duration::ZERO,
             staging_age: Duration::ZERO,
         });
-        c.delete_settle = Duration::from_secs(1);
+        c.lifecycle.delete_settle = Duration::from_secs(1);
         c.snapshot_every = None;
     })
     .await?;

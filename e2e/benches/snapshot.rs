@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
         for i in 0..n {
             let project = ProjectId::parse(&format!("p{}", (made + i) % 1000))?;
             let mut rec = None;
-            for event in gallery_e2e::sample_flow_events(&project, ImageId::new_v7()) {
+            for event in gallery_e2e::sample_flow::sample_flow_events(&project, ImageId::new_v7()) {
                 seq += 1;
                 rec = Some(apply(rec, seq, &event)?);
             }
@@ -64,9 +64,9 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let started = Instant::now();
-    let info = gallery::snapshots::write(&store, &objects, dir.path()).await?;
+    let info = gallery_projector::snapshots::write(&store, &objects, dir.path()).await?;
     let written = started.elapsed();
-    let (_, meta) = gallery::snapshots::list(objects.as_ref())
+    let (_, meta) = gallery_projector::snapshots::list(objects.as_ref())
         .await?
         .pop()
         .expect("the snapshot just written");
@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
 
     let restored_dir = dir.path().join("restored");
     let started = Instant::now();
-    let restored = gallery::snapshots::restore(objects.as_ref(), &restored_dir, 1, seq)
+    let restored = gallery_projector::snapshots::restore(objects.as_ref(), &restored_dir, 1, seq)
         .await?
         .expect("a snapshot to restore");
     let took = started.elapsed();

@@ -8,7 +8,6 @@
 //! (MinIO elsewhere), set `GALLERY_TEST_S3_ENDPOINT`, `GALLERY_TEST_S3_BUCKET`,
 //! `GALLERY_TEST_S3_REGION`, `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,16 +15,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use gallery::app::S3Config;
 
+use crate::procs::free_port;
+
 pub struct S3Server {
     pub config: S3Config,
     child: Option<Child>,
     /// The binary and config of a Garage we started, to start it again (outage tests).
     relaunch: Option<(PathBuf, PathBuf)>,
     _dir: Option<tempfile::TempDir>,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 pub fn find_garage() -> anyhow::Result<PathBuf> {
@@ -101,17 +98,7 @@ impl S3Server {
         )?;
         let child = spawn_garage(&binary, &conf)?;
         let mut server = Self {
-            config: S3Config {
-                bucket: "gallery".into(),
-                endpoint: Some(format!("http://127.0.0.1:{s3}")),
-                public_endpoint: Some(format!("http://127.0.0.1:{s3}")),
-                region: "garage".into(),
-                access_key_id: String::new(),
-                secret_access_key: String::new(),
-                allow_http: true,
-                timeout: Duration::from_secs(30),
-                retry_timeout: Duration::from_secs(60),
-            },
+            config: garage_config(s3),
             child: Some(child),
             relaunch: Some((binary.clone(), conf.clone())),
             _dir: None,
@@ -145,6 +132,22 @@ impl S3Server {
         server.config.secret_access_key = secret;
         server._dir = Some(dir);
         Ok(server)
+    }
+}
+
+/// The config of the bucket `gallery` on a Garage we start, its S3 API on loopback `port`; the
+/// key is filled in once [`key_and_bucket`] made it.
+pub(crate) fn garage_config(port: u16) -> S3Config {
+    S3Config {
+        bucket: "gallery".into(),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        public_endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: "garage".into(),
+        access_key_id: String::new(),
+        secret_access_key: String::new(),
+        allow_http: true,
+        timeout: Duration::from_secs(30),
+        retry_timeout: Duration::from_secs(60),
     }
 }
 

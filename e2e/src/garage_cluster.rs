@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use gallery::app::S3Config;
 
-use crate::garage::{find_garage, key_and_bucket, spawn_garage};
+use crate::garage::{find_garage, garage_config, key_and_bucket, spawn_garage};
 use crate::procs::free_port;
 
 struct Node {
@@ -75,17 +75,7 @@ impl GarageCluster {
             });
         }
         let mut cluster = Self {
-            config: S3Config {
-                bucket: "gallery".into(),
-                endpoint: Some(format!("http://127.0.0.1:{first_s3}")),
-                public_endpoint: Some(format!("http://127.0.0.1:{first_s3}")),
-                region: "garage".into(),
-                access_key_id: String::new(),
-                secret_access_key: String::new(),
-                allow_http: true,
-                timeout: Duration::from_secs(30),
-                retry_timeout: Duration::from_secs(60),
-            },
+            config: garage_config(first_s3),
             binary,
             nodes,
             _dir: dir,

@@ -16,6 +16,7 @@ pub mod browser;
 pub mod garage;
 pub mod garage_cluster;
 pub mod procs;
+pub mod sample_flow;
 pub mod secure;
 pub mod tally;
 
@@ -191,6 +192,12 @@ impl TestStack {
         upload_with_params(&self.http, link, link["params"].clone(), bytes).await
     }
 
+    /// `GET` a whole URL (an image's version or original, on the api or on S3): its body,
+    /// whatever the status.
+    pub async fn bytes_at(&self, url: &str) -> anyhow::Result<Vec<u8>> {
+        Ok(self.http.get(url).send().await?.bytes().await?.to_vec())
+    }
+
     pub async fn image(&self, image_id: &str) -> anyhow::Result<Value> {
         let (status, body) = self.get_json(&format!("/images/{image_id}")).await?;
         if status != 200 {
@@ -340,7 +347,6 @@ impl WsClient {
     }
 }
 
-/// A synthetic photo: a smooth gradient with detail, encoded as JPEG.
 /// The value of the series whose line starts with `series` (name and labels, exactly as
 /// exported) in a Prometheus text page; `None` when it isn't there.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
@@ -350,61 +356,7 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The eight events of one image's sample flow (link, upload, start, four versions, processed),
-/// for benches that need a log or a model of many images.
-pub fn sample_flow_events(
-    project: &gallery_schema::ProjectId,
-    image: gallery_schema::ImageId,
-) -> Vec<gallery_schema::Event> {
-    use gallery_schema::{
-        Event, EventBody, UploadRequested, Uploaded, VersionName, VersionRendered,
-    };
-    let key = gallery_schema::keys::original_key(project, &image);
-    let mut bodies = vec![
-        EventBody::UploadRequested(UploadRequested {
-            filename: "IMG_0001.jpg".into(),
-            object_key: key,
-            content_type: "image/jpeg".into(),
-            declared_size: None,
-            link_expires_at: chrono::Utc::now() + chrono::TimeDelta::minutes(15),
-            max_bytes: 50_000_000,
-            source_url: None,
-        }),
-        EventBody::Uploaded(Uploaded {
-            size: 4_000_000,
-            etag: "\"0123456789abcdef\"".into(),
-            generation: 1,
-        }),
-        EventBody::ProcessingStarted {
-            attempt: 1,
-            generation: 1,
-        },
-    ];
-    for version in VersionName::CASCADE {
-        bodies.push(EventBody::VersionRendered(VersionRendered {
-            version,
-            key: gallery_schema::keys::version_key(project, &image, 1, version, "jpg"),
-            width: 1000,
-            height: 750,
-            bytes: 100_000,
-            content_type: "image/jpeg".into(),
-            generation: 1,
-        }));
-    }
-    bodies.push(EventBody::Processed {
-        generation: 1,
-        width: 4000,
-        height: 3000,
-        thumbhash: vec![0x5a; 24],
-        sha256: Some([0x11; 32]),
-        renditions_version: 1,
-    });
-    bodies
-        .into_iter()
-        .map(|body| Event::new(project.clone(), image, body))
-        .collect()
-}
-
+/// A synthetic photo: a smooth gradient with detail, encoded as JPEG.
 pub fn jpeg_photo(width: u32, height: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(width, height, |x, y| {
         let r = (x * 255 / width.max(1)) as u8;

@@ -25,7 +25,7 @@ pub fn mint(keys: &TokenKeys, project: &str, rights: &str) -> String {
 
 /// A stack with auth on, and an admin token for every project as its own token.
 pub async fn secured() -> TestStack {
-    let mut stack = TestStack::start_with(|c| c.auth = gallery_api::auth::Switch::On)
+    let mut stack = TestStack::start_with(|c| c.api.auth = gallery_api::auth::Switch::On)
         .await
         .unwrap();
     stack.token = Some(mint(&keys_of(&stack), "*", "upload,read,subscribe,admin"));
@@ -34,12 +34,12 @@ pub async fn secured() -> TestStack {
 
 /// An image of `project`, uploaded and rendered, using the stack's admin token.
 pub async fn done_image(stack: &TestStack, project: &str) -> String {
-    let link = stack.request_link(project, "photo.jpg").await.unwrap();
-    let id = link["image_id"].as_str().unwrap().to_owned();
-    let (status, body) = stack.upload(&link, jpeg_photo(400, 300)).await.unwrap();
-    assert_eq!(status, 201, "{body}");
-    stack.wait_state(&id, "done").await.unwrap();
-    id
+    let photo = jpeg_photo(400, 300);
+    stack
+        .sample_flow(project, "photo.jpg", photo)
+        .await
+        .unwrap()
+        .id
 }
 
 /// A WebSocket handshake with these extra headers: `Ok(selected subprotocol)` on 101, or

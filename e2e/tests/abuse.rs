@@ -14,9 +14,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 #[tokio::test]
 async fn slow_header_and_stalled_body_clients_are_cut_off_while_others_are_served() {
     let stack = TestStack::start_with(|c| {
-        c.http.header_timeout = Duration::from_secs(2);
-        c.http.idle_timeout = Duration::from_secs(3);
-        c.ws_ping_every = Duration::from_millis(500);
+        c.api.http.header_timeout = Duration::from_secs(2);
+        c.api.http.idle_timeout = Duration::from_secs(3);
+        c.api.ws_ping_every = Duration::from_millis(500);
     })
     .await
     .unwrap();
@@ -110,8 +110,8 @@ async fn slow_header_and_stalled_body_clients_are_cut_off_while_others_are_serve
 #[tokio::test]
 async fn an_upload_that_outlives_its_link_is_stopped_and_one_image_takes_one_upload_at_a_time() {
     let stack = TestStack::start_with(|c| {
-        c.upload_link_ttl = Duration::from_secs(2);
-        c.upload_grace = Duration::from_secs(1);
+        c.api.upload_link_ttl = Duration::from_secs(2);
+        c.lifecycle.upload_grace = Duration::from_secs(1);
     })
     .await
     .unwrap();
@@ -167,10 +167,10 @@ async fn an_upload_that_outlives_its_link_is_stopped_and_one_image_takes_one_upl
 
 #[tokio::test]
 async fn a_link_flood_from_one_address_is_limited_while_another_address_is_served() {
-    use gallery_api::limits::Rate;
+    use gallery_api::rate_limits::Rate;
     let stack = TestStack::start_with(|c| {
-        c.rate_limits = gallery_api::auth::Switch::On;
-        c.limits.links = Rate {
+        c.api.rate_limits = gallery_api::auth::Switch::On;
+        c.api.limits.links = Rate {
             per_second: 2.0,
             burst: 5,
         };
@@ -205,15 +205,15 @@ async fn a_link_flood_from_one_address_is_limited_while_another_address_is_serve
 
 #[tokio::test]
 async fn a_link_flood_with_one_token_is_limited_while_another_token_is_served() {
-    use gallery_api::limits::Rate;
+    use gallery_api::rate_limits::Rate;
     let mut stack = TestStack::start_with(|c| {
-        c.auth = gallery_api::auth::Switch::On;
-        c.rate_limits = gallery_api::auth::Switch::On;
-        c.limits.links = Rate {
+        c.api.auth = gallery_api::auth::Switch::On;
+        c.api.rate_limits = gallery_api::auth::Switch::On;
+        c.api.limits.links = Rate {
             per_second: 1000.0,
             burst: 1000,
         };
-        c.limits.token_links = Rate {
+        c.api.limits.token_links = Rate {
             per_second: 2.0,
             burst: 5,
         };
@@ -244,15 +244,15 @@ async fn a_link_flood_with_one_token_is_limited_while_another_token_is_served() 
 
 #[tokio::test]
 async fn websocket_connects_and_connections_per_address_are_capped() {
-    use gallery_api::limits::Rate;
+    use gallery_api::rate_limits::Rate;
     let stack = TestStack::start_with(|c| {
-        c.rate_limits = gallery_api::auth::Switch::On;
+        c.api.rate_limits = gallery_api::auth::Switch::On;
         // One more every 10 s: the five connects below can't earn a refill, however slow.
-        c.limits.ws = Rate {
+        c.api.limits.ws = Rate {
             per_second: 0.1,
             burst: 3,
         };
-        c.max_connections_per_address = 4;
+        c.api.max_connections_per_address = 4;
     })
     .await
     .unwrap();
@@ -334,8 +334,8 @@ async fn websocket_connects_and_connections_per_address_are_capped() {
 #[tokio::test]
 async fn a_project_can_have_only_so_many_links_waiting_for_their_upload() {
     let stack = TestStack::start_with(|c| {
-        c.rate_limits = gallery_api::auth::Switch::On;
-        c.max_pending_links = 3;
+        c.api.rate_limits = gallery_api::auth::Switch::On;
+        c.api.max_pending_links = 3;
     })
     .await
     .unwrap();

@@ -5,18 +5,10 @@
 //! as a duplicate; other projects and deleted holders don't count.
 
 use base64::Engine;
+use gallery_e2e::sample_flow::RENDERED_VERSIONS;
 use gallery_e2e::{TestStack, jpeg_photo, metric};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-/// Uploads `bytes` as `name` into `project` and waits for `done`; the record.
-async fn processed(stack: &TestStack, project: &str, name: &str, bytes: Vec<u8>) -> Value {
-    let link = stack.request_link(project, name).await.unwrap();
-    let id = link["image_id"].as_str().unwrap().to_owned();
-    let (status, body) = stack.upload(&link, bytes).await.unwrap();
-    assert!((200..300).contains(&status), "{status} {body}");
-    stack.wait_state(&id, "done").await.unwrap()
-}
 
 fn mean_rgb(rgba: &[u8]) -> [f64; 3] {
     let n = (rgba.len() / 4) as f64;
@@ -46,7 +38,11 @@ async fn placeholders_hashes_and_duplicates_per_project() {
     let photo = jpeg_photo(800, 500);
     let hash = hex::encode(Sha256::digest(&photo));
 
-    let first = processed(&stack, "dup", "first.jpg", photo.clone()).await;
+    let first = stack
+        .sample_flow("dup", "first.jpg", photo.clone())
+        .await
+        .unwrap()
+        .record;
     let first_id = first["image_id"].as_str().unwrap().to_owned();
     assert_eq!(first["meta"]["sha256"], hash.as_str(), "{first}");
     assert!(first.get("duplicate_of").is_none(), "{first}");
@@ -64,15 +60,7 @@ async fn placeholders_hashes_and_duplicates_per_project() {
     let (w, h, rgba) = thumbhash::thumb_hash_to_rgba(&bytes).unwrap();
     assert!(w > h, "{w}x{h}");
     let thumb_url = first["versions"]["thumb"].as_str().unwrap();
-    let thumb = stack
-        .http
-        .get(thumb_url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let thumb = stack.bytes_at(thumb_url).await.unwrap();
     let thumb = image::load_from_memory(&thumb).unwrap().to_rgba8();
     let (want, got) = (mean_rgb(thumb.as_raw()), mean_rgb(&rgba));
     for c in 0..3 {
@@ -98,7 +86,11 @@ async fn placeholders_hashes_and_duplicates_per_project() {
 
     // The same bytes under another name, without a hash: processed into its own versions and
     // recorded as a duplicate of the first.
-    let second = processed(&stack, "dup", "second name.jpg", photo.clone()).await;
+    let second = stack
+        .sample_flow("dup", "second name.jpg", photo.clone())
+        .await
+        .unwrap()
+        .record;
     let second_id = second["image_id"].as_str().unwrap().to_owned();
     assert_eq!(second["duplicate_of"], first_id.as_str(), "{second}");
     assert_eq!(second["meta"]["sha256"], hash.as_str());
@@ -107,7 +99,7 @@ async fn placeholders_hashes_and_duplicates_per_project() {
         b64.as_str(),
         "same pixels, same placeholder"
     );
-    for v in ["thumb", "big_thumb", "big_1920", "d2500"] {
+    for v in RENDERED_VERSIONS {
         assert_ne!(
             second["versions"][v], first["versions"][v],
             "{v}: own objects"

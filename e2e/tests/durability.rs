@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use gallery::app::Roles;
-use gallery::readmodel::Origin;
 use gallery_e2e::{TestStack, jpeg_photo};
 use gallery_projector::Store;
+use gallery_projector::open::Origin;
 use serde_json::Value;
 
 async fn last_seq(js: &async_nats::jetstream::Context) -> u64 {
@@ -19,13 +19,10 @@ async fn last_seq(js: &async_nats::jetstream::Context) -> u64 {
     stream.info().await.unwrap().state.last_sequence
 }
 
+/// A `w`×`h` photo of `project` through the sample flow; its id.
 async fn done_image(stack: &TestStack, project: &str, w: u32, h: u32) -> String {
-    let link = stack.request_link(project, "p.jpg").await.unwrap();
-    let id = link["image_id"].as_str().unwrap().to_owned();
-    let (status, body) = stack.upload(&link, jpeg_photo(w, h)).await.unwrap();
-    assert_eq!(status, 201, "{body}");
-    stack.wait_state(&id, "done").await.unwrap();
-    id
+    let photo = jpeg_photo(w, h);
+    stack.sample_flow(project, "p.jpg", photo).await.unwrap().id
 }
 
 #[tokio::test]
@@ -206,7 +203,7 @@ async fn a_new_replica_restores_the_newest_snapshot_and_folds_only_the_tail() {
     let objects = gallery::storage::open(&stack.config).await.unwrap().store;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let snapshot_seq = loop {
-        let newest = gallery::snapshots::list(objects.as_ref())
+        let newest = gallery_projector::snapshots::list(objects.as_ref())
             .await
             .unwrap()
             .pop()

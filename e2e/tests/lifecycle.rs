@@ -12,12 +12,8 @@ use serde_json::json;
 
 /// An image of `project` uploaded and rendered; its id.
 async fn done_image(stack: &TestStack, project: &str, name: &str) -> String {
-    let link = stack.request_link(project, name).await.unwrap();
-    let id = link["image_id"].as_str().unwrap().to_owned();
-    let (status, body) = stack.upload(&link, jpeg_photo(640, 480)).await.unwrap();
-    assert!((200..300).contains(&status), "{status} {body}");
-    stack.wait_state(&id, "done").await.unwrap();
-    id
+    let photo = jpeg_photo(640, 480);
+    stack.sample_flow(project, name, photo).await.unwrap().id
 }
 
 fn keys_of_image(keys: &[String], image: &str) -> Vec<String> {
@@ -44,23 +40,20 @@ async fn wait_purged(stack: &TestStack, image: &str) -> Vec<String> {
 #[tokio::test]
 async fn deleting_an_image_removes_every_generation_from_s3_and_the_listing() {
     let mut stack = TestStack::start_s3_with(|c| {
-        c.delete_settle = Duration::from_millis(300);
+        c.lifecycle.delete_settle = Duration::from_millis(300);
         // The upload link (a POST policy, usable again until it expires) stays valid for a
         // while after the deletion here.
-        c.upload_link_ttl = Duration::from_secs(12);
-        c.upload_grace = Duration::from_millis(500);
+        c.api.upload_link_ttl = Duration::from_secs(12);
+        c.lifecycle.upload_grace = Duration::from_millis(500);
     })
     .await
     .unwrap();
     let mut ws = stack.ws("del", None).await.unwrap();
-    let gone_link = stack.request_link("del", "gone.jpg").await.unwrap();
-    let gone = gone_link["image_id"].as_str().unwrap().to_owned();
-    let (status, body) = stack
-        .upload(&gone_link, jpeg_photo(640, 480))
+    let flow = stack
+        .sample_flow("del", "gone.jpg", jpeg_photo(640, 480))
         .await
         .unwrap();
-    assert!((200..300).contains(&status), "{status} {body}");
-    stack.wait_state(&gone, "done").await.unwrap();
+    let (gone, gone_link) = (flow.id, flow.link);
     let kept = done_image(&stack, "del", "kept.jpg").await;
     // A second generation: the first one's versions stay in the store until the deletion.
     let (status, body) = stack
@@ -166,7 +159,7 @@ async fn deleting_an_image_removes_every_generation_from_s3_and_the_listing() {
 async fn deleting_a_project_takes_every_image_in_any_state_and_needs_admin() {
     let mut stack = secured().await;
     stack
-        .restart(|c| c.delete_settle = Duration::from_millis(300))
+        .restart(|c| c.lifecycle.delete_settle = Duration::from_millis(300))
         .await
         .unwrap();
     let keys = keys_of(&stack);
@@ -259,15 +252,15 @@ async fn sweep(stack: &TestStack, dry_run: bool) -> serde_json::Value {
 async fn the_sweeper_removes_only_what_no_record_needs_after_a_dry_run() {
     use object_store::{ObjectStore, PutPayload, path::Path as ObjectPath};
     let stack = TestStack::start_s3_with(|c| {
-        c.sweep_every = None;
-        c.sweep_policy = Some(gallery_lifecycle::sweeper::SweepPolicy {
+        c.lifecycle.sweep_every = None;
+        c.lifecycle.sweep_policy = Some(gallery_lifecycle::sweeper::SweepPolicy {
             retention: Duration::ZERO,
             superseded_grace: Duration::ZERO,
             deleted_grace: Duration::ZERO,
             staging_age: Duration::ZERO,
         });
         // The deleter leaves the deleted image to the sweeper here.
-        c.delete_settle = Duration::from_secs(3600);
+        c.lifecycle.delete_settle = Duration::from_secs(3600);
     })
     .await
     .unwrap();
@@ -362,7 +355,7 @@ async fn the_sweeper_removes_only_what_no_record_needs_after_a_dry_run() {
 /// still on disk waiting for the deleter.
 #[tokio::test]
 async fn a_deleted_images_links_stop_before_its_files_are_purged() {
-    let stack = TestStack::start_with(|c| c.delete_settle = Duration::from_secs(3600))
+    let stack = TestStack::start_with(|c| c.lifecycle.delete_settle = Duration::from_secs(3600))
         .await
         .unwrap();
     let id = done_image(&stack, "links", "a.jpg").await;
@@ -400,7 +393,7 @@ async fn a_deleted_images_links_stop_before_its_files_are_purged() {
 /// itself finishes (with an error) once the store is back.
 #[tokio::test]
 async fn a_hanging_sweep_doesnt_block_the_operator_requests() {
-    let stack = TestStack::start_s3_with(|c| c.sweep_every = None)
+    let stack = TestStack::start_s3_with(|c| c.lifecycle.sweep_every = None)
         .await
         .unwrap();
     done_image(&stack, "hang", "a.jpg").await;

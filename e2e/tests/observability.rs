@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use gallery_e2e::sample_flow::RENDERED_VERSIONS;
 use gallery_e2e::{TestStack, jpeg_photo};
 use serde_json::{Value, json};
 
@@ -111,16 +112,11 @@ async fn a_request_id_follows_an_image_from_the_api_through_the_processor() {
 async fn metrics_count_the_sample_flow_without_project_labels() {
     let stack = TestStack::start().await.unwrap();
     let _ws = stack.ws("metered-project", None).await.unwrap();
-    let link = stack
-        .request_link("metered-project", "m.jpg")
+    let image = stack
+        .sample_flow("metered-project", "m.jpg", jpeg_photo(640, 480))
         .await
-        .unwrap();
-    let (status, _) = stack.upload(&link, jpeg_photo(640, 480)).await.unwrap();
-    assert_eq!(status, 201);
-    stack
-        .wait_state(link["image_id"].as_str().unwrap(), "done")
-        .await
-        .unwrap();
+        .unwrap()
+        .id;
     let addr = stack
         .running
         .as_ref()
@@ -165,7 +161,7 @@ async fn metrics_count_the_sample_flow_without_project_labels() {
     );
     assert_eq!(value("gallery_links_requested_total"), 1.0);
     assert_eq!(value(r#"gallery_uploads_detected_total{via="api"}"#), 1.0);
-    for version in ["thumb", "big_thumb", "big_1920", "d2500"] {
+    for version in RENDERED_VERSIONS {
         let line = format!(r#"gallery_versions_rendered_total{{version="{version}"}}"#);
         assert_eq!(value(&line), 1.0, "{version}");
     }
@@ -183,5 +179,5 @@ async fn metrics_count_the_sample_flow_without_project_labels() {
         !text.contains("metered-project"),
         "a project in a label:\n{text}"
     );
-    assert!(!text.contains(link["image_id"].as_str().unwrap()));
+    assert!(!text.contains(&image));
 }

@@ -29,8 +29,8 @@ async fn the_reconciler_redrives_an_image_stuck_in_uploaded() {
     // No processor at first: the upload's delivery waits, as if it had been lost.
     let mut stack = TestStack::start_with(|c| {
         c.roles = Roles::Api;
-        c.redrive_after = Duration::from_secs(1);
-        c.reconcile_every = Duration::from_secs(1);
+        c.lifecycle.redrive_after = Duration::from_secs(1);
+        c.lifecycle.reconcile_every = Duration::from_secs(1);
     })
     .await
     .unwrap();
@@ -59,7 +59,7 @@ async fn the_reconciler_redrives_an_image_stuck_in_uploaded() {
 async fn an_outage_past_the_budget_is_retryable_and_redrive_finishes_it() {
     let mut stack = TestStack::start_s3_with(|c| {
         c.roles = Roles::Api;
-        c.retry_budget = Duration::from_secs(2);
+        c.processor.retry.budget = Duration::from_secs(2);
         if let Some(s3) = c.s3.as_mut() {
             s3.timeout = Duration::from_secs(1);
             s3.retry_timeout = Duration::from_secs(1);

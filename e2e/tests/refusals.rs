@@ -43,12 +43,7 @@ async fn corrupt_and_non_image_files_end_in_error_with_a_code() {
         assert!(rec["versions"]["original"].is_string());
     }
     // The processor keeps serving after the bad files.
-    let link = stack.request_link("bad", "fine.jpg").await.unwrap();
-    stack.upload(&link, photo).await.unwrap();
-    stack
-        .wait_state(link["image_id"].as_str().unwrap(), "done")
-        .await
-        .unwrap();
+    stack.sample_flow("bad", "fine.jpg", photo).await.unwrap();
 }
 
 #[tokio::test]
@@ -256,9 +251,9 @@ async fn tampered_oversize_and_repeated_uploads_are_refused_and_lose_nothing() {
 #[tokio::test]
 async fn an_expired_upload_link_is_refused_and_the_unused_image_ends_in_upload_expired() {
     let stack = TestStack::start_with(|c| {
-        c.upload_link_ttl = Duration::from_secs(1);
+        c.api.upload_link_ttl = Duration::from_secs(1);
         // Long enough that the watcher can't settle the image before the checks below.
-        c.upload_grace = Duration::from_secs(4);
+        c.lifecycle.upload_grace = Duration::from_secs(4);
     })
     .await
     .unwrap();
@@ -281,14 +276,15 @@ async fn an_expired_upload_link_is_refused_and_the_unused_image_ends_in_upload_e
     let rec = stack.wait_state(id, "error").await.unwrap();
     assert_eq!(rec["error"]["code"], "upload_expired");
     // A link used in time is not touched by the watcher.
-    let used = stack.request_link("exp", "b.jpg").await.unwrap();
-    stack.upload(&used, jpeg_photo(64, 64)).await.unwrap();
-    let used_id = used["image_id"].as_str().unwrap();
-    stack.wait_state(used_id, "done").await.unwrap();
+    let used_id = stack
+        .sample_flow("exp", "b.jpg", jpeg_photo(64, 64))
+        .await
+        .unwrap()
+        .id;
     // Past that link's deadline (at most 2 s + 4 s grace): the watcher has looked and left it
     // alone.
     tokio::time::sleep(Duration::from_millis(7000)).await;
-    assert_eq!(stack.image(used_id).await.unwrap()["state"], "done");
+    assert_eq!(stack.image(&used_id).await.unwrap()["state"], "done");
 }
 
 #[tokio::test]

@@ -7,16 +7,15 @@ use std::time::Duration;
 
 use gallery_e2e::{TestStack, jpeg_photo};
 
+/// An image of `project` rendered with today's renditions; its id.
 async fn done_image(stack: &TestStack, project: &str) -> String {
-    let link = stack.request_link(project, "a.jpg").await.unwrap();
-    let id = link["image_id"].as_str().unwrap().to_owned();
-    stack.upload(&link, jpeg_photo(400, 300)).await.unwrap();
-    let rec = stack.wait_state(&id, "done").await.unwrap();
+    let photo = jpeg_photo(400, 300);
+    let done = stack.sample_flow(project, "a.jpg", photo).await.unwrap();
     assert_eq!(
-        rec["meta"]["renditions_version"],
+        done.record["meta"]["renditions_version"],
         gallery_schema::RENDITIONS_VERSION
     );
-    id
+    done.id
 }
 
 /// Runs `gallery reprocess ARGS` against the stack's NATS; its stdout.

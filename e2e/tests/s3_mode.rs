@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use gallery_e2e::sample_flow::{SAMPLE_FLOW_TYPES, types_of};
 use gallery_e2e::{TestStack, dimensions, jpeg_photo, metric, upload_with_params};
 use serde_json::{Value, json};
 
@@ -40,20 +41,7 @@ async fn the_sample_flow_in_s3_mode() {
     );
 
     let events = ws.collect_until(&id, "processed").await.unwrap();
-    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(
-        kinds,
-        [
-            "upload_requested",
-            "uploaded",
-            "processing_started",
-            "version_rendered",
-            "version_rendered",
-            "version_rendered",
-            "version_rendered",
-            "processed"
-        ]
-    );
+    assert_eq!(types_of(&events), SAMPLE_FLOW_TYPES);
 
     let rec = stack.image(&id).await.unwrap();
     assert_eq!(rec["state"], "done");
@@ -78,13 +66,8 @@ async fn the_sample_flow_in_s3_mode() {
             "{name}"
         );
     }
-    let original = stack
-        .http
-        .get(rec["versions"]["original"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(original.bytes().await.unwrap().as_ref(), photo.as_slice());
+    let original = rec["versions"]["original"].as_str().unwrap();
+    assert_eq!(stack.bytes_at(original).await.unwrap(), photo);
 
     // The api carries no bytes in S3 mode: its own upload endpoint is off.
     let (status, body) = stack
@@ -164,7 +147,7 @@ async fn the_store_refuses_what_the_policy_does_not_allow() {
 #[tokio::test]
 async fn the_watcher_finds_uploads_in_batches_not_per_link() {
     let every = Duration::from_millis(200);
-    let stack = TestStack::start_s3_with(|c| c.upload_scan_every = every)
+    let stack = TestStack::start_s3_with(|c| c.lifecycle.upload_scan_every = every)
         .await
         .unwrap();
     for i in 0..400 {
@@ -223,8 +206,8 @@ async fn the_watcher_finds_uploads_in_batches_not_per_link() {
 #[tokio::test]
 async fn expired_and_unused_links_end_in_upload_expired() {
     let stack = TestStack::start_s3_with(|c| {
-        c.upload_link_ttl = Duration::from_secs(1);
-        c.upload_grace = Duration::from_secs(1);
+        c.api.upload_link_ttl = Duration::from_secs(1);
+        c.lifecycle.upload_grace = Duration::from_secs(1);
     })
     .await
     .unwrap();
@@ -328,12 +311,7 @@ async fn a_second_upload_through_the_same_link_changes_nothing_processed() {
     assert_eq!(status, 200, "{body}");
     let done = stack.wait_state(id, "done").await.unwrap();
     let thumb_before = stack
-        .http
-        .get(done["versions"]["thumb"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
+        .bytes_at(done["versions"]["thumb"].as_str().unwrap())
         .await
         .unwrap();
 
@@ -347,12 +325,7 @@ async fn a_second_upload_through_the_same_link_changes_nothing_processed() {
     assert_eq!(after["meta"]["width"], 400);
     assert_eq!(after["meta"]["generation"], 1);
     let thumb_after = stack
-        .http
-        .get(after["versions"]["thumb"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
+        .bytes_at(after["versions"]["thumb"].as_str().unwrap())
         .await
         .unwrap();
     assert_eq!(thumb_before, thumb_after);

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use gallery_e2e::sample_flow::{
+    RENDERED_VERSIONS, SAMPLE_FLOW_STATES, SAMPLE_FLOW_TYPES, types_of,
+};
 use gallery_e2e::{TestStack, dimensions, jpeg_photo};
 use serde_json::Value;
 
@@ -28,42 +31,17 @@ async fn link_upload_websocket_listing_and_versions() {
     assert_eq!(status, 201, "{body}");
 
     let events = ws.collect_until(&image_id, "processed").await.unwrap();
-    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(
-        kinds,
-        [
-            "upload_requested",
-            "uploaded",
-            "processing_started",
-            "version_rendered",
-            "version_rendered",
-            "version_rendered",
-            "version_rendered",
-            "processed"
-        ]
-    );
+    assert_eq!(types_of(&events), SAMPLE_FLOW_TYPES);
     let states: Vec<&str> = events
         .iter()
         .map(|e| e["state"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        states,
-        [
-            "init",
-            "uploaded",
-            "processing",
-            "processing",
-            "processing",
-            "processing",
-            "processing",
-            "done"
-        ]
-    );
+    assert_eq!(states, SAMPLE_FLOW_STATES);
     let versions: Vec<&str> = events[3..7]
         .iter()
         .map(|e| e["version"].as_str().unwrap())
         .collect();
-    assert_eq!(versions, ["d2500", "big_1920", "big_thumb", "thumb"]);
+    assert_eq!(versions, RENDERED_VERSIONS);
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
@@ -104,25 +82,12 @@ async fn link_upload_websocket_listing_and_versions() {
         assert_eq!(rec["meta"]["versions"][name]["bytes"], bytes.len());
     }
     // The original comes back byte for byte.
-    let original = stack
-        .http
-        .get(links["original"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(original.bytes().await.unwrap().as_ref(), photo.as_slice());
+    let original = links["original"].as_str().unwrap();
+    assert_eq!(stack.bytes_at(original).await.unwrap(), photo);
 
     // The WebSocket's version URLs work too.
     let thumb_url = events[6]["url"].as_str().unwrap();
-    let thumb = stack
-        .http
-        .get(thumb_url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let thumb = stack.bytes_at(thumb_url).await.unwrap();
     assert_eq!(dimensions(&thumb).unwrap(), (150, 113));
 }
 

@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(e) = gallery_api::routes::links::parse_create(data, 50_000_000) {
+    if let Err(e) = gallery_api::routes::create_image::parse_create(data, 50_000_000) {
         assert!(e.status.is_client_error());
     }
     if let Err(e) = gallery_api::routes::tokens::parse_mint(data) {

@@ -1,6 +1,7 @@
 //! A real `nats-server` as a child process: `gallery up` runs one with its store under the data
 //! dir, and every test harness runs one on a free loopback port with a temporary store. The
 //! child is stopped (SIGTERM, then SIGKILL after a deadline) when the handle is dropped.
+//! `cluster.rs` starts several as one JetStream cluster (the failover tests).
 //!
 //! The server listens on loopback only and takes one user, whose password is generated into
 //! `credential` in its directory (mode 0600) on first start and kept: a connection without
@@ -57,7 +58,7 @@ pub fn find_nats_server() -> Result<PathBuf, ServerError> {
     Err(ServerError::NotFound)
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -149,7 +150,7 @@ impl NatsServer {
         Ok(server)
     }
 
-    fn with_config(dir: &Path, port: u16, config: String) -> Self {
+    pub(crate) fn with_config(dir: &Path, port: u16, config: String) -> Self {
         Self {
             child: None,
             port,
@@ -162,7 +163,7 @@ impl NatsServer {
         }
     }
 
-    fn launch(&mut self, binary: &Path) -> Result<(), ServerError> {
+    pub(crate) fn launch(&mut self, binary: &Path) -> Result<(), ServerError> {
         let conf = self.dir.join("nats-server.conf");
         write_private(&conf, self.config.as_bytes())?;
         // A fresh log per start: "Server is ready" must come from this one.
@@ -193,7 +194,7 @@ impl NatsServer {
         self.child.as_ref().map(Child::id)
     }
 
-    async fn wait_ready(&mut self, limit: Duration) -> Result<(), ServerError> {
+    pub(crate) async fn wait_ready(&mut self, limit: Duration) -> Result<(), ServerError> {
         let start = Instant::now();
         loop {
             if let Some(status) = self
@@ -267,67 +268,6 @@ impl NatsServer {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// A JetStream cluster of nats-servers on loopback, each with its own store (tests of
-/// failover). Every node has a client port, a cluster (route) port and a monitoring port whose
-/// `/jsz` tells the stream's leader.
-pub struct NatsCluster {
-    pub nodes: Vec<NatsServer>,
-    pub monitor_ports: Vec<u16>,
-    _temp: tempfile::TempDir,
-}
-
-impl NatsCluster {
-    pub async fn start(size: usize) -> Result<Self, ServerError> {
-        let binary = find_nats_server()?;
-        let temp = tempfile::Builder::new()
-            .prefix("gallery-nats-cluster-")
-            .tempdir()?;
-        let mut ports = Vec::new();
-        for _ in 0..size {
-            ports.push((free_port()?, free_port()?, free_port()?));
-        }
-        let routes: Vec<String> = ports
-            .iter()
-            .map(|(_, route, _)| format!("\"nats://127.0.0.1:{route}\""))
-            .collect();
-        let mut nodes = Vec::new();
-        for (i, (client, route, http)) in ports.iter().enumerate() {
-            let dir = temp.path().join(format!("n{}", i + 1));
-            std::fs::create_dir_all(&dir)?;
-            let store = dir.join("jetstream");
-            let config = format!(
-                "listen: \"127.0.0.1:{client}\"\n\
-                 http: \"127.0.0.1:{http}\"\n\
-                 server_name: \"n{n}\"\n\
-                 jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n\
-                 cluster {{\n  name: gallery\n  listen: \"127.0.0.1:{route}\"\n  routes: [{routes}]\n}}\n",
-                n = i + 1,
-                routes = routes.join(", "),
-            );
-            let mut node = NatsServer::with_config(&dir, *client, config);
-            node.launch(&binary)?;
-            nodes.push(node);
-        }
-        for node in &mut nodes {
-            node.wait_ready(Duration::from_secs(30)).await?;
-        }
-        Ok(Self {
-            nodes,
-            monitor_ports: ports.iter().map(|p| p.2).collect(),
-            _temp: temp,
-        })
-    }
-
-    /// Every node's client URL, comma-separated (the form `GALLERY_NATS_URL` takes).
-    pub fn urls(&self) -> String {
-        self.nodes
-            .iter()
-            .map(NatsServer::url)
-            .collect::<Vec<_>>()
-            .join(",")
     }
 }
 

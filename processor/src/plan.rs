@@ -110,6 +110,23 @@ pub enum JobOutcome {
     Conflict,
 }
 
+impl JobOutcome {
+    /// A [`JobOutcome::Permanent`] failure with `code`.
+    pub fn permanent(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Permanent {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A [`JobOutcome::Transient`] failure.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::Transient {
+            message: message.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AckDecision {
     Ack,

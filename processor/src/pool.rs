@@ -1,8 +1,8 @@
 //! Renders in child processes. Decoding hostile files with C libraries (libjpeg-turbo, libheif,
 //! libde265, dav1d) on threads of the process that holds the NATS and S3 credentials makes a
 //! poison file, a hang or a memory blow-up everyone's problem; here each render runs in a
-//! worker process (the same binary's hidden `render-worker` command, under an address-space
-//! limit), bytes in and versions out over its pipes ([`crate::protocol`]).
+//! render worker process (the same binary's hidden `render-worker` command, under an
+//! address-space limit), bytes in and versions out over its pipes ([`crate::protocol`]).
 //!
 //! A worker that dies mid-render is reported as [`PoolError::Crashed`]; one that passes the
 //! deadline is killed and reported as [`PoolError::TimedOut`]. Either way it is replaced by a

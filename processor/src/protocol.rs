@@ -1,7 +1,7 @@
 //! The render worker's wire format: one request (limits and the original's bytes) and one
 //! response (the versions, or a render error) per job, length-prefixed over the worker's stdin
 //! and stdout. Pure framing over `Read`/`Write`; the process handling is in [`crate::pool`] and
-//! the worker's loop in [`serve`].
+//! the render worker's loop in [`serve`].
 //!
 //! ```text
 //! request:  "GRW1" max_pixels:u64 max_side:u32 len:u64 bytes
@@ -223,9 +223,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The worker's loop: read a request, render, answer, until the input ends. A panic in the
-/// pipeline is answered as `corrupt_image` (the worker stays usable); an abort ends the process,
-/// which the pool sees as a crash.
+/// The render worker's loop: read a request, render, answer, until the input ends. A panic in
+/// the pipeline is answered as `corrupt_image` (the worker stays usable); an abort ends the
+/// process, which the pool sees as a crash.
 pub fn serve(input: &mut impl Read, output: &mut impl Write) -> io::Result<()> {
     while let Some((limits, bytes)) = read_request(input)? {
         if cfg!(debug_assertions) {

@@ -113,78 +113,119 @@ pub fn fold_event(
     }
 }
 
-/// Every check comes before the first change, so a refused event leaves `rec` as it was.
+/// `body` onto `rec`: [`check`] says whether it may apply, then [`change`] applies it. Every
+/// check comes before the first change, so a refused event leaves `rec` as it was.
 fn transition(rec: &mut Record, body: &EventBody) -> Result<(), FoldError> {
+    check(rec, body)?;
+    change(rec, body);
+    Ok(())
+}
+
+/// Whether `body` may apply to `rec` in the image's state and generation; the refusal is the
+/// first rule it breaks.
+fn check(rec: &Record, body: &EventBody) -> Result<(), FoldError> {
+    use ImageState::*;
     let kind = body.kind();
-    let illegal = |rec: &Record| FoldError::IllegalTransition {
-        state: rec.state,
+    let stale = |generation: u32| FoldError::StaleGeneration {
         kind,
+        event: generation,
+        current: rec.generation,
     };
-    let same_generation = |rec: &Record, generation: u32| {
+    let same_generation = |generation: u32| {
         if generation == rec.generation {
             Ok(())
         } else {
-            Err(FoldError::StaleGeneration {
-                kind,
-                event: generation,
-                current: rec.generation,
-            })
+            Err(stale(generation))
         }
     };
-    use ImageState::*;
     if rec.state == Deleted {
         return Err(FoldError::Deleted { kind });
     }
-    match body {
+    let allowed = match body {
         EventBody::UploadRequested(_) => return Err(FoldError::AlreadyExists),
-        EventBody::Uploaded(up) => {
+        EventBody::Uploaded(_) => rec.state == Init,
+        EventBody::ProcessingStarted { generation, .. } => {
+            same_generation(*generation)?;
+            matches!(rec.state, Uploaded | Processing)
+        }
+        EventBody::VersionRendered(v) => {
+            same_generation(v.generation)?;
+            rec.state == Processing
+        }
+        EventBody::Processed { generation, .. } => {
+            same_generation(*generation)?;
+            rec.state == Processing
+        }
+        EventBody::Failed(f) => {
+            // Before the upload (generation 0) a failure is about the upload itself
+            // (upload_expired, upload_too_large); after it, it must be the current generation.
             if rec.state != Init {
-                return Err(illegal(rec));
+                same_generation(f.generation)?;
             }
+            !rec.state.is_terminal()
+        }
+        EventBody::RedriveRequested { generation, .. } => {
+            same_generation(*generation)?;
+            matches!(rec.state, Uploaded | Processing)
+        }
+        EventBody::RenderCrashed { generation, .. } => {
+            same_generation(*generation)?;
+            rec.state == Processing
+        }
+        EventBody::Deleted { .. } => true,
+        EventBody::ReprocessRequested { generation } => {
+            // A settled image whose original arrived, into the next generation.
+            let settled = rec.state.is_terminal() && rec.etag.is_some();
+            if settled && *generation != rec.generation + 1 {
+                return Err(stale(*generation));
+            }
+            settled
+        }
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(FoldError::IllegalTransition {
+            state: rec.state,
+            kind,
+        })
+    }
+}
+
+/// What an event that passed [`check`] changes in `rec`.
+fn change(rec: &mut Record, body: &EventBody) {
+    use ImageState::*;
+    match body {
+        // Always refused by `check`.
+        EventBody::UploadRequested(_) => {}
+        EventBody::Uploaded(up) => {
             rec.state = Uploaded;
             rec.size = Some(up.size);
             rec.etag = Some(up.etag.clone());
             rec.generation = up.generation;
         }
-        EventBody::ProcessingStarted {
-            attempt,
-            generation,
-        } => {
-            same_generation(rec, *generation)?;
-            if !matches!(rec.state, Uploaded | Processing) {
-                return Err(illegal(rec));
-            }
+        EventBody::ProcessingStarted { attempt, .. } => {
             rec.state = Processing;
             rec.attempt = *attempt;
         }
         EventBody::VersionRendered(v) => {
-            same_generation(rec, v.generation)?;
-            if rec.state != Processing {
-                return Err(illegal(rec));
-            }
-            rec.versions.insert(
-                v.version,
-                RenderedVersion {
-                    key: v.key.clone(),
-                    width: v.width,
-                    height: v.height,
-                    bytes: v.bytes,
-                    content_type: v.content_type.clone(),
-                },
-            );
+            let version = RenderedVersion {
+                key: v.key.clone(),
+                width: v.width,
+                height: v.height,
+                bytes: v.bytes,
+                content_type: v.content_type.clone(),
+            };
+            rec.versions.insert(v.version, version);
         }
         EventBody::Processed {
-            generation,
             width,
             height,
             thumbhash,
             sha256,
             renditions_version,
+            ..
         } => {
-            same_generation(rec, *generation)?;
-            if rec.state != Processing {
-                return Err(illegal(rec));
-            }
             rec.state = Done;
             rec.width = Some(*width);
             rec.height = Some(*height);
@@ -193,35 +234,16 @@ fn transition(rec: &mut Record, body: &EventBody) -> Result<(), FoldError> {
             rec.renditions_version = *renditions_version;
         }
         EventBody::Failed(f) => {
-            // Before the upload (generation 0) a failure is about the upload itself
-            // (upload_expired, upload_too_large); after it, it must be the current generation.
-            if rec.state != Init {
-                same_generation(rec, f.generation)?;
-            }
-            if rec.state.is_terminal() {
-                return Err(illegal(rec));
-            }
             rec.state = Error;
             rec.error = Some(RecordError {
                 code: f.code,
                 message: f.message.clone(),
             });
         }
-        EventBody::RedriveRequested { generation, .. } => {
-            // The same generation, driven again: back in the processor's hands.
-            same_generation(rec, *generation)?;
-            if !matches!(rec.state, Uploaded | Processing) {
-                return Err(illegal(rec));
-            }
-            rec.state = Processing;
-        }
-        EventBody::RenderCrashed { generation, .. } => {
-            // Recorded while processing; the image stays there until its outcome.
-            same_generation(rec, *generation)?;
-            if rec.state != Processing {
-                return Err(illegal(rec));
-            }
-        }
+        // The same generation, driven again: back in the processor's hands.
+        EventBody::RedriveRequested { .. } => rec.state = Processing,
+        // Recorded while processing; the image stays there until its outcome.
+        EventBody::RenderCrashed { .. } => {}
         EventBody::Deleted { .. } => {
             // The tombstone: enough to tell it was here; the file name goes (it is the one
             // field a user typed).
@@ -229,16 +251,6 @@ fn transition(rec: &mut Record, body: &EventBody) -> Result<(), FoldError> {
             rec.filename.clear();
         }
         EventBody::ReprocessRequested { generation } => {
-            if !rec.state.is_terminal() || rec.etag.is_none() {
-                return Err(illegal(rec));
-            }
-            if *generation != rec.generation + 1 {
-                return Err(FoldError::StaleGeneration {
-                    kind,
-                    event: *generation,
-                    current: rec.generation,
-                });
-            }
             rec.state = Uploaded;
             rec.generation = *generation;
             rec.attempt = 0;
@@ -251,7 +263,6 @@ fn transition(rec: &mut Record, body: &EventBody) -> Result<(), FoldError> {
             rec.renditions_version = 0;
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

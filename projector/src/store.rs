@@ -10,6 +10,9 @@
 //! → the image id that holds those bytes in the project: the first processed with them and not
 //! deleted), `meta` (`last_seq`). One transaction writes a record, its index entries, the counts
 //! and the sequence together.
+//!
+//! Here: opening the store and committing to it. Reads are in `store/query.rs`; the bulk writes
+//! of a snapshot's import in `store/import.rs`.
 
 use std::path::Path;
 
@@ -18,6 +21,11 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 use crate::record::{RECORD_VERSION, Record};
+
+mod import;
+mod query;
+
+pub use query::Page;
 
 const LAST_SEQ: &[u8] = b"last_seq";
 
@@ -55,14 +63,6 @@ fn count_of(bytes: Option<sled::IVec>) -> u64 {
     bytes
         .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
         .unwrap_or(0)
-}
-
-/// One page of a project's listing, newest first.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub records: Vec<Record>,
-    /// Pass back as `cursor` for the next page; `None` at the end.
-    pub next_cursor: Option<ImageId>,
 }
 
 fn hash_key(project: &ProjectId, sha256: &[u8; 32]) -> Vec<u8> {
@@ -266,197 +266,8 @@ impl Store {
         Ok(())
     }
 
-    /// The image of `project` that holds these bytes (see the `by_hash` tree), if any.
-    pub fn hash_holder(
-        &self,
-        project: &ProjectId,
-        sha256: &[u8; 32],
-    ) -> Result<Option<ImageId>, StoreError> {
-        Ok(self
-            .by_hash
-            .get(hash_key(project, sha256))?
-            .and_then(|id| <[u8; 16]>::try_from(id.as_ref()).ok())
-            .map(ImageId::from_bytes))
-    }
-
-    /// How many of the project's images are still waiting for their upload (links handed out
-    /// and neither used nor expired).
-    pub fn awaiting_upload(&self, project: &ProjectId) -> Result<u64, StoreError> {
-        Ok(count_of(
-            self.awaiting_count.get(project.as_str().as_bytes())?,
-        ))
-    }
-
-    /// A project's images, newest first, starting after `cursor`, keeping only `state` if given.
-    pub fn list(
-        &self,
-        project: &ProjectId,
-        state: Option<ImageState>,
-        limit: usize,
-        cursor: Option<&ImageId>,
-    ) -> Result<Page, StoreError> {
-        let mut prefix = project.as_str().as_bytes().to_vec();
-        prefix.push(b'/');
-        let upper = match cursor {
-            Some(c) => index_key(project, c),
-            None => {
-                let mut end = prefix.clone();
-                *end.last_mut().expect("non-empty") += 1; // '/' + 1 = '0': just past the prefix
-                end
-            }
-        };
-        let mut records = Vec::new();
-        let mut next_cursor = None;
-        for entry in self.by_project.range(prefix.clone()..upper).rev() {
-            let (key, _) = entry?;
-            let id: [u8; 16] = key[prefix.len()..].try_into().unwrap_or([0; 16]);
-            let image = ImageId::from_bytes(id);
-            let Some(rec) = self.get(&image)? else {
-                continue;
-            };
-            if state.is_some_and(|s| s != rec.state) {
-                continue;
-            }
-            if records.len() == limit {
-                next_cursor = records.last().map(|r: &Record| r.image_id);
-                break;
-            }
-            records.push(rec);
-        }
-        Ok(Page {
-            records,
-            next_cursor,
-        })
-    }
-
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
-        Ok(())
-    }
-
-    /// Every image in `uploaded` or `processing`, oldest first.
-    pub fn pending(&self) -> Result<Vec<Record>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.pending.iter() {
-            let (key, _) = entry?;
-            let id: [u8; 16] = key.as_ref().try_into().unwrap_or([0; 16]);
-            match self.get(&ImageId::from_bytes(id)) {
-                Ok(Some(rec)) => out.push(rec),
-                Ok(None) => {}
-                // Re-folded by the projector on its next event; one bad record must not stop
-                // the reconciler for every other image.
-                Err(StoreError::Corrupt(err)) => {
-                    tracing::warn!(%err, "skipping an unreadable pending record");
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Images in `error` with `code`, of one project or of all (an operator's re-drive).
-    pub fn errors(
-        &self,
-        project: Option<&ProjectId>,
-        code: gallery_schema::ErrorCode,
-    ) -> Result<Vec<Record>, StoreError> {
-        self.select(project, |r: &Record| {
-            r.state == ImageState::Error && r.error.as_ref().is_some_and(|e| e.code == code)
-        })
-    }
-
-    /// The records of `project` (or of every project, deleted ones included) that `keep`
-    /// keeps, one record decoded at a time.
-    pub fn select(
-        &self,
-        project: Option<&ProjectId>,
-        keep: impl Fn(&Record) -> bool,
-    ) -> Result<Vec<Record>, StoreError> {
-        let mut out = Vec::new();
-        match project {
-            Some(p) => {
-                let mut cursor = None;
-                loop {
-                    let page = self.list(p, None, 500, cursor.as_ref())?;
-                    out.extend(page.records.into_iter().filter(|r| keep(r)));
-                    match page.next_cursor {
-                        Some(c) => cursor = Some(c),
-                        None => break,
-                    }
-                }
-            }
-            None => {
-                for entry in self.records.iter() {
-                    let rec = Record::decode(&entry?.1)?;
-                    if keep(&rec) {
-                        out.push(rec);
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every record as stored (postcard), in image id order: what a snapshot holds.
-    pub(crate) fn raw_records(&self) -> impl Iterator<Item = Result<sled::IVec, StoreError>> + '_ {
-        self.records
-            .iter()
-            .map(|entry| entry.map(|(_, v)| v).map_err(StoreError::from))
-    }
-
-    /// Writes records of a snapshot with their index entries, outside any transaction: the
-    /// store is being built aside and nobody reads it until [`Self::finish_import`].
-    pub(crate) fn import_records(&self, records: &[(Record, Vec<u8>)]) -> Result<(), StoreError> {
-        let (mut recs, mut by_project, mut pending, mut awaiting, mut by_hash) = (
-            sled::Batch::default(),
-            sled::Batch::default(),
-            sled::Batch::default(),
-            sled::Batch::default(),
-            sled::Batch::default(),
-        );
-        for (rec, bytes) in records {
-            let (image, state) = (&rec.image_id, rec.state);
-            recs.insert(image.as_bytes(), bytes.as_slice());
-            let key = index_key(&rec.project_id, image);
-            if is_pending(state) {
-                pending.insert(image.as_bytes(), &[]);
-            }
-            if state == ImageState::Init {
-                awaiting.insert(key.as_slice(), &[]);
-            }
-            if state != ImageState::Deleted {
-                by_project.insert(key, &[]);
-            }
-            if let Some(sha256) = &rec.sha256
-                && holds_hash(rec)
-            {
-                by_hash.insert(
-                    hash_key(&rec.project_id, sha256),
-                    image.as_bytes().as_slice(),
-                );
-            }
-        }
-        self.records.apply_batch(recs)?;
-        self.by_project.apply_batch(by_project)?;
-        self.pending.apply_batch(pending)?;
-        self.awaiting.apply_batch(awaiting)?;
-        self.by_hash.apply_batch(by_hash)?;
-        Ok(())
-    }
-
-    /// Ends an import: the per-project counts of images awaiting their upload, the sequence
-    /// the snapshot covers, and everything on disk.
-    pub(crate) fn finish_import(
-        &self,
-        last_seq: u64,
-        awaiting: &std::collections::HashMap<ProjectId, u64>,
-    ) -> Result<(), StoreError> {
-        for (project, n) in awaiting {
-            self.awaiting_count
-                .insert(project.as_str().as_bytes(), &n.to_be_bytes())?;
-        }
-        self.meta.insert(LAST_SEQ, &last_seq.to_be_bytes())?;
-        self.db.flush()?;
         Ok(())
     }
 

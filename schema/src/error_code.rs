@@ -17,7 +17,7 @@ pub enum ErrorCode {
     UnsupportedFormat,
     ImageTooLarge,
     CorruptImage,
-    /// The render crashed its worker process `GALLERY_CRASH_LIMIT` times.
+    /// The render crashed its render worker process `GALLERY_CRASH_LIMIT` times.
     ProcessingCrashed,
     /// The render ran past its deadline (`GALLERY_JOB_DEADLINE`).
     ProcessingTimeout,

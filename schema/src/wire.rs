@@ -49,157 +49,18 @@ fn from_millis(ms: i64) -> Result<DateTime<Utc>, DecodeError> {
 
 impl Event {
     pub fn encode(&self) -> Vec<u8> {
-        let kind = match &self.body {
-            EventBody::UploadRequested(u) => Kind::UploadRequested(pb::UploadRequested {
-                filename: u.filename.clone(),
-                object_key: u.object_key.clone(),
-                content_type: u.content_type.clone(),
-                declared_size: u.declared_size.unwrap_or(0),
-                link_expires_at_ms: millis(u.link_expires_at),
-                max_bytes: u.max_bytes,
-                source_url: u.source_url.clone().unwrap_or_default(),
-            }),
-            EventBody::Uploaded(u) => Kind::Uploaded(pb::Uploaded {
-                size: u.size,
-                etag: u.etag.clone(),
-                generation: u.generation,
-            }),
-            EventBody::ProcessingStarted {
-                attempt,
-                generation,
-            } => Kind::ProcessingStarted(pb::ProcessingStarted {
-                attempt: *attempt,
-                generation: *generation,
-            }),
-            EventBody::VersionRendered(v) => Kind::VersionRendered(pb::VersionRendered {
-                version: v.version.as_str().to_owned(),
-                key: v.key.clone(),
-                width: v.width,
-                height: v.height,
-                bytes: v.bytes,
-                content_type: v.content_type.clone(),
-                generation: v.generation,
-            }),
-            EventBody::Processed {
-                generation,
-                width,
-                height,
-                thumbhash,
-                sha256,
-                renditions_version,
-            } => Kind::Processed(pb::Processed {
-                generation: *generation,
-                width: *width,
-                height: *height,
-                thumbhash: thumbhash.clone(),
-                sha256: sha256.map(|h| h.to_vec()).unwrap_or_default(),
-                renditions_version: *renditions_version,
-            }),
-            EventBody::Failed(f) => Kind::Failed(pb::Failed {
-                code: f.code.as_str().to_owned(),
-                message: f.message.clone(),
-                retryable: f.retryable,
-                generation: f.generation,
-            }),
-            EventBody::ReprocessRequested { generation } => {
-                Kind::ReprocessRequested(pb::ReprocessRequested {
-                    generation: *generation,
-                })
-            }
-            EventBody::RenderCrashed {
-                generation,
-                crash,
-                message,
-            } => Kind::RenderCrashed(pb::RenderCrashed {
-                generation: *generation,
-                crash: *crash,
-                message: message.clone(),
-            }),
-            EventBody::RedriveRequested {
-                generation,
-                reason,
-                observed_seq,
-            } => Kind::RedriveRequested(pb::RedriveRequested {
-                generation: *generation,
-                reason: reason.clone(),
-                observed_seq: *observed_seq,
-            }),
-            EventBody::Deleted { whole_project } => Kind::Deleted(pb::Deleted {
-                whole_project: *whole_project,
-            }),
-        };
         pb::Envelope {
             image_id: self.image_id.to_string(),
             project_id: self.project_id.to_string(),
             at_ms: millis(self.at),
-            kind: Some(kind),
+            kind: Some(kind_of(&self.body)),
         }
         .encode_to_vec()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let env = pb::Envelope::decode(bytes)?;
-        let body = match env.kind.ok_or(DecodeError::MissingKind)? {
-            Kind::UploadRequested(u) => EventBody::UploadRequested(UploadRequested {
-                filename: u.filename,
-                object_key: u.object_key,
-                content_type: u.content_type,
-                declared_size: (u.declared_size > 0).then_some(u.declared_size),
-                link_expires_at: from_millis(u.link_expires_at_ms)?,
-                max_bytes: u.max_bytes,
-                source_url: (!u.source_url.is_empty()).then_some(u.source_url),
-            }),
-            Kind::Uploaded(u) => EventBody::Uploaded(Uploaded {
-                size: u.size,
-                etag: u.etag,
-                generation: u.generation,
-            }),
-            Kind::ProcessingStarted(p) => EventBody::ProcessingStarted {
-                attempt: p.attempt,
-                generation: p.generation,
-            },
-            Kind::VersionRendered(v) => EventBody::VersionRendered(VersionRendered {
-                version: VersionName::parse(&v.version)
-                    .ok_or(DecodeError::UnknownVersion(v.version.clone()))?,
-                key: v.key,
-                width: v.width,
-                height: v.height,
-                bytes: v.bytes,
-                content_type: v.content_type,
-                generation: v.generation,
-            }),
-            Kind::Processed(p) => EventBody::Processed {
-                generation: p.generation,
-                width: p.width,
-                height: p.height,
-                thumbhash: p.thumbhash,
-                // Anything but 32 bytes is no hash we wrote.
-                sha256: <[u8; 32]>::try_from(p.sha256.as_slice()).ok(),
-                renditions_version: p.renditions_version,
-            },
-            Kind::Failed(f) => EventBody::Failed(Failure {
-                code: ErrorCode::parse_lenient(&f.code),
-                message: f.message,
-                retryable: f.retryable,
-                generation: f.generation,
-            }),
-            Kind::ReprocessRequested(r) => EventBody::ReprocessRequested {
-                generation: r.generation,
-            },
-            Kind::RenderCrashed(c) => EventBody::RenderCrashed {
-                generation: c.generation,
-                crash: c.crash,
-                message: c.message,
-            },
-            Kind::RedriveRequested(r) => EventBody::RedriveRequested {
-                generation: r.generation,
-                reason: r.reason,
-                observed_seq: r.observed_seq,
-            },
-            Kind::Deleted(d) => EventBody::Deleted {
-                whole_project: d.whole_project,
-            },
-        };
+        let body = body_of(env.kind.ok_or(DecodeError::MissingKind)?)?;
         Ok(Event {
             image_id: ImageId::parse(&env.image_id)?,
             project_id: ProjectId::parse(&env.project_id)?,
@@ -259,6 +120,170 @@ impl Event {
             _ => Ok(()),
         }
     }
+}
+
+/// A body as the envelope's kind, field for field (an absent optional as the proto3 default).
+fn kind_of(body: &EventBody) -> Kind {
+    match body {
+        EventBody::UploadRequested(u) => Kind::UploadRequested(upload_requested_to_pb(u)),
+        EventBody::Uploaded(u) => Kind::Uploaded(pb::Uploaded {
+            size: u.size,
+            etag: u.etag.clone(),
+            generation: u.generation,
+        }),
+        EventBody::ProcessingStarted {
+            attempt,
+            generation,
+        } => Kind::ProcessingStarted(pb::ProcessingStarted {
+            attempt: *attempt,
+            generation: *generation,
+        }),
+        EventBody::VersionRendered(v) => Kind::VersionRendered(version_rendered_to_pb(v)),
+        EventBody::Processed {
+            generation,
+            width,
+            height,
+            thumbhash,
+            sha256,
+            renditions_version,
+        } => Kind::Processed(pb::Processed {
+            generation: *generation,
+            width: *width,
+            height: *height,
+            thumbhash: thumbhash.clone(),
+            sha256: sha256.map(|h| h.to_vec()).unwrap_or_default(),
+            renditions_version: *renditions_version,
+        }),
+        EventBody::Failed(f) => Kind::Failed(pb::Failed {
+            code: f.code.as_str().to_owned(),
+            message: f.message.clone(),
+            retryable: f.retryable,
+            generation: f.generation,
+        }),
+        EventBody::ReprocessRequested { generation } => {
+            Kind::ReprocessRequested(pb::ReprocessRequested {
+                generation: *generation,
+            })
+        }
+        EventBody::RenderCrashed {
+            generation,
+            crash,
+            message,
+        } => Kind::RenderCrashed(pb::RenderCrashed {
+            generation: *generation,
+            crash: *crash,
+            message: message.clone(),
+        }),
+        EventBody::RedriveRequested {
+            generation,
+            reason,
+            observed_seq,
+        } => Kind::RedriveRequested(pb::RedriveRequested {
+            generation: *generation,
+            reason: reason.clone(),
+            observed_seq: *observed_seq,
+        }),
+        EventBody::Deleted { whole_project } => Kind::Deleted(pb::Deleted {
+            whole_project: *whole_project,
+        }),
+    }
+}
+
+fn upload_requested_to_pb(u: &UploadRequested) -> pb::UploadRequested {
+    pb::UploadRequested {
+        filename: u.filename.clone(),
+        object_key: u.object_key.clone(),
+        content_type: u.content_type.clone(),
+        declared_size: u.declared_size.unwrap_or(0),
+        link_expires_at_ms: millis(u.link_expires_at),
+        max_bytes: u.max_bytes,
+        source_url: u.source_url.clone().unwrap_or_default(),
+    }
+}
+
+fn version_rendered_to_pb(v: &VersionRendered) -> pb::VersionRendered {
+    pb::VersionRendered {
+        version: v.version.as_str().to_owned(),
+        key: v.key.clone(),
+        width: v.width,
+        height: v.height,
+        bytes: v.bytes,
+        content_type: v.content_type.clone(),
+        generation: v.generation,
+    }
+}
+
+/// The envelope's kind as a body: the inverse of [`kind_of`] (a default as an absent optional).
+fn body_of(kind: Kind) -> Result<EventBody, DecodeError> {
+    Ok(match kind {
+        Kind::UploadRequested(u) => EventBody::UploadRequested(upload_requested_from_pb(u)?),
+        Kind::Uploaded(u) => EventBody::Uploaded(Uploaded {
+            size: u.size,
+            etag: u.etag,
+            generation: u.generation,
+        }),
+        Kind::ProcessingStarted(p) => EventBody::ProcessingStarted {
+            attempt: p.attempt,
+            generation: p.generation,
+        },
+        Kind::VersionRendered(v) => EventBody::VersionRendered(version_rendered_from_pb(v)?),
+        Kind::Processed(p) => EventBody::Processed {
+            generation: p.generation,
+            width: p.width,
+            height: p.height,
+            thumbhash: p.thumbhash,
+            // Anything but 32 bytes is no hash we wrote.
+            sha256: <[u8; 32]>::try_from(p.sha256.as_slice()).ok(),
+            renditions_version: p.renditions_version,
+        },
+        Kind::Failed(f) => EventBody::Failed(Failure {
+            code: ErrorCode::parse_lenient(&f.code),
+            message: f.message,
+            retryable: f.retryable,
+            generation: f.generation,
+        }),
+        Kind::ReprocessRequested(r) => EventBody::ReprocessRequested {
+            generation: r.generation,
+        },
+        Kind::RenderCrashed(c) => EventBody::RenderCrashed {
+            generation: c.generation,
+            crash: c.crash,
+            message: c.message,
+        },
+        Kind::RedriveRequested(r) => EventBody::RedriveRequested {
+            generation: r.generation,
+            reason: r.reason,
+            observed_seq: r.observed_seq,
+        },
+        Kind::Deleted(d) => EventBody::Deleted {
+            whole_project: d.whole_project,
+        },
+    })
+}
+
+fn upload_requested_from_pb(u: pb::UploadRequested) -> Result<UploadRequested, DecodeError> {
+    Ok(UploadRequested {
+        filename: u.filename,
+        object_key: u.object_key,
+        content_type: u.content_type,
+        declared_size: (u.declared_size > 0).then_some(u.declared_size),
+        link_expires_at: from_millis(u.link_expires_at_ms)?,
+        max_bytes: u.max_bytes,
+        source_url: (!u.source_url.is_empty()).then_some(u.source_url),
+    })
+}
+
+fn version_rendered_from_pb(v: pb::VersionRendered) -> Result<VersionRendered, DecodeError> {
+    Ok(VersionRendered {
+        version: VersionName::parse(&v.version)
+            .ok_or(DecodeError::UnknownVersion(v.version.clone()))?,
+        key: v.key,
+        width: v.width,
+        height: v.height,
+        bytes: v.bytes,
+        content_type: v.content_type,
+        generation: v.generation,
+    })
 }
 
 #[cfg(test)]

@@ -11,8 +11,17 @@
 //!
 //! Run it as its own process, not inside the server: it needs its own cores' share and file
 //! descriptors (it raises its soft open-file limit to the hard one).
+//!
+//! Where things are: `runs` sets a run up, runs its mode and makes the report; each mode has a
+//! module (`flow`; `hammer` for links and list; `fanout` for ws) whose jobs collect into the
+//! tally of `jobs`; `client` speaks to the deployment, `pace` spaces the jobs, `photos` reads
+//! the photos, `stats` sums up and prints.
 
 pub mod client;
+mod fanout;
+mod flow;
+mod hammer;
+mod jobs;
 pub mod pace;
 pub mod photos;
 mod runs;

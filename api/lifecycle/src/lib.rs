@@ -10,11 +10,15 @@
 //!   `gallery redrive`, `gallery reprocess` and `gallery sweep`, and schedules sweeps;
 //! - [`sweeper`]: removes stored objects no record needs;
 //! - [`deleter`]: removes what a deleted image stored;
-//! - [`reprocess`]: bulk re-renders at a bounded rate.
+//! - [`reprocess`]: bulk re-renders at a bounded rate;
+//! - [`config`]: the roles' settings as a deployment gives them ([`LifecycleConfig`]).
 
+pub mod config;
 pub mod deleter;
 pub mod import;
 pub mod reconciler;
 pub mod reprocess;
 pub mod sweeper;
 pub mod watcher;
+
+pub use config::LifecycleConfig;

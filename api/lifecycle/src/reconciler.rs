@@ -16,22 +16,30 @@
 //!
 //! The acting one also sweeps the store every `Sweeping::every` (`sweeper.rs`), and any replica
 //! answers operators' `gallery sweep` requests (`gallery.admin.sweep`).
+//!
+//! Here: what counts as stuck, one pass, and the loop ([`run`]). The lease is
+//! `reconciler/lease.rs`, the operators' requests `reconciler/requests.rs`, and the sweeps
+//! (requested and periodic) `reconciler/sweeps.rs`.
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use gallery_nats::{AppendError, EventLog, Guard};
 use gallery_projector::{Record, Store};
-use gallery_schema::subjects::{ADMIN_REDRIVE, ADMIN_REPROCESS, ADMIN_SWEEP, LEASE_BUCKET};
-use object_store::ObjectStore;
-use std::sync::Arc;
-
-use crate::sweeper::{SweepPolicy, SweepReport, SweepRequest};
-use gallery_schema::{ErrorCode, Event, EventBody, ImageState, ProjectId};
-use serde::{Deserialize, Serialize};
+use gallery_schema::{Event, EventBody, ImageState};
 use tokio_util::sync::CancellationToken;
+
+mod lease;
+mod requests;
+mod sweeps;
+
+use lease::Lease;
+pub use requests::{RedriveReply, RedriveRequest, redrive_errors};
+use requests::{Requests, answer_redrive, respond};
+pub use sweeps::Sweeping;
+use sweeps::Sweeps;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -85,47 +93,6 @@ pub fn stuck<'a>(
         .collect()
 }
 
-/// A lease held by renewing one key of a bucket whose values expire.
-struct Lease {
-    kv: kv::Store,
-    holder: String,
-    revision: Option<u64>,
-}
-
-const LEASE_KEY: &str = "reconciler";
-
-impl Lease {
-    /// Takes the lease if free, renews it if ours; `false` while another holds it.
-    async fn hold(&mut self) -> bool {
-        let held = match self.revision {
-            Some(rev) => self
-                .kv
-                .update(LEASE_KEY, self.holder.clone().into(), rev)
-                .await
-                .ok(),
-            None => self
-                .kv
-                .create(LEASE_KEY, self.holder.clone().into())
-                .await
-                .ok(),
-        };
-        if held.is_none() && self.revision.is_some() {
-            tracing::warn!("reconciler lease lost");
-        }
-        if held.is_some() && self.revision.is_none() {
-            tracing::info!(holder = %self.holder, "reconciler lease taken: this replica acts");
-        }
-        self.revision = held;
-        held.is_some()
-    }
-
-    async fn release(&mut self) {
-        if self.revision.take().is_some() {
-            let _ = self.kv.delete(LEASE_KEY).await;
-        }
-    }
-}
-
 /// One pass: re-drives every stuck image. Returns (found, re-driven).
 pub async fn reconcile_once(
     log: &EventLog,
@@ -168,93 +135,6 @@ pub async fn reconcile_once(
     Ok((found.len(), redriven))
 }
 
-/// An operator's `gallery redrive` request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RedriveRequest {
-    pub project: Option<String>,
-    /// Errors with this code (default `retries_exhausted`).
-    pub code: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RedriveReply {
-    pub found: usize,
-    pub redriven: usize,
-    pub image_ids: Vec<String>,
-    pub error: Option<String>,
-}
-
-/// Appends `reprocess_requested` (a new generation) for every settled error matching `req`.
-pub async fn redrive_errors(
-    log: &EventLog,
-    store: &Store,
-    req: &RedriveRequest,
-) -> Result<RedriveReply, ReconcileError> {
-    let code = match req.code.as_deref() {
-        None => ErrorCode::RetriesExhausted,
-        Some(raw) => ErrorCode::ALL
-            .into_iter()
-            .find(|c| c.as_str() == raw)
-            .ok_or_else(|| ReconcileError::BadRequest(format!("unknown error code {raw:?}")))?,
-    };
-    let project = req
-        .project
-        .as_deref()
-        .map(ProjectId::parse)
-        .transpose()
-        .map_err(|e| ReconcileError::BadRequest(e.to_string()))?;
-    let mut reply = RedriveReply::default();
-    for rec in store.errors(project.as_ref(), code)? {
-        reply.found += 1;
-        if crate::reprocess::request(log, &rec).await? {
-            reply.redriven += 1;
-            reply.image_ids.push(rec.image_id.to_string());
-        }
-    }
-    tracing::warn!(
-        code = code.as_str(),
-        project = ?req.project,
-        found = reply.found,
-        redriven = reply.redriven,
-        "operator re-drive"
-    );
-    Ok(reply)
-}
-
-/// The store the sweeper cleans, its policy, and how often the acting replica sweeps
-/// (`None`: only on request).
-#[derive(Clone)]
-pub struct Sweeping {
-    pub objects: Arc<dyn ObjectStore>,
-    pub policy: SweepPolicy,
-    pub every: Option<Duration>,
-}
-
-async fn answer_sweep(sweeping: &Sweeping, store: &Store, payload: &[u8]) -> SweepReport {
-    // A request that doesn't parse is refused, never read as "for real".
-    let req = match serde_json::from_slice::<SweepRequest>(payload) {
-        Ok(req) => req,
-        Err(e) => {
-            return SweepReport {
-                error: Some(format!("not a sweep request: {e}")),
-                ..Default::default()
-            };
-        }
-    };
-    crate::sweeper::sweep(
-        sweeping.objects.as_ref(),
-        store,
-        &sweeping.policy,
-        req.dry_run,
-    )
-    .await
-    .unwrap_or_else(|e| SweepReport {
-        dry_run: req.dry_run,
-        error: Some(format!("listing the store: {e}")),
-        ..Default::default()
-    })
-}
-
 /// Runs until `shutdown`: the lease loop and the operator requests.
 pub async fn run(
     js: jetstream::Context,
@@ -266,166 +146,72 @@ pub async fn run(
     running: impl FnOnce(),
 ) -> Result<(), ReconcileError> {
     let log = EventLog::new(js.clone());
-    let kv = js
-        .get_key_value(LEASE_BUCKET)
-        .await
-        .map_err(|e| ReconcileError::Nats(e.to_string()))?;
-    let mut lease = Lease {
-        kv,
-        holder: format!("{}-{}", std::process::id(), uuid_like()),
-        revision: None,
-    };
-    let mut requests = client
-        .queue_subscribe(ADMIN_REDRIVE, "gallery-api".into())
-        .await
-        .map_err(|e| ReconcileError::Nats(e.to_string()))?;
-    let mut sweeps = client
-        .queue_subscribe(ADMIN_SWEEP, "gallery-api".into())
-        .await
-        .map_err(|e| ReconcileError::Nats(e.to_string()))?;
-    let mut reprocesses = client
-        .queue_subscribe(ADMIN_REPROCESS, "gallery-api".into())
-        .await
-        .map_err(|e| ReconcileError::Nats(e.to_string()))?;
+    let mut lease = Lease::open(&js).await.map_err(nats_error)?;
+    let mut requests = Requests::subscribe(&client).await.map_err(nats_error)?;
     running();
     // Renew well within the lease's 30 s life; look every `every`.
     let mut renew = tokio::time::interval(Duration::from_secs(5));
     let mut last_pass: Option<tokio::time::Instant> = None;
-    // The first periodic sweep comes one interval after taking the lease, not at start.
-    let mut last_sweep: Option<tokio::time::Instant> = None;
-    // Sweeps run as tasks of their own (one periodic at a time, operators' as they come).
-    let mut periodic_sweep: Option<tokio::task::JoinHandle<()>> = None;
-    let mut requested_sweeps = tokio::task::JoinSet::new();
-    let one_sweep = Arc::new(tokio::sync::Semaphore::new(1));
+    let mut sweeps = Sweeps::new(sweeping);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            msg = reprocesses.next() => {
+            msg = requests.reprocess.next() => {
                 let Some(msg) = msg else { break };
                 let reply = crate::reprocess::answer(&log, &store, &msg.payload);
-                if let Some(to) = msg.reply {
-                    let body = serde_json::to_vec(&reply).expect("plain JSON");
-                    let _ = client.publish(to, body.into()).await;
-                }
+                respond(&client, msg.reply, &reply).await;
             }
-            msg = sweeps.next() => {
+            msg = requests.sweep.next() => {
                 let Some(msg) = msg else { break };
-                // A sweep lists the whole store (minutes for a big one, longer when the store
-                // hangs): it runs beside this loop, which keeps renewing the lease and
-                // answering the other requests.
-                let (sweeping, store, client) = (sweeping.clone(), store.clone(), client.clone());
-                let one_at_a_time = one_sweep.clone();
-                requested_sweeps.spawn(async move {
-                    // Sweeps take turns (each lists the whole store): a request waits for the
-                    // one running.
-                    let _turn = one_at_a_time.acquire_owned().await;
-                    let reply = answer_sweep(&sweeping, &store, &msg.payload).await;
-                    if let Some(to) = msg.reply {
-                        let body = serde_json::to_vec(&reply).expect("plain JSON");
-                        let _ = client.publish(to, body.into()).await;
-                    }
-                });
+                sweeps.answer(msg, &store, &client);
             }
-            Some(done) = requested_sweeps.join_next(), if !requested_sweeps.is_empty() => {
-                if let Err(e) = done
-                    && e.is_panic()
-                {
-                    tracing::error!("an operator's sweep panicked: {e}");
-                }
+            Some(done) = sweeps.next_requested(), if sweeps.any_requested() => {
+                sweeps::report_requested(done);
             }
-            msg = requests.next() => {
+            msg = requests.redrive.next() => {
                 let Some(msg) = msg else { break };
-                // A request that doesn't parse is refused, never read as "everything".
-                let reply = match serde_json::from_slice::<RedriveRequest>(&msg.payload) {
-                    Err(e) => RedriveReply {
-                        error: Some(format!("not a re-drive request: {e}")),
-                        ..Default::default()
-                    },
-                    Ok(req) => match redrive_errors(&log, &store, &req).await {
-                        Ok(r) => r,
-                        Err(e) => RedriveReply {
-                            error: Some(format!("{e:#}")),
-                            ..Default::default()
-                        },
-                    },
-                };
-                if let Some(to) = msg.reply {
-                    let body = serde_json::to_vec(&reply).expect("plain JSON");
-                    let _ = client.publish(to, body.into()).await;
-                }
+                let reply = answer_redrive(&log, &store, &msg.payload).await;
+                respond(&client, msg.reply, &reply).await;
             }
             _ = renew.tick() => {
                 if !lease.hold().await {
-                    last_sweep = None;
-                    // Another replica acts now: its sweeps replace ours.
-                    if let Some(sweep) = periodic_sweep.take() {
-                        sweep.abort();
-                    }
+                    sweeps.lease_lost();
                     continue;
                 }
-                if let Some(done) = periodic_sweep.take_if(|h| h.is_finished())
-                    && let Err(e) = done.await
-                    && e.is_panic()
-                {
-                    tracing::error!("the periodic sweep panicked: {e}");
-                }
-                if let Some(every) = sweeping.every {
-                    let running = periodic_sweep.is_some();
-                    match last_sweep {
-                        None => last_sweep = Some(tokio::time::Instant::now()),
-                        Some(t) if t.elapsed() >= every && !running => {
-                            last_sweep = Some(tokio::time::Instant::now());
-                            let (sweeping, store) = (sweeping.clone(), store.clone());
-                            let one_at_a_time = one_sweep.clone();
-                            periodic_sweep = Some(tokio::spawn(async move {
-                                let _turn = one_at_a_time.acquire_owned().await;
-                                let report = crate::sweeper::sweep(
-                                    sweeping.objects.as_ref(),
-                                    &store,
-                                    &sweeping.policy,
-                                    false,
-                                )
-                                .await;
-                                if let Err(e) = report {
-                                    tracing::warn!("sweep failed: {e}");
-                                }
-                            }));
-                        }
-                        Some(_) => {}
-                    }
-                }
+                sweeps.tick(&store).await;
                 if last_pass.is_some_and(|t| t.elapsed() < cfg.every) {
                     continue;
                 }
                 last_pass = Some(tokio::time::Instant::now());
-                match reconcile_once(&log, &store, &cfg).await {
-                    Ok((found, redriven)) if found > 0 => {
-                        tracing::warn!(found, redriven, "reconciler pass");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("reconciler pass failed: {e:#}"),
-                }
+                pass(&log, &store, &cfg).await;
             }
         }
     }
-    // Stopping: a sweep in progress is abandoned (what it removed stays removed; the next
-    // one finds the rest), and the lease goes with it.
-    if let Some(sweep) = periodic_sweep.take() {
-        sweep.abort();
-    }
-    requested_sweeps.abort_all();
+    // Stopping: sweeps in progress are abandoned, and the lease goes with them.
+    sweeps.abandon();
     lease.release().await;
     Ok(())
 }
 
-fn uuid_like() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+fn nats_error(e: impl std::fmt::Display) -> ReconcileError {
+    ReconcileError::Nats(e.to_string())
+}
+
+/// The acting replica's look at the pending images, logged.
+async fn pass(log: &EventLog, store: &Store, cfg: &ReconcilerConfig) {
+    match reconcile_once(log, store, cfg).await {
+        Ok((found, redriven)) if found > 0 => {
+            tracing::warn!(found, redriven, "reconciler pass");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("reconciler pass failed: {e:#}"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gallery_schema::{ImageId, UploadRequested, Uploaded};
+    use gallery_schema::{ImageId, ProjectId, UploadRequested, Uploaded};
 
     fn record(state_events: &[EventBody], at: DateTime<Utc>) -> Record {
         let p = ProjectId::parse("p").unwrap();

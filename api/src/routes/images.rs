@@ -1,5 +1,5 @@
 //! `GET /images/{id}`, `DELETE /images/{id}`, `POST /images/{id}/reprocess`,
-//! `POST /images/{id}/complete` (the upload link, `POST /images/`, is in `links.rs`).
+//! `POST /images/{id}/complete` (the upload link, `POST /images/`, is in `create_image.rs`).
 
 use axum::Json;
 use axum::extract::{Path, State};

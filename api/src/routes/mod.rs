@@ -1,10 +1,11 @@
 //! Route groups, one module each. Handlers parse, call the log/store/read model, and shape
 //! responses; they never declare NATS topology.
 
+pub mod config;
+pub mod create_image;
 pub mod files;
 pub mod health;
 pub mod images;
-pub mod links;
 pub mod projects;
 pub mod tokens;
 pub mod uploads;

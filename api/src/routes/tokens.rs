@@ -1,5 +1,4 @@
-//! `GET /config` (what a client must know before its first call) and `POST /tokens` (an admin
-//! token mints narrower tokens).
+//! `POST /tokens`: an admin token mints narrower tokens.
 
 use std::time::Duration;
 
@@ -19,33 +18,6 @@ use crate::auth::{MAX_TTL, Right, Rights, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::view::ErrorBody;
-
-/// `{"auth_required": bool, "max_upload_bytes": n}`: open to everyone, so clients (and the
-/// web page) know whether to ask for a token.
-/// What a client needs to know before its first request.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClientConfig {
-    /// Whether requests need `Authorization: Bearer <token>`.
-    pub auth_required: bool,
-    /// The largest file an upload link accepts.
-    pub max_upload_bytes: u64,
-}
-
-/// What the deployment requires.
-#[utoipa::path(
-    get,
-    path = "/config",
-    tag = "tokens",
-    operation_id = "get_config",
-    responses((status = 200, description = "Whether tokens are required, and the upload limit", body = ClientConfig)),
-)]
-pub async fn config(State(state): State<AppState>) -> Json<ClientConfig> {
-    Json(ClientConfig {
-        auth_required: state.config.auth.is_some(),
-        max_upload_bytes: state.config.max_upload_bytes,
-    })
-}
 
 /// The body of `POST /tokens` (documentation: [`parse_mint`] reads it).
 #[derive(Deserialize, ToSchema)]

@@ -3,7 +3,7 @@
 //! several of them at once on one machine would not fit).
 //!
 //! The probe reads headers with the pure-Rust decoders only (never libheif or libjpeg-turbo:
-//! this runs in the processor, not in a sandboxed worker). What it can't read is charged the
+//! this runs in the processor, not in a sandboxed render worker). What it can't read is charged the
 //! worst case the limits allow.
 
 use std::io::Cursor;

@@ -7,7 +7,9 @@ use std::io::Cursor;
 
 use gallery_schema::sniff::{known_unsupported, sniff_image, unsupported_message};
 use gallery_schema::{ErrorCode, Size, VersionName, fit_inside};
-use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, metadata::Orientation};
+use image::{
+    DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, metadata::Orientation,
+};
 
 use crate::decoded::{Decoded, check_size};
 use crate::{Limits, RenderError, color, heif, jpeg, png_exif, tiff_extra, turbo};
@@ -24,6 +26,24 @@ fn classify(err: ImageError) -> RenderError {
 
 /// Decodes `bytes`, upright, within `limits`.
 pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
+    if is_heif(bytes)? {
+        return heif::decode(bytes, limits);
+    }
+    let (mut reader, format) = reader_with_format(bytes)?;
+    if format == ImageFormat::Jpeg {
+        check_jpeg_structure(bytes)?;
+    }
+    reader.limits(decoder_limits(limits));
+    match reader.into_decoder() {
+        Ok(decoder) => decode_with(decoder, bytes, limits, format),
+        Err(e) if format == ImageFormat::Tiff => decode_tiff_fallback(bytes, limits, classify(e)),
+        Err(e) => Err(classify(e)),
+    }
+}
+
+/// Sniffs the format from the bytes: refuses an empty file and one of no format we read;
+/// `true` for HEIC and AVIF (libheif's, [`heif`]).
+fn is_heif(bytes: &[u8]) -> Result<bool, RenderError> {
     if bytes.is_empty() {
         return Err(RenderError::new(
             ErrorCode::CorruptImage,
@@ -31,86 +51,76 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
         ));
     }
     match sniff_image(bytes) {
-        None => {
-            return Err(RenderError::new(
-                ErrorCode::UnsupportedFormat,
-                unsupported_message(known_unsupported(bytes)),
-            ));
-        }
-        Some("image/heic" | "image/avif") => return heif::decode(bytes, limits),
-        Some(_) => {}
+        None => Err(RenderError::new(
+            ErrorCode::UnsupportedFormat,
+            unsupported_message(known_unsupported(bytes)),
+        )),
+        Some("image/heic" | "image/avif") => Ok(true),
+        Some(_) => Ok(false),
     }
+}
+
+/// The `image` crate's reader for `bytes`, with the format it recognises (refused when none).
+fn reader_with_format(
+    bytes: &[u8],
+) -> Result<(ImageReader<Cursor<&[u8]>>, ImageFormat), RenderError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| RenderError::new(ErrorCode::CorruptImage, e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(RenderError::new(
+    match reader.format() {
+        Some(format) => Ok((reader, format)),
+        None => Err(RenderError::new(
             ErrorCode::UnsupportedFormat,
             unsupported_message(None),
-        ));
+        )),
     }
-    if reader.format() == Some(image::ImageFormat::Jpeg) {
-        match jpeg::check(bytes) {
-            Ok(()) => {}
-            Err(jpeg::JpegProblem::Truncated) => {
-                return Err(RenderError::new(
-                    ErrorCode::CorruptImage,
-                    "the JPEG is truncated (no end-of-image marker)",
-                ));
-            }
-            Err(jpeg::JpegProblem::UnsupportedCoding(m)) => {
-                return Err(RenderError::new(
-                    ErrorCode::UnsupportedFormat,
-                    format!(
-                        "lossless or arithmetic-coded JPEG (SOF marker 0x{m:02X}) is not supported"
-                    ),
-                ));
-            }
-            Err(jpeg::JpegProblem::TooManyScans) => {
-                return Err(RenderError::new(
-                    ErrorCode::CorruptImage,
-                    format!("the JPEG has more than {} scans", jpeg::MAX_SCANS),
-                ));
-            }
-            Err(jpeg::JpegProblem::Malformed) => {
-                return Err(RenderError::new(
-                    ErrorCode::CorruptImage,
-                    "the JPEG's marker structure is broken",
-                ));
-            }
-        }
+}
+
+/// Refuses, before decoding, JPEGs that are truncated, broken, of a coding we don't read, or
+/// with too many scans ([`jpeg::check`]).
+fn check_jpeg_structure(bytes: &[u8]) -> Result<(), RenderError> {
+    match jpeg::check(bytes) {
+        Ok(()) => Ok(()),
+        Err(jpeg::JpegProblem::Truncated) => Err(RenderError::new(
+            ErrorCode::CorruptImage,
+            "the JPEG is truncated (no end-of-image marker)",
+        )),
+        Err(jpeg::JpegProblem::UnsupportedCoding(m)) => Err(RenderError::new(
+            ErrorCode::UnsupportedFormat,
+            format!("lossless or arithmetic-coded JPEG (SOF marker 0x{m:02X}) is not supported"),
+        )),
+        Err(jpeg::JpegProblem::TooManyScans) => Err(RenderError::new(
+            ErrorCode::CorruptImage,
+            format!("the JPEG has more than {} scans", jpeg::MAX_SCANS),
+        )),
+        Err(jpeg::JpegProblem::Malformed) => Err(RenderError::new(
+            ErrorCode::CorruptImage,
+            "the JPEG's marker structure is broken",
+        )),
     }
-    let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
-    let is_png = reader.format() == Some(image::ImageFormat::Png);
-    let mut reader = reader;
-    reader.limits(decoder_limits(limits));
-    let is_tiff = reader.format() == Some(image::ImageFormat::Tiff);
-    let mut decoder = match reader.into_decoder() {
-        Ok(decoder) => decoder,
-        Err(e) if is_tiff => return decode_tiff_fallback(bytes, limits, classify(e)),
-        Err(e) => return Err(classify(e)),
-    };
+}
+
+/// The header (size checked against the limits, orientation, colour profile), then the pixels
+/// by the fastest path for the format, then upright.
+fn decode_with(
+    mut decoder: impl ImageDecoder,
+    bytes: &[u8],
+    limits: Limits,
+    format: ImageFormat,
+) -> Result<Decoded, RenderError> {
     let (w, h) = decoder.dimensions();
     check_size(Size::new(w, h), limits)?;
     // A broken EXIF block (or ICC profile) must not cost the photo: fall back to defaults.
-    let mut orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    if is_png && orientation == Orientation::NoTransforms {
-        orientation = png_exif::raw_profile_orientation(bytes).unwrap_or(orientation);
-    }
+    let orientation = orientation_of(&mut decoder, bytes, format);
     let icc = decoder.icc_profile().ok().flatten();
     let cmyk = icc.as_deref().and_then(color::cmyk_profile);
-    let swaps = matches!(
-        orientation,
-        Orientation::Rotate90
-            | Orientation::Rotate270
-            | Orientation::Rotate90FlipH
-            | Orientation::Rotate270FlipH
-    );
+    let swaps = swaps_sides(orientation);
     let original = if swaps {
         Size::new(h, w)
     } else {
         Size::new(w, h)
     };
+    let is_jpeg = format == ImageFormat::Jpeg;
     let mut image = match cmyk {
         Some(profile) if is_jpeg => {
             drop(decoder);
@@ -118,25 +128,13 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
         }
         None if is_jpeg => {
             drop(decoder);
-            // Decode only as many pixels as the largest version needs (stored orientation).
-            let largest = fit_inside(original, VersionName::CASCADE[0].bounds());
-            let (need_w, need_h) = if swaps {
-                (largest.height, largest.width)
-            } else {
-                (largest.width, largest.height)
-            };
-            match turbo::decode_rgb(bytes, turbo::dct_scale(w, h, need_w, need_h)) {
-                Ok((sw, sh, rgb)) => DynamicImage::ImageRgb8(
-                    image::RgbImage::from_raw(sw, sh, rgb)
-                        .ok_or_else(|| RenderError::new(ErrorCode::Internal, "decoded size"))?,
-                ),
-                // Layouts libjpeg-turbo won't turn into RGB (CMYK without a profile...).
-                Err(_) => decode_generic(bytes, limits)?,
-            }
+            decode_scaled_jpeg(bytes, limits, (w, h), original, swaps)?
         }
         _ => match DynamicImage::from_decoder(decoder) {
             Ok(image) => image,
-            Err(e) if is_tiff => return decode_tiff_fallback(bytes, limits, classify(e)),
+            Err(e) if format == ImageFormat::Tiff => {
+                return decode_tiff_fallback(bytes, limits, classify(e));
+            }
             Err(e) => return Err(classify(e)),
         },
     };
@@ -149,6 +147,58 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, RenderError> {
         original,
         profile,
     })
+}
+
+/// The EXIF orientation, none when unreadable; for a PNG without one, the orientation in its
+/// "Raw profile type exif" text chunk.
+fn orientation_of(
+    decoder: &mut impl ImageDecoder,
+    bytes: &[u8],
+    format: ImageFormat,
+) -> Orientation {
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    if format == ImageFormat::Png && orientation == Orientation::NoTransforms {
+        return png_exif::raw_profile_orientation(bytes).unwrap_or(orientation);
+    }
+    orientation
+}
+
+/// Whether the orientation turns the image a quarter, swapping its width and height.
+fn swaps_sides(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+/// A JPEG by libjpeg-turbo, decoding only as many pixels as the largest version of the
+/// `original` (upright) size needs: `stored` is the size as stored, `swaps` whether the two
+/// differ by a quarter turn.
+fn decode_scaled_jpeg(
+    bytes: &[u8],
+    limits: Limits,
+    stored: (u32, u32),
+    original: Size,
+    swaps: bool,
+) -> Result<DynamicImage, RenderError> {
+    let (w, h) = stored;
+    let largest = fit_inside(original, VersionName::CASCADE[0].bounds());
+    let (need_w, need_h) = if swaps {
+        (largest.height, largest.width)
+    } else {
+        (largest.width, largest.height)
+    };
+    match turbo::decode_rgb(bytes, turbo::dct_scale(w, h, need_w, need_h)) {
+        Ok((sw, sh, rgb)) => Ok(DynamicImage::ImageRgb8(
+            image::RgbImage::from_raw(sw, sh, rgb)
+                .ok_or_else(|| RenderError::new(ErrorCode::Internal, "decoded size"))?,
+        )),
+        // Layouts libjpeg-turbo won't turn into RGB (CMYK without a profile...).
+        Err(_) => decode_generic(bytes, limits),
+    }
 }
 
 /// TIFFs the `image` crate refuses or fails on (`first` is its error): the layouts

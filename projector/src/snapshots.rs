@@ -1,4 +1,5 @@
-//! Read-model snapshots in the object store (docs/ARCHITECTURE.md §8). The api writes one
+//! Read-model snapshots in the object store (docs/ARCHITECTURE.md §8; the file format is
+//! `snapshot.rs`). The api writes one
 //! every `GALLERY_SNAPSHOT_INTERVAL` when the model has moved on since the newest one there; an
 //! api replica that starts on an empty data dir restores the newest and then follows the log
 //! from the sequence it covers, so its start-up time depends on the number of images, not on
@@ -13,12 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use gallery_projector::runner::sibling;
-use gallery_projector::{SnapshotInfo, Store};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
+
+use crate::rebuild::sibling;
+use crate::snapshot::SnapshotInfo;
+use crate::store::Store;
 
 pub const PREFIX: &str = "snapshots/readmodel/";
 const SUFFIX: &str = ".lgsnap.zst";

@@ -8,9 +8,13 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use gallery_projector::{SnapshotInfo, Store};
 use nix::fcntl::{Flock, FlockArg};
 use object_store::ObjectStore;
+
+use crate::rebuild::rebuild;
+use crate::record::RECORD_VERSION;
+use crate::snapshot::SnapshotInfo;
+use crate::store::{Store, StoreError};
 
 /// Held for as long as a process uses the read model under a data dir.
 pub struct ReadModelLock {
@@ -68,14 +72,14 @@ pub async fn open_or_rebuild(
     }
     let err = match open_catching_panics(&dir).await? {
         Ok(Ok(store)) => return Ok((store, Origin::Opened)),
-        Ok(Err(gallery_projector::StoreError::Version(old))) => {
+        Ok(Err(StoreError::Version(old))) => {
             // An upgrade that changed the record format: expected, and the model is
             // disposable. A snapshot of this build's format (another replica's) saves folding
             // the whole log.
             tracing::warn!(
                 dir = %dir.display(),
                 old,
-                new = gallery_projector::record::RECORD_VERSION,
+                new = RECORD_VERSION,
                 "the read model has another record format; replacing it"
             );
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -110,7 +114,7 @@ pub async fn open_or_rebuild(
 /// files rather than return an error) is the outer `Err`, with its message.
 async fn open_catching_panics(
     dir: &Path,
-) -> anyhow::Result<Result<Result<Store, gallery_projector::StoreError>, String>> {
+) -> anyhow::Result<Result<Result<Store, StoreError>, String>> {
     let dir = dir.to_path_buf();
     Ok(tokio::task::spawn_blocking(move || {
         std::panic::catch_unwind(|| Store::open(&dir)).map_err(|panic| {
@@ -130,7 +134,7 @@ async fn rebuild_from_log(
     dir: &Path,
 ) -> anyhow::Result<(Store, Origin)> {
     let started = std::time::Instant::now();
-    let applied = gallery_projector::rebuild(js, dir)
+    let applied = rebuild(js, dir)
         .await
         .context("rebuilding the read model from the log")?;
     tracing::warn!(

@@ -1,6 +1,7 @@
 //! The consumer loop: pull one delivery per free slot from the shared durable consumer, run the
 //! job with progress acks, and acknowledge as [`crate::plan::decide`] says. On shutdown it stops
 //! pulling and gives in-flight jobs a deadline; unfinished ones are redelivered elsewhere.
+//! (Renders themselves run in render worker processes: [`crate::pool`].)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::job::{self, JobContext, Trigger};
+use crate::job::{self, Attempt, JobContext, Trigger};
+use crate::memory::MemoryBudget;
 use crate::plan::{AckDecision, JobOutcome, RetryPolicy, decide};
 use crate::pool::{WorkerCommand, WorkerPool};
 use crate::render::Limits;
@@ -37,12 +39,12 @@ pub struct ProcessorConfig {
     pub shutdown_grace: Duration,
     /// Store content types with versions (S3).
     pub typed_puts: bool,
-    /// Render in worker processes started with this command (the `gallery` binary does);
-    /// `None`: on this process's blocking threads.
+    /// Render in render worker processes started with this command (the `gallery` binary
+    /// does); `None`: on this process's blocking threads.
     pub render_workers: Option<WorkerCommand>,
-    /// A render's wall-clock limit in a worker (`GALLERY_JOB_DEADLINE`).
+    /// A render's wall-clock limit in a render worker (`GALLERY_JOB_DEADLINE`).
     pub job_deadline: Duration,
-    /// Worker crashes of one generation before it ends `processing_crashed`
+    /// Render worker crashes of one generation before it ends `processing_crashed`
     /// (`GALLERY_CRASH_LIMIT`).
     pub crash_limit: u32,
     /// Bytes renders may use at once, by their headers' estimate
@@ -72,8 +74,16 @@ impl Default for ProcessorConfig {
     }
 }
 
+impl ProcessorConfig {
+    /// `n` renders at once (at least one) and twice as many jobs in flight.
+    pub fn set_concurrency(&mut self, n: usize) {
+        self.cpu_concurrency = n.max(1);
+        self.job_concurrency = 2 * n.max(1);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
+pub enum ConsumerError {
     #[error(transparent)]
     Topology(#[from] gallery_nats::TopologyError),
 }
@@ -84,27 +94,11 @@ pub async fn run(
     config: ProcessorConfig,
     shutdown: CancellationToken,
     running: impl FnOnce(),
-) -> Result<(), WorkerError> {
+) -> Result<(), ConsumerError> {
     // Declared by the api role; a processor only waits for it (it may lack the permission).
     let consumer = topology::wait_for_consumer(&js, PROCESSOR_CONSUMER, &shutdown).await?;
     running();
-    let ctx = JobContext {
-        log: EventLog::new(js),
-        store,
-        limits: config.limits,
-        max_upload_bytes: config.max_upload_bytes,
-        cpu: Arc::new(Semaphore::new(config.cpu_concurrency.max(1))),
-        workers: config.render_workers.clone().map(|cmd| {
-            Arc::new(WorkerPool::new(
-                cmd,
-                config.cpu_concurrency,
-                config.job_deadline,
-            ))
-        }),
-        crash_limit: config.crash_limit.max(1),
-        memory: Arc::new(crate::job::MemoryBudget::new(config.memory_budget)),
-        typed_puts: config.typed_puts,
-    };
+    let ctx = job_context(js, store, &config);
     let slots = Arc::new(Semaphore::new(config.job_concurrency.max(1)));
     let tracker = TaskTracker::new();
     // Fires when in-flight jobs ran out of shutdown grace: they nak, to be redelivered at once.
@@ -135,16 +129,44 @@ pub async fn run(
             drop(permit);
         });
     }
+    drain(tracker, config.shutdown_grace, &release).await;
+    Ok(())
+}
+
+/// What every job of this processor shares: the log, the store, the limits and the bounds on
+/// renders (cores, render workers, memory).
+fn job_context(
+    js: jetstream::Context,
+    store: Arc<dyn ObjectStore>,
+    config: &ProcessorConfig,
+) -> JobContext {
+    JobContext {
+        log: EventLog::new(js),
+        store,
+        limits: config.limits,
+        max_upload_bytes: config.max_upload_bytes,
+        cpu: Arc::new(Semaphore::new(config.cpu_concurrency.max(1))),
+        workers: config.render_workers.clone().map(|cmd| {
+            Arc::new(WorkerPool::new(
+                cmd,
+                config.cpu_concurrency,
+                config.job_deadline,
+            ))
+        }),
+        crash_limit: config.crash_limit.max(1),
+        memory: Arc::new(MemoryBudget::new(config.memory_budget)),
+        typed_puts: config.typed_puts,
+    }
+}
+
+/// After shutdown: gives in-flight jobs `grace`, then releases what is left to other replicas.
+async fn drain(tracker: TaskTracker, grace: Duration, release: &CancellationToken) {
     tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("in-flight jobs did not finish in time; releasing them to other replicas");
         release.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
     }
-    Ok(())
 }
 
 async fn next_message(
@@ -175,6 +197,7 @@ async fn next_message(
     }
 }
 
+/// One delivery: run its job with progress acks, decide, count, and acknowledge.
 async fn handle(
     ctx: &JobContext,
     msg: jetstream::Message,
@@ -183,23 +206,12 @@ async fn handle(
     release: &CancellationToken,
 ) {
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-    let trigger = Event::decode_checked(&msg.subject, &msg.payload)
-        .ok()
-        .as_ref()
-        .and_then(Trigger::from_event);
-    let Some(trigger) = trigger else {
+    let Some(trigger) = trigger_of(&msg) else {
         tracing::error!(subject = %msg.subject, "not a processing trigger; terminating it");
         let _ = msg.ack_with(AckKind::Term).await;
         return;
     };
-    // The request that caused this job (an upload, a reprocess): its id goes on the job's log
-    // lines and on the events the job appends.
-    let request_id = msg
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(gallery_schema::subjects::HEADER_REQUEST_ID))
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default();
+    let request_id = request_id_of(&msg);
     let span = tracing::info_span!(
         "job",
         request_id = %request_id,
@@ -214,35 +226,93 @@ async fn handle(
             job::process(ctx, &trigger, delivered.max(1) as u32),
         )
         .instrument(span.clone());
+    let Some(attempt) = with_progress_acks(&msg, job, ack_wait, release, &span).await else {
+        return;
+    };
+    let published = published_at(&msg);
+    let elapsed = budget_elapsed(&attempt, published);
+    let outcome = attempt.outcome;
+    let decision = decide(&outcome, delivered, elapsed, retry);
+    tracing::info!(parent: &span, ?outcome, ?decision, "job finished");
+    count_job(&outcome, &decision, &trigger, published);
+    let ack = acknowledge(ctx, &msg, &trigger, decision, delivered, retry, &span).await;
+    if let Err(err) = ack {
+        tracing::warn!(parent: &span, %err, "acknowledging; the delivery may be repeated");
+    }
+}
+
+/// The image and generation the delivery asks for; `None` for anything that is not a
+/// processing trigger (or not a valid event).
+fn trigger_of(msg: &jetstream::Message) -> Option<Trigger> {
+    Event::decode_checked(&msg.subject, &msg.payload)
+        .ok()
+        .as_ref()
+        .and_then(Trigger::from_event)
+}
+
+/// The request that caused this job (an upload, a reprocess): its id goes on the job's log
+/// lines and on the events the job appends.
+fn request_id_of(msg: &jetstream::Message) -> String {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(gallery_schema::subjects::HEADER_REQUEST_ID))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+/// Runs `job`, sending a progress ack every `ack_wait / 3`. `None`: released on shutdown (the
+/// delivery is nakked for another replica).
+async fn with_progress_acks(
+    msg: &jetstream::Message,
+    job: impl Future<Output = Attempt>,
+    ack_wait: Duration,
+    release: &CancellationToken,
+    span: &tracing::Span,
+) -> Option<Attempt> {
     tokio::pin!(job);
     let mut progress = tokio::time::interval(ack_wait / 3);
     progress.tick().await;
-    let attempt = loop {
+    loop {
         tokio::select! {
-            attempt = &mut job => break attempt,
+            attempt = &mut job => return Some(attempt),
             _ = release.cancelled() => {
                 // Shutting down: not a failure, not a crash; another replica takes it now.
-                tracing::info!(parent: &span, "released on shutdown");
+                tracing::info!(parent: span, "released on shutdown");
                 let _ = msg.ack_with(AckKind::Nak(None)).await;
-                return;
+                return None;
             }
             _ = progress.tick() => {
                 let _ = msg.ack_with(AckKind::Progress).await;
             }
         }
-    };
-    // When the trigger reached the log.
-    let published = msg.info().ok().and_then(|i| {
+    }
+}
+
+/// When the trigger reached the log.
+fn published_at(msg: &jetstream::Message) -> Option<chrono::DateTime<chrono::Utc>> {
+    msg.info().ok().and_then(|i| {
         let nanos = i64::try_from(i.published.unix_timestamp_nanos()).ok()?;
         Some(chrono::DateTime::from_timestamp_nanos(nanos))
-    });
-    let elapsed = crate::plan::budget_start(attempt.first_started_at, published)
+    })
+}
+
+/// How much of the failure budget is spent ([`crate::plan::budget_start`]); zero when it
+/// hasn't begun.
+fn budget_elapsed(attempt: &Attempt, published: Option<chrono::DateTime<chrono::Utc>>) -> Duration {
+    crate::plan::budget_start(attempt.first_started_at, published)
         .and_then(|at| (chrono::Utc::now() - at).to_std().ok())
-        .unwrap_or_default();
-    let outcome = attempt.outcome;
-    let decision = decide(&outcome, delivered, elapsed, retry);
-    tracing::info!(parent: &span, ?outcome, ?decision, "job finished");
-    let label = match (&outcome, &decision) {
+        .unwrap_or_default()
+}
+
+/// `gallery_jobs_total` by outcome, and, for a first generation done,
+/// `gallery_upload_to_done_seconds`.
+fn count_job(
+    outcome: &JobOutcome,
+    decision: &AckDecision,
+    trigger: &Trigger,
+    published: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    let label = match (outcome, decision) {
         (JobOutcome::Completed, _) => "done",
         (_, AckDecision::FailAndTerm { .. }) => "failed",
         (_, AckDecision::Nak(_)) => "retry",
@@ -257,23 +327,33 @@ async fn handle(
         // From the upload being recorded to the image being done (first generation only).
         metrics::histogram!("gallery_upload_to_done_seconds").record(took.as_secs_f64());
     }
-    let ack = match decision {
+}
+
+/// Acknowledges as decided; a failure is recorded in the log before its delivery is terminated
+/// (retried with backoff when it can't be).
+async fn acknowledge(
+    ctx: &JobContext,
+    msg: &jetstream::Message,
+    trigger: &Trigger,
+    decision: AckDecision,
+    delivered: i64,
+    retry: &RetryPolicy,
+    span: &tracing::Span,
+) -> Result<(), async_nats::Error> {
+    match decision {
         AckDecision::Ack => msg.ack().await,
         AckDecision::Nak(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
         AckDecision::FailAndTerm {
             code,
             message,
             retryable,
-        } => match job::record_failure(ctx, &trigger, code, &message, retryable).await {
+        } => match job::record_failure(ctx, trigger, code, &message, retryable).await {
             Ok(()) => msg.ack_with(AckKind::Term).await,
             Err(err) => {
-                tracing::warn!(parent: &span, ?err, "could not record the failure; retrying");
+                tracing::warn!(parent: span, ?err, "could not record the failure; retrying");
                 msg.ack_with(AckKind::Nak(Some(retry.backoff(delivered))))
                     .await
             }
         },
-    };
-    if let Err(err) = ack {
-        tracing::warn!(parent: &span, %err, "acknowledging; the delivery may be repeated");
     }
 }

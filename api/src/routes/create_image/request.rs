@@ -2,7 +2,8 @@
 //! OpenAPI description.
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
+use url::Url;
 use utoipa::ToSchema;
 
 use gallery_schema::sniff::unsupported_message;
@@ -40,29 +41,61 @@ pub fn parse_create_with(
     max_bytes: u64,
     sniff_unknown: bool,
 ) -> ApiResult<CreateImage> {
+    let obj = json_object(body)?;
+    let project_id = project_id_of(&obj)?;
+    let source_url = source_url_of(&obj)?;
+    let filename = filename_of(&obj, source_url.as_ref())?;
+    let content_type = content_type_of(&obj, &filename, source_url.is_some(), sniff_unknown)?;
+    let size = size_of(&obj, max_bytes)?;
+    let sha256 = sha256_of(&obj)?;
+    Ok(CreateImage {
+        filename,
+        project_id,
+        content_type,
+        size,
+        sha256,
+        source_url: source_url.map(String::from),
+    })
+}
+
+fn json_object(body: &[u8]) -> ApiResult<Map<String, Value>> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("the body must be a JSON object: {e}")))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("the body must be a JSON object"))?;
-    let project_id = match obj.get("project_id") {
-        Some(Value::String(s)) => ProjectId::parse(s)?,
+    match value {
+        Value::Object(obj) => Ok(obj),
+        _ => Err(ApiError::invalid("the body must be a JSON object")),
+    }
+}
+
+/// `project_id`: an id, or a whole number (written as the id).
+fn project_id_of(obj: &Map<String, Value>) -> ApiResult<ProjectId> {
+    match obj.get("project_id") {
+        Some(Value::String(s)) => Ok(ProjectId::parse(s)?),
         Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => ProjectId::from_integer(i),
-            (None, Some(u)) => ProjectId::parse(&u.to_string())?,
-            _ => return Err(gallery_schema::IdError::InvalidProjectId.into()),
+            (Some(i), _) => Ok(ProjectId::from_integer(i)),
+            (None, Some(u)) => Ok(ProjectId::parse(&u.to_string())?),
+            _ => Err(gallery_schema::IdError::InvalidProjectId.into()),
         },
-        Some(_) => return Err(gallery_schema::IdError::InvalidProjectId.into()),
-        None => return Err(ApiError::invalid("project_id is required")),
-    };
-    let source_url = match obj.get("source_url") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(u)) => {
-            Some(gallery_lifecycle::import::parse_source_url(u).map_err(ApiError::invalid)?)
-        }
-        Some(_) => return Err(ApiError::invalid("source_url must be a string")),
-    };
-    let filename = match (obj.get("filename"), &source_url) {
+        Some(_) => Err(gallery_schema::IdError::InvalidProjectId.into()),
+        None => Err(ApiError::invalid("project_id is required")),
+    }
+}
+
+/// `source_url`, for an import by URL.
+fn source_url_of(obj: &Map<String, Value>) -> ApiResult<Option<Url>> {
+    match obj.get("source_url") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(u)) => Ok(Some(
+            gallery_lifecycle::import::parse_source_url(u).map_err(ApiError::invalid)?,
+        )),
+        Some(_) => Err(ApiError::invalid("source_url must be a string")),
+    }
+}
+
+/// `filename`, or an import's URL's last segment; at most [`MAX_FILENAME`] bytes, no control
+/// characters.
+fn filename_of(obj: &Map<String, Value>, source_url: Option<&Url>) -> ApiResult<String> {
+    let filename = match (obj.get("filename"), source_url) {
         (Some(Value::String(s)), _) if !s.trim().is_empty() => s.clone(),
         (None | Some(Value::Null), Some(url)) => gallery_lifecycle::import::name_from_url(url),
         (Some(_), _) => return Err(ApiError::invalid("filename must be a non-empty string")),
@@ -77,69 +110,84 @@ pub fn parse_create_with(
             "filename must be at most {MAX_FILENAME} bytes with no control characters"
         )));
     }
-    let content_type = match obj.get("content_type") {
+    Ok(filename)
+}
+
+/// `content_type`, or the one the file name tells. When neither tells an accepted type, an
+/// import is [`UNKNOWN_TYPE`], and so is a name of no known format with `sniff_unknown`;
+/// anything else is refused.
+fn content_type_of(
+    obj: &Map<String, Value>,
+    filename: &str,
+    import: bool,
+    sniff_unknown: bool,
+) -> ApiResult<&'static str> {
+    match obj.get("content_type") {
         // An import's type is sniffed from the bytes it fetches; the name is only a hint.
         None | Some(Value::Null)
-            if source_url.is_some()
-                || (sniff_unknown && content_type::known_unsupported(&filename).is_none()) =>
+            if import || (sniff_unknown && content_type::known_unsupported(filename).is_none()) =>
         {
-            content_type::from_filename(&filename).unwrap_or(UNKNOWN_TYPE)
+            Ok(content_type::from_filename(filename).unwrap_or(UNKNOWN_TYPE))
         }
-        None | Some(Value::Null) => content_type::from_filename(&filename).ok_or_else(|| {
-            let message = match content_type::known_unsupported(&filename) {
-                Some(format) => unsupported_message(Some(format)).to_owned(),
-                None => format!(
+        None | Some(Value::Null) => content_type::from_filename(filename).ok_or_else(|| {
+            unsupported(filename, || {
+                format!(
                     "can't tell the type from the file name; send content_type, one of {}",
                     content_type::ACCEPTED.join(", ")
-                ),
-            };
-            ApiError::new(ErrorCode::UnsupportedFormat, message)
-        })?,
+                )
+            })
+        }),
         Some(Value::String(s)) => content_type::accept(s).ok_or_else(|| {
-            let message = match content_type::known_unsupported(s) {
-                Some(format) => unsupported_message(Some(format)).to_owned(),
-                None => format!(
+            unsupported(s, || {
+                format!(
                     "{s:?} is not accepted; use one of {}",
                     content_type::ACCEPTED.join(", ")
-                ),
-            };
-            ApiError::new(ErrorCode::UnsupportedFormat, message)
-        })?,
-        Some(_) => return Err(ApiError::invalid("content_type must be a string")),
-    };
-    let size = match obj.get("size") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .ok_or_else(|| ApiError::invalid("size must be a whole number of bytes"))?,
-        ),
-    };
-    if let Some(size) = size {
-        if size > max_bytes {
-            return Err(ApiError::new(
-                ErrorCode::UploadTooLarge,
-                format!("{size} bytes is over the limit of {max_bytes}"),
-            ));
-        }
-        if size == 0 {
-            return Err(ApiError::invalid("size must be at least 1 byte"));
-        }
+                )
+            })
+        }),
+        Some(_) => Err(ApiError::invalid("content_type must be a string")),
     }
-    let sha256 = match obj.get("sha256") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(h)) => Some(parse_sha256(h).ok_or_else(|| {
-            ApiError::invalid("sha256 must be 64 hexadecimal characters (the file's SHA-256)")
-        })?),
-        Some(_) => return Err(ApiError::invalid("sha256 must be a string")),
+}
+
+/// 415 for a name or type that tells no accepted type: a known refused format says which,
+/// anything else gets `otherwise`.
+fn unsupported(name_or_type: &str, otherwise: impl FnOnce() -> String) -> ApiError {
+    let message = match content_type::known_unsupported(name_or_type) {
+        Some(format) => unsupported_message(Some(format)).to_owned(),
+        None => otherwise(),
     };
-    Ok(CreateImage {
-        filename,
-        project_id,
-        content_type,
-        size,
-        sha256,
-        source_url: source_url.map(String::from),
-    })
+    ApiError::new(ErrorCode::UnsupportedFormat, message)
+}
+
+/// `size`: at least 1 byte, at most `max_bytes`.
+fn size_of(obj: &Map<String, Value>, max_bytes: u64) -> ApiResult<Option<u64>> {
+    let size = match obj.get("size") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| ApiError::invalid("size must be a whole number of bytes"))?,
+    };
+    if size > max_bytes {
+        return Err(ApiError::new(
+            ErrorCode::UploadTooLarge,
+            format!("{size} bytes is over the limit of {max_bytes}"),
+        ));
+    }
+    if size == 0 {
+        return Err(ApiError::invalid("size must be at least 1 byte"));
+    }
+    Ok(Some(size))
+}
+
+/// `sha256`: the file's SHA-256, 64 hexadecimal characters.
+fn sha256_of(obj: &Map<String, Value>) -> ApiResult<Option<[u8; 32]>> {
+    match obj.get("sha256") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(h)) => Ok(Some(parse_sha256(h).ok_or_else(|| {
+            ApiError::invalid("sha256 must be 64 hexadecimal characters (the file's SHA-256)")
+        })?)),
+        Some(_) => Err(ApiError::invalid("sha256 must be a string")),
+    }
 }
 
 /// The type recorded for an import, or a local upload, whose name tells none: the bytes decide
