@@ -60,10 +60,11 @@ fn is_heif(bytes: &[u8]) -> Result<bool, RenderError> {
     }
 }
 
+/// The `image` crate's reader over an original in memory.
+type Reader<'a> = ImageReader<Cursor<&'a [u8]>>;
+
 /// The `image` crate's reader for `bytes`, with the format it recognises (refused when none).
-fn reader_with_format(
-    bytes: &[u8],
-) -> Result<(ImageReader<Cursor<&[u8]>>, ImageFormat), RenderError> {
+fn reader_with_format(bytes: &[u8]) -> Result<(Reader<'_>, ImageFormat), RenderError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| RenderError::new(ErrorCode::CorruptImage, e.to_string()))?;

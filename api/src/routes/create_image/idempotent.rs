@@ -29,7 +29,7 @@ pub(super) enum Claim {
     /// A retry of a request already answered: that answer, again.
     Replay(Response),
     /// Go on with this image; with a key, its answer is kept under it.
-    Proceed(ImageId, Option<KeptUnder>),
+    Proceed(ImageId, Option<Box<KeptUnder>>),
 }
 
 /// Claims the request's `Idempotency-Key` for a fresh image: the key is reserved for it before
@@ -64,7 +64,7 @@ pub(super) async fn claim(
                 bucket_key,
                 body_sha256,
             };
-            Ok(Claim::Proceed(image_id, Some(kept)))
+            Ok(Claim::Proceed(image_id, Some(Box::new(kept))))
         }
     }
 }
@@ -88,19 +88,19 @@ async fn replay(
 /// Keeps `answer` under the key (when the request has one), for its retries to get it again.
 /// `context` names the answer in the log should encoding it fail.
 pub(super) async fn keep_answer(
-    kept: Option<KeptUnder>,
+    kept: Option<Box<KeptUnder>>,
     image_id: &ImageId,
     answer: &impl Serialize,
     context: &str,
 ) -> ApiResult<()> {
-    let Some(KeptUnder {
+    let Some(kept) = kept else {
+        return Ok(());
+    };
+    let KeptUnder {
         store,
         bucket_key,
         body_sha256,
-    }) = kept
-    else {
-        return Ok(());
-    };
+    } = *kept;
     let response = serde_json::to_value(answer).map_err(|e| ApiError::internal(context, e))?;
     let stored = idempotency::Stored {
         body_sha256,
