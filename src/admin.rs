@@ -23,11 +23,11 @@ pub fn token(args: TokenArgs) -> anyhow::Result<()> {
         !args.ttl.is_zero() && args.ttl <= MAX_TTL,
         "--ttl must be between 1 second and 366 days"
     );
-    let keys = args.keys.load(&args.data_dir)?;
+    let (keys, source) = args.keys.load(&args.data_dir, args.init_keys)?;
     let expires_at = chrono::Utc::now() + chrono::TimeDelta::from_std(args.ttl)?;
     let token = keys.mint(&scope, rights, expires_at)?;
     eprintln!(
-        "token for {scope} ({rights}), key {}, expires {}",
+        "token for {scope} ({rights}), key {} of {source}, expires {}",
         keys.signing_kid(),
         expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
@@ -38,21 +38,43 @@ pub fn token(args: TokenArgs) -> anyhow::Result<()> {
 /// Sends an operator's request to a running api (one replica of the queue group answers) and
 /// reads its JSON reply.
 async fn ask_api<R: serde::de::DeserializeOwned>(
-    nats_url: &str,
-    nats: &crate::cli::NatsAuthArgs,
+    deployment: &crate::cli::DeploymentArgs,
     subject: &'static str,
     req: &impl serde::Serialize,
     limit: Duration,
 ) -> anyhow::Result<R> {
-    let client =
-        gallery_nats::connect_with(nats_url, &nats.resolve()?, Duration::from_secs(10)).await?;
-    let answer = tokio::time::timeout(
+    use async_nats::client::RequestErrorKind;
+    let (client, refusals, user) = deployment.connect().await?;
+    let asked = tokio::time::timeout(
         limit,
         client.request(subject, serde_json::to_vec(req)?.into()),
     )
-    .await
-    .with_context(|| format!("no answer within {}", humantime::format_duration(limit)))?
-    .context("no api is running to answer (gallery api or up)")?;
+    .await;
+    // A request the server drops for want of a permission only times out: say why.
+    let refused = || {
+        refusals
+            .lock()
+            .expect("refusals lock")
+            .iter()
+            .find(|r| r.to_ascii_lowercase().contains("permission"))
+            .cloned()
+    };
+    let answer = match asked {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
+            anyhow::bail!("no api is running to answer {subject} (gallery api or up)")
+        }
+        _ if refused().is_some() => anyhow::bail!(
+            "not authorized for {subject} as user {user:?} ({}): use a user allowed the admin \
+             subjects, or for a local `gallery up` its --data-dir alone",
+            refused().unwrap_or_default()
+        ),
+        Ok(Err(e)) => return Err(anyhow::Error::new(e).context(format!("asking {subject}"))),
+        Err(_) => anyhow::bail!(
+            "no answer to {subject} within {}",
+            humantime::format_duration(limit)
+        ),
+    };
     Ok(serde_json::from_slice(&answer.payload)?)
 }
 
@@ -64,8 +86,7 @@ pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
         code: Some(args.code),
     };
     let reply: RedriveReply = ask_api(
-        &args.nats_url,
-        &args.nats,
+        &args.deployment,
         gallery_schema::subjects::ADMIN_REDRIVE,
         &req,
         Duration::from_secs(120),
@@ -94,8 +115,7 @@ pub async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
     };
     let reply: ReprocessReply = ask_api(
-        &args.nats_url,
-        &args.nats,
+        &args.deployment,
         gallery_schema::subjects::ADMIN_REPROCESS,
         &req,
         Duration::from_secs(600),
@@ -130,8 +150,7 @@ pub async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     };
     // A sweep lists the whole store: a big one takes a while.
     let report: SweepReport = ask_api(
-        &args.nats_url,
-        &args.nats,
+        &args.deployment,
         gallery_schema::subjects::ADMIN_SWEEP,
         &req,
         Duration::from_secs(3600),
@@ -185,12 +204,7 @@ pub async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
 
 /// `gallery backup`: appends the log from `--since` to a file.
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
-    let client = gallery_nats::connect_with(
-        &args.nats_url,
-        &args.nats.resolve()?,
-        Duration::from_secs(10),
-    )
-    .await?;
+    let (client, _, _) = args.deployment.connect().await?;
     let js = async_nats::jetstream::new(client);
     let fresh = !args.out.exists() || std::fs::metadata(&args.out)?.len() == 0;
     // Where the file ends decides where this run starts: no gap, no repeat.
@@ -234,12 +248,7 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
 
 /// `gallery restore`: declares the topology, then publishes the backup in order.
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let client = gallery_nats::connect_with(
-        &args.nats_url,
-        &args.nats.resolve()?,
-        Duration::from_secs(10),
-    )
-    .await?;
+    let (client, _, _) = args.deployment.connect().await?;
     let js = async_nats::jetstream::new(client.clone());
     declare_topology(
         &client,
@@ -268,6 +277,7 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         &args.data_dir,
         args.nats_url.as_deref(),
         &args.nats.resolve()?,
+        None,
     )
     .await?;
     let js = async_nats::jetstream::new(client.clone());

@@ -129,7 +129,7 @@ fn public_url(cfg: &AppConfig, addr: SocketAddr) -> String {
 /// what the api shares with the other roles (links, sizes, the upload grace).
 fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
     let public_url = public_url(cfg, addr);
-    if addr.ip().is_unspecified() && cfg.public_url.is_none() {
+    if addr.ip().is_unspecified() && public_url == format!("http://{addr}") {
         tracing::warn!(
             "upload links will name {public_url}, which no client can reach: set --public-url \
              (GALLERY_PUBLIC_URL) to the address clients use"
@@ -143,7 +143,6 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
         (None, Some(_)) => TokenKeys::load(&keys_path)?,
         (None, None) => TokenKeys::load_or_create(&keys_path)?,
     };
-    tracing::debug!(keys = %keys_path.display(), "token keys");
     let links = match &cfg.s3 {
         None => LinkMode::Local,
         Some(s3) => LinkMode::S3(S3Links {
@@ -163,15 +162,19 @@ fn api_config(cfg: &AppConfig, addr: SocketAddr) -> anyhow::Result<ApiConfig> {
         upload_grace: cfg.lifecycle.upload_grace,
         import_timeout: cfg.lifecycle.import.timeout,
     };
-    Ok(cfg.api.resolve(addr, shared, keys))
+    Ok(cfg.api.resolve(addr, shared, keys, &keys_path))
 }
 
 /// Starts the roles of `cfg` and returns once the http listener is bound.
 pub async fn start(cfg: AppConfig) -> anyhow::Result<Running> {
     let lock = prepare(&cfg)?;
-    let (nats_url, nats, client) =
-        gallery_nats::connect_or_start(&cfg.data_dir, cfg.nats_url.as_deref(), &cfg.nats_auth)
-            .await?;
+    let (nats_url, nats, client) = gallery_nats::connect_or_start(
+        &cfg.data_dir,
+        cfg.nats_url.as_deref(),
+        &cfg.nats_auth,
+        cfg.nats_port,
+    )
+    .await?;
     let js = async_nats::jetstream::new(client.clone());
     if cfg.roles.api() {
         let processor =

@@ -1,5 +1,7 @@
-//! The typed configuration of a run, built once: by `cli.rs` from flags and environment, or in
-//! code by tests ([`AppConfig::local`]). Nothing here does I/O.
+//! The typed configuration of a run, built once: by `cli/` (`serve.rs`, `http.rs`) from flags
+//! and environment, or in code by tests ([`AppConfig::local`]). It holds each crate's own
+//! settings (`api`, `lifecycle`, `processor`) beside what the process's roles share. Nothing
+//! here does I/O.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +36,8 @@ pub struct AppConfig {
     /// One URL or a comma-separated list of a cluster's servers. `None`: start a nats-server
     /// child with its store under the data dir.
     pub nats_url: Option<NatsUrl>,
+    /// The embedded nats-server's loopback port (`None`: a free one).
+    pub nats_port: Option<u16>,
     /// Credentials and TLS for an external NATS.
     pub nats_auth: gallery_nats::NatsAuth,
     /// Copies of the stream when the api role creates it.
@@ -183,6 +187,7 @@ impl AppConfig {
         Self {
             data_dir: data_dir.into(),
             nats_url: None,
+            nats_port: None,
             nats_auth: gallery_nats::NatsAuth::default(),
             stream_replicas: Replicas::Auto,
             processor_max_ack_pending: 256,

@@ -32,7 +32,11 @@ pub use token::MAX_TTL;
 pub enum AuthError {
     /// Not a token of ours, signed with no key we have, tampered with, or expired. One message
     /// for all: a client learns nothing about which check failed.
-    #[error("the token is not valid (expired, revoked or not ours)")]
+    #[error(
+        "the token is not valid: expired, revoked, or signed with keys this service doesn't \
+         have (mint it with the service's keys: `gallery token` with the service's --data-dir \
+         or GALLERY_TOKEN_KEYS_FILE)"
+    )]
     BadToken,
     #[error("{0}")]
     Invalid(String),

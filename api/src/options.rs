@@ -71,10 +71,18 @@ pub struct Shared {
 impl ApiOptions {
     /// The routes' configuration for an api bound at `addr`: auth on (with `keys`) or off, and
     /// rate limits on or off, each logged, since either changes who may do what.
-    pub fn resolve(&self, addr: SocketAddr, shared: Shared, keys: TokenKeys) -> ApiConfig {
+    /// `keys_path` names where `keys` came from, for the log.
+    pub fn resolve(
+        &self,
+        addr: SocketAddr,
+        shared: Shared,
+        keys: TokenKeys,
+        keys_path: &std::path::Path,
+    ) -> ApiConfig {
         let mut api = ApiConfig::new(shared.public_url);
         if self.auth.resolve(addr, &api.public_url) {
             tracing::info!(
+                keys = %keys_path.display(),
                 signing_kid = keys.signing_kid(),
                 "auth is on: requests need project tokens"
             );

@@ -244,7 +244,7 @@ impl Drop for S3Server {
 
 impl S3Server {
     /// Lets web pages of `origin` upload to the bucket with the POST form and read the answer
-    /// (PutBucketCors, as README "S3 mode" tells operators to do).
+    /// (PutBucketCors, as docs/OPERATING.md "S3 mode" tells operators to do).
     pub async fn allow_browser_origin(&self, origin: &str) -> anyhow::Result<()> {
         let c = &self.config;
         let endpoint = c.endpoint.clone().context("an endpoint")?;

@@ -139,6 +139,12 @@ async fn imports_are_fetched_processed_and_refused_by_the_rules() {
     }
     let (_, message) = error_code(&stack, &ids[0]).await;
     assert!(message.contains("169.254.169.254"), "{message}");
+    // A private address's refusal names the setting that would allow it.
+    let (_, message) = error_code(&stack, &ids[1]).await;
+    assert!(
+        message.contains(&format!("GALLERY_IMPORT_ALLOW_HOSTS=localhost:{port}")),
+        "{message}"
+    );
     // The failure reached the WebSocket too.
     let failed = ws.collect_until(&ids[0], "failed").await.unwrap();
     assert_eq!(failed.last().unwrap()["error"]["code"], "fetch_refused");

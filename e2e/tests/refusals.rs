@@ -206,7 +206,9 @@ async fn tampered_oversize_and_repeated_uploads_are_refused_and_lose_nothing() {
     assert_eq!(status, 403);
     assert_eq!(stack.image(id).await.unwrap()["state"], "init");
 
-    // Over the declared size: refused while streaming, nothing stored, still uploadable.
+    // Over the declared size: refused while streaming, nothing stored, and the image ends in
+    // `error` at once (its WebSocket hears it now, not at the link's expiry).
+    let mut ws = stack.ws("links", None).await.unwrap();
     let (status, body) = stack
         .post_json(
             "/images/",
@@ -221,12 +223,22 @@ async fn tampered_oversize_and_repeated_uploads_are_refused_and_lose_nothing() {
         (status, body["error"]["code"].as_str()),
         (413, Some("upload_too_large"))
     );
-    assert_eq!(
-        stack
-            .image(small["image_id"].as_str().unwrap())
-            .await
-            .unwrap()["state"],
-        "init"
+    let small_id = small["image_id"].as_str().unwrap();
+    let rec = stack.image(small_id).await.unwrap();
+    assert_eq!(rec["state"], "error", "{rec}");
+    assert_eq!(rec["error"]["code"], "upload_too_large", "{rec}");
+    let heard = ws.collect_until(small_id, "failed").await.unwrap();
+    let failed = heard.last().unwrap();
+    assert_eq!(failed["error"]["code"], "upload_too_large", "{failed}");
+    // The link is spent: a new attempt asks for a new link.
+    let (status, body) = stack.upload(&small, jpeg_photo(8, 8)).await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ask for a new upload link"),
+        "{body}"
     );
 
     // The real upload works once; a second upload through the same link is refused.

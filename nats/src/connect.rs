@@ -170,6 +170,39 @@ pub async fn connect_with(
     }
 }
 
+/// What the servers refused a command's connection (permission violations, as the server
+/// words them), kept for its error message: a request the server drops for want of a
+/// permission is otherwise only a timeout.
+pub type Refusals = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Connects once, for an operator's command: the first failure is the answer (a wrong user or
+/// password is refused at once, not retried for `wait`), and the server's refusals while
+/// connected go into `refusals`.
+pub async fn connect_command(
+    urls: &str,
+    auth: &NatsAuth,
+    refusals: Refusals,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let addrs = server_addrs(urls).map_err(async_nats::ConnectError::from)?;
+    auth.apply(&addrs, async_nats::ConnectOptions::new())
+        .await?
+        .name("lite-gallery-admin")
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |event| {
+            let refusals = refusals.clone();
+            async move {
+                if let async_nats::Event::ServerError(err) = event {
+                    refusals
+                        .lock()
+                        .expect("refusals lock")
+                        .push(err.to_string());
+                }
+            }
+        })
+        .connect(addrs)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -19,8 +19,10 @@ pub mod topology;
 
 pub use append::{AppendError, Appended, EventLog, Guard, REQUEST_ID};
 pub use cluster::NatsCluster;
-pub use connect::{NatsAuth, connect, connect_with, redact, server_addrs};
+pub use connect::{
+    NatsAuth, Refusals, connect, connect_command, connect_with, redact, server_addrs,
+};
 pub use read::{ReadError, StoredEvent, StreamStateError, last_seq, stream_bounds};
-pub use server::{NatsServer, ServerError, find_nats_server, write_private};
+pub use server::{NatsServer, ServerError, embedded_url, find_nats_server, write_private};
 pub use startup::{StartupError, connect_or_start, declare_topology};
 pub use topology::{ProcessorConsumerConfig, Replicas, TopologyError};

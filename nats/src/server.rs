@@ -85,13 +85,18 @@ impl NatsServer {
     /// loopback port. A server left running by a crashed earlier process on the same `dir` is
     /// stopped first: two servers must never share one store.
     pub async fn start_in(dir: &Path) -> Result<Self, ServerError> {
+        Self::start_in_on(dir, None).await
+    }
+
+    /// [`start_in`](Self::start_in) on loopback `port` (`None`: a free one).
+    pub async fn start_in_on(dir: &Path, port: Option<u16>) -> Result<Self, ServerError> {
         std::fs::create_dir_all(dir)?;
         stop_stale(dir);
         let binary = find_nats_server()?;
         let mut last_err = None;
         // A free port can be taken between our probe and the server's bind: retry a few times.
         for _ in 0..3 {
-            match Self::spawn(&binary, dir).await {
+            match Self::spawn(&binary, dir, port).await {
                 Ok(server) => return Ok(server),
                 Err(err) => last_err = Some(err),
             }
@@ -132,8 +137,11 @@ impl NatsServer {
         Ok(server)
     }
 
-    async fn spawn(binary: &Path, dir: &Path) -> Result<Self, ServerError> {
-        let port = free_port()?;
+    async fn spawn(binary: &Path, dir: &Path, port: Option<u16>) -> Result<Self, ServerError> {
+        let port = match port {
+            Some(port) => port,
+            None => free_port()?,
+        };
         let store = dir.join("jetstream");
         let password = credential(dir)?;
         let config = format!(
@@ -147,6 +155,8 @@ impl NatsServer {
         server.password = Some(password);
         server.launch(binary)?;
         server.wait_ready(Duration::from_secs(15)).await?;
+        // Where it listens, for the operator's commands that find it by the data dir.
+        std::fs::write(dir.join(ADDRESS_FILE), server.address())?;
         Ok(server)
     }
 
@@ -294,6 +304,26 @@ fn terminate(child: &mut Child, grace: Duration) {
 
 /// The embedded server's password: read from `dir/credential`, or generated there (32 random
 /// bytes, hex, mode 0600) on first start.
+/// The file in an embedded server's directory that names the address of its last start.
+const ADDRESS_FILE: &str = "address";
+
+/// The URL, credential included, of the embedded server whose directory is `dir`, as its last
+/// start left it (`gallery up` on a data dir uses `<data-dir>/nats`); `None` when no server
+/// ever started there. It may have stopped since: connecting tells.
+pub fn embedded_url(dir: &Path) -> std::io::Result<Option<String>> {
+    let address = match std::fs::read_to_string(dir.join(ADDRESS_FILE)) {
+        Ok(address) => address,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let password = std::fs::read_to_string(dir.join("credential"))?;
+    let host_port = address.trim().trim_start_matches("nats://");
+    Ok(Some(format!(
+        "nats://{EMBEDDED_USER}:{}@{host_port}",
+        password.trim()
+    )))
+}
+
 fn credential(dir: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let path = dir.join("credential");

@@ -31,18 +31,20 @@ pub enum StartupError {
 }
 
 /// Connects to the servers of `url` (one URL or a comma-separated list) or, when there is none,
-/// starts the embedded nats-server with its store in `data_dir/nats` and connects to that.
+/// starts the embedded nats-server with its store in `data_dir/nats` (on loopback
+/// `embedded_port`, or a free port) and connects to that.
 /// Returns the URL connected to (the embedded server's carries its credential), the embedded
 /// server (stopped when dropped: keep it until the end), and the client.
 pub async fn connect_or_start(
     data_dir: &Path,
     url: Option<&str>,
     auth: &NatsAuth,
+    embedded_port: Option<u16>,
 ) -> Result<(String, Option<NatsServer>, async_nats::Client), StartupError> {
     let (url, child) = match url {
         Some(url) => (url.to_owned(), None),
         None => {
-            let server = NatsServer::start_in(&data_dir.join("nats"))
+            let server = NatsServer::start_in_on(&data_dir.join("nats"), embedded_port)
                 .await
                 .map_err(StartupError::Start)?;
             tracing::info!(address = %server.address(), "started local nats-server (loopback, with a generated credential)");

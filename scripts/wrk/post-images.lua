@@ -1,4 +1,4 @@
--- wrk script for POST /images/ (README "Performance"): a link request per call, spread over 50
+-- wrk script for POST /images/ (docs/PERFORMANCE.md): a link request per call, spread over 50
 -- projects so no project reaches the pending-link cap quickly.
 --   wrk -t2 -c64 -d15s --latency -s scripts/wrk/post-images.lua http://127.0.0.1:8080/images/
 wrk.method = "POST"

@@ -12,10 +12,88 @@ use super::duration;
 use super::http::TokenKeysArgs;
 use super::serve::TopologyArgs;
 
+/// Which deployment an operator's command talks to: `--nats-url`, or the local deployment
+/// (`gallery up`) on `--data-dir`, found by the address and credential its embedded NATS
+/// server leaves there.
+#[derive(Args, Debug, Clone)]
+pub struct DeploymentArgs {
+    /// The deployment's NATS server (or a comma-separated list). Default: the embedded server
+    /// of the `gallery up` running on --data-dir.
+    #[arg(long, env = "GALLERY_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The data dir of a local deployment (`gallery up`), used when no --nats-url is given.
+    #[arg(long, env = "GALLERY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub nats: NatsAuthArgs,
+}
+
+impl DeploymentArgs {
+    /// The NATS URL to use: the given one, or the local deployment's (credential included).
+    pub fn url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.nats_url {
+            return Ok(url.clone());
+        }
+        let dir = self.data_dir.join("nats");
+        match gallery_nats::embedded_url(&dir) {
+            Ok(Some(url)) => Ok(url),
+            Ok(None) => anyhow::bail!(
+                "no --nats-url (GALLERY_NATS_URL), and no local deployment on {}: start \
+                 `gallery up --data-dir {}`, or give the data dir it runs with (--data-dir or \
+                 GALLERY_DATA_DIR)",
+                self.data_dir.display(),
+                self.data_dir.display()
+            ),
+            Err(e) => anyhow::bail!("reading the local deployment in {}: {e}", dir.display()),
+        }
+    }
+
+    /// Connects for one command; a refused user or password says how to get in, and the
+    /// server's later refusals (missing permissions) are kept in the answer's [`Refusals`].
+    pub async fn connect(
+        &self,
+    ) -> anyhow::Result<(async_nats::Client, gallery_nats::Refusals, String)> {
+        let url = self.url()?;
+        let auth = self.nats.resolve()?;
+        let refusals = gallery_nats::Refusals::default();
+        let shown = gallery_nats::redact(&url);
+        match gallery_nats::connect_command(&url, &auth, refusals.clone()).await {
+            Ok(client) => Ok((client, refusals, self.user(&url))),
+            Err(e) if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation => {
+                anyhow::bail!(
+                    "NATS at {shown} refused user {:?} (authorization violation): for a local \
+                     `gallery up`, give its --data-dir and no --nats-url; otherwise the user of \
+                     a role allowed the admin subjects (--nats-user, --nats-password, \
+                     --nats-creds)",
+                    self.user(&url)
+                )
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!(
+                "connecting to NATS at {shown} (is the deployment running?)"
+            ))),
+        }
+    }
+
+    /// The NATS user this command connects as, for messages.
+    fn user(&self, url: &str) -> String {
+        if let Some(user) = &self.nats.nats_user {
+            return user.clone();
+        }
+        if self.nats.nats_creds.is_some() {
+            return "of the .creds file".into();
+        }
+        url.split(',')
+            .find_map(|u| {
+                let rest = u.trim().split_once("://").map_or(u, |(_, r)| r);
+                let (userinfo, _) = rest.split_once('@')?;
+                Some(userinfo.split(':').next().unwrap_or_default().to_owned())
+            })
+            .unwrap_or_else(|| "(none)".into())
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct RedriveArgs {
-    #[arg(long, env = "GALLERY_NATS_URL")]
-    pub nats_url: String,
     /// Only this project's images.
     #[arg(long)]
     pub project: Option<String>,
@@ -23,14 +101,12 @@ pub struct RedriveArgs {
     #[arg(long, default_value = "retries_exhausted")]
     pub code: String,
     #[command(flatten)]
-    pub nats: NatsAuthArgs,
+    pub deployment: DeploymentArgs,
 }
 
 #[derive(Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["project", "all"])))]
 pub struct ReprocessArgs {
-    #[arg(long, env = "GALLERY_NATS_URL")]
-    pub nats_url: String,
     /// This project's images.
     #[arg(long)]
     pub project: Option<String>,
@@ -47,13 +123,11 @@ pub struct ReprocessArgs {
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
-    pub nats: NatsAuthArgs,
+    pub deployment: DeploymentArgs,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct SweepArgs {
-    #[arg(long, env = "GALLERY_NATS_URL")]
-    pub nats_url: String,
     /// List what would be removed, and the bytes, without removing anything.
     #[arg(long)]
     pub dry_run: bool,
@@ -61,7 +135,7 @@ pub struct SweepArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub nats: NatsAuthArgs,
+    pub deployment: DeploymentArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -74,10 +148,8 @@ pub struct BackupArgs {
     /// value that would leave a gap or repeat records in the file is refused.
     #[arg(long)]
     pub since: Option<u64>,
-    #[arg(long, env = "GALLERY_NATS_URL")]
-    pub nats_url: String,
     #[command(flatten)]
-    pub nats: NatsAuthArgs,
+    pub deployment: DeploymentArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -85,12 +157,10 @@ pub struct RestoreArgs {
     /// A file written by `gallery backup`.
     #[arg(long)]
     pub from: PathBuf,
-    #[arg(long, env = "GALLERY_NATS_URL")]
-    pub nats_url: String,
     #[command(flatten)]
     pub topology: TopologyArgs,
     #[command(flatten)]
-    pub nats: NatsAuthArgs,
+    pub deployment: DeploymentArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -118,8 +188,13 @@ pub struct TokenArgs {
     /// Lifetime (e.g. 24h, 30d; at most 366 days).
     #[arg(long, default_value = "24h", value_parser = duration)]
     pub ttl: Duration,
+    /// The deployment's data dir, whose `token-keys.json` signs (the one `gallery up` uses).
     #[arg(long, env = "GALLERY_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Make a new keys file in the data dir when there is none (a deployment that will run with
+    /// it); without it, missing keys are an error, never made up.
+    #[arg(long)]
+    pub init_keys: bool,
     #[command(flatten)]
     pub keys: TokenKeysArgs,
 }

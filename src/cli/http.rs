@@ -158,16 +158,33 @@ pub struct TokenKeysArgs {
 }
 
 impl TokenKeysArgs {
-    /// The keys: inline, from the named file, or from (and generated into) the data dir.
-    pub fn load(&self, data_dir: &std::path::Path) -> anyhow::Result<gallery_api::auth::TokenKeys> {
+    /// The keys a command signs with, never made up: inline, from the named file, or the data
+    /// dir's (created only with `create`). Answers where they came from, for the operator.
+    pub fn load(
+        &self,
+        data_dir: &std::path::Path,
+        create: bool,
+    ) -> anyhow::Result<(gallery_api::auth::TokenKeys, String)> {
         use gallery_api::auth::TokenKeys;
-        Ok(match (&self.token_keys, &self.token_keys_file) {
-            (Some(json), _) => TokenKeys::from_json(json)?,
-            (None, Some(path)) => TokenKeys::load(path)?,
-            (None, None) => {
-                TokenKeys::load_or_create(&data_dir.join(crate::config::DEFAULT_TOKEN_KEYS_FILE))?
-            }
-        })
+        if let Some(json) = &self.token_keys {
+            return Ok((TokenKeys::from_json(json)?, "GALLERY_TOKEN_KEYS".into()));
+        }
+        if let Some(path) = &self.token_keys_file {
+            return Ok((TokenKeys::load(path)?, path.display().to_string()));
+        }
+        let path = data_dir.join(crate::config::DEFAULT_TOKEN_KEYS_FILE);
+        if !path.exists() && !create {
+            anyhow::bail!(
+                "no token keys at {}: give the data dir the service runs with (--data-dir or \
+                 GALLERY_DATA_DIR; `gallery up` makes its keys there), or the keys file \
+                 (GALLERY_TOKEN_KEYS_FILE); --init-keys makes new keys in the data dir",
+                path.display()
+            );
+        }
+        Ok((
+            TokenKeys::load_or_create(&path)?,
+            path.display().to_string(),
+        ))
     }
 }
 

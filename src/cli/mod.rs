@@ -18,7 +18,8 @@ use clap::{Parser, Subcommand};
 
 pub use access::{NatsAuthArgs, S3Args};
 pub use admin::{
-    BackupArgs, RebuildArgs, RedriveArgs, ReprocessArgs, RestoreArgs, SweepArgs, TokenArgs,
+    BackupArgs, DeploymentArgs, RebuildArgs, RedriveArgs, ReprocessArgs, RestoreArgs, SweepArgs,
+    TokenArgs,
 };
 pub use http::{HttpArgs, LimitArgs, TokenKeysArgs, default_max_connections};
 pub use serve::{

@@ -46,6 +46,10 @@ pub struct UpArgs {
     /// `up` runs nats-server as a child.
     #[arg(long, env = "GALLERY_NATS_URL")]
     pub nats_url: Option<String>,
+    /// Where the embedded nats-server listens, a loopback address (default: a free port; the
+    /// operator's commands find it through the data dir either way).
+    #[arg(long, env = "GALLERY_NATS_LISTEN", conflicts_with = "nats_url")]
+    pub nats_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub topology: TopologyArgs,
     #[command(flatten)]
@@ -104,6 +108,14 @@ fn base_config(
 impl UpArgs {
     pub fn into_config(self) -> anyhow::Result<AppConfig> {
         let mut cfg = base_config(&self.common, self.nats_url.clone(), Roles::All)?;
+        if let Some(listen) = self.nats_listen {
+            anyhow::ensure!(
+                listen.ip().is_loopback(),
+                "--nats-listen {listen}: the embedded nats-server listens on loopback only; \
+                 for other hosts run nats-server yourself and give --nats-url"
+            );
+            cfg.nats_port = Some(listen.port());
+        }
         self.http.apply(&mut cfg)?;
         self.processing.apply(&mut cfg);
         self.reconciler.apply(&mut cfg);

@@ -49,6 +49,19 @@ pub fn upload_form(
     Ok(form.part("file", part))
 }
 
+/// What a run's token must be, after `why`: the fix for a 401 or 403.
+pub fn token_hint(cleanup: bool, why: &str) -> String {
+    let rights = if cleanup {
+        "upload,read,subscribe,admin"
+    } else {
+        "upload,read,subscribe"
+    };
+    format!(
+        "{why}: pass --token (or GALLERY_TOKEN) with {rights} on the run's projects `load-*`, \
+         minted with the service's keys: gallery token --project 'load-*' --rights {rights}"
+    )
+}
+
 #[derive(Clone)]
 pub struct Target {
     pub http: reqwest::Client,
@@ -69,6 +82,26 @@ impl Target {
             base: base.trim_end_matches('/').to_owned(),
             token,
         })
+    }
+
+    /// Refuses to start a run the api would refuse request by request: one that requires
+    /// tokens, asked without one (`GET /config` says whether it does).
+    pub async fn check_access(&self, cleanup: bool) -> anyhow::Result<()> {
+        let url = format!("{}/config", self.base);
+        let config: Value = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .with_context(|| format!("asking {url} (is the api running there? --url)"))?
+            .json()
+            .await
+            .with_context(|| format!("reading {url}"))?;
+        if config["auth_required"].as_bool() == Some(true) && self.token.is_none() {
+            anyhow::bail!("{}", token_hint(cleanup, "the api requires tokens"));
+        }
+        Ok(())
     }
 
     fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -185,9 +218,17 @@ impl Target {
             req.headers_mut()
                 .insert("authorization", format!("Bearer {token}").parse()?);
         }
-        let (stream, _) = tokio_tungstenite::connect_async(req)
-            .await
-            .with_context(|| format!("opening the WebSocket of project {project}"))?;
-        Ok(stream)
+        use tokio_tungstenite::tungstenite::Error;
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((stream, _)) => Ok(stream),
+            Err(Error::Http(resp)) if matches!(resp.status().as_u16(), 401 | 403) => {
+                let why = format!(
+                    "the WebSocket of project {project} was refused ({})",
+                    resp.status()
+                );
+                anyhow::bail!("{}", token_hint(false, &why))
+            }
+            Err(e) => Err(e).with_context(|| format!("opening the WebSocket of project {project}")),
+        }
     }
 }

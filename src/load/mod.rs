@@ -1,5 +1,5 @@
 //! `gallery load`: drives a running deployment through the sample API with many concurrent
-//! clients and prints what it measured (README "Performance").
+//! clients and prints what it measured (docs/PERFORMANCE.md).
 //!
 //! Modes:
 //! - `flow` (default): the sample flow per photo: a link, the upload with the link's form

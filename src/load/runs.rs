@@ -38,6 +38,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         Pace::Open { rate, .. } => rate.ceil() as usize,
     };
     let target = Target::new(&args.url, args.token.clone(), connections)?;
+    target.check_access(args.cleanup).await?;
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xFF_FFFF);
     let projects: Vec<String> = match &args.project {
         Some(p) => vec![p.clone()],
@@ -84,6 +85,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     if args.cleanup {
         cleanup(&target, &projects, &mut report).await;
     }
+    refused_hint(&report, args.cleanup);
     Ok(report)
 }
 
@@ -152,4 +154,22 @@ fn tick_by_time(bar: &ProgressBar, limit: Limit) -> tokio::task::JoinHandle<()> 
             }
         }
     })
+}
+
+/// Requests refused for the token (401, 403) are counted like any error; the operator also
+/// gets the fix on stderr.
+fn refused_hint(report: &Report, cleanup: bool) {
+    let refused: u64 = [
+        "unauthorized",
+        "forbidden",
+        "cleanup_unauthorized",
+        "cleanup_forbidden",
+    ]
+    .iter()
+    .filter_map(|code| report.errors.0.get(*code))
+    .sum();
+    if refused > 0 {
+        let why = format!("{refused} requests were refused for the token (401/403)");
+        eprintln!("{}", crate::load::client::token_hint(cleanup, &why));
+    }
 }

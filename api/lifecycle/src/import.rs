@@ -217,7 +217,8 @@ pub async fn pin(url: &Url, allow: &AllowList) -> Result<SocketAddr, FetchError>
         .ok_or_else(|| {
             let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
             FetchError::Refused(format!(
-                "{host} resolves to {}: not a public address",
+                "{host} resolves to {}: not a public address (the operator can allow this \
+                 host with GALLERY_IMPORT_ALLOW_HOSTS={host}:{port})",
                 list.join(", ")
             ))
         })

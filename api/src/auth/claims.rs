@@ -99,14 +99,18 @@ impl Scope {
                 // A prefix is a project id cut short: the same characters, never a wildcard.
                 if !prefix.is_empty() && ProjectId::parse(prefix).is_err() {
                     return Err(AuthError::Invalid(format!(
-                        "{raw:?} is not a project id or a prefix of ids followed by *"
+                        "{raw:?} is not a project id or a prefix of ids followed by *: ids are \
+                         1-64 letters, digits, _ or - (^[A-Za-z0-9_-]{{1,64}}$)"
                     )));
                 }
                 Ok(Self::Prefix(prefix.to_owned()))
             }
-            None => ProjectId::parse(raw)
-                .map(Self::Project)
-                .map_err(|_| AuthError::Invalid(format!("{raw:?} is not a project id"))),
+            None => ProjectId::parse(raw).map(Self::Project).map_err(|_| {
+                AuthError::Invalid(format!(
+                    "{raw:?} is not a project id: 1-64 letters, digits, _ or - \
+                         (^[A-Za-z0-9_-]{{1,64}}$), or a prefix of ids followed by *"
+                ))
+            }),
         }
     }
 
@@ -164,6 +168,15 @@ mod tests {
 
     fn p(id: &str) -> ProjectId {
         ProjectId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn a_refused_scope_says_what_an_id_may_hold() {
+        for raw in ["a.b", "a.b*"] {
+            let err = Scope::parse(raw).unwrap_err().to_string();
+            assert!(err.contains("1-64 letters, digits, _ or -"), "{err}");
+            assert!(err.contains("^[A-Za-z0-9_-]{1,64}$"), "{err}");
+        }
     }
 
     #[test]

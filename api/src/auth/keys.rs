@@ -137,7 +137,12 @@ impl TokenKeys {
         if !path.exists() {
             let secret: [u8; 32] = rand::random();
             let entries = vec![KeyEntry {
-                kid: format!("k{}", Utc::now().format("%Y%m%d")),
+                // The date says when, the random part keeps two keys made the same day apart.
+                kid: format!(
+                    "k{}-{}",
+                    Utc::now().format("%Y%m%d"),
+                    hex::encode(rand::random::<[u8; 4]>())
+                ),
                 secret: hex::encode(secret),
                 verify_until: None,
             }];

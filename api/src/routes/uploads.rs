@@ -136,19 +136,24 @@ async fn receive_file(
         ));
     };
     let deadline = upload_deadline(state, params.expires);
-    let (size, etag) =
-        match store::place(state, &image, &params.key, file, max_bytes, deadline).await? {
-            Placed::Fresh { size, etag } => (size, etag),
-            Placed::Earlier { size, etag } => {
-                // An earlier upload through this link stored its bytes, but its `uploaded` was not
-                // recorded (NATS failed over under it, say, and the client retried): record those
-                // bytes now, so the image goes on, and keep them rather than these.
-                record_upload(state, &rec, size, &etag).await?;
-                return Err(ApiError::conflict(
-                    "this image has been uploaded already (the first upload is kept)",
-                ));
-            }
-        };
+    let placed = match store::place(state, &image, &params.key, file, max_bytes, deadline).await {
+        Err(e) if e.code == ErrorCode::UploadTooLarge => {
+            return Err(record::refuse_upload(state, &rec, e).await);
+        }
+        placed => placed?,
+    };
+    let (size, etag) = match placed {
+        Placed::Fresh { size, etag } => (size, etag),
+        Placed::Earlier { size, etag } => {
+            // An earlier upload through this link stored its bytes, but its `uploaded` was not
+            // recorded (NATS failed over under it, say, and the client retried): record those
+            // bytes now, so the image goes on, and keep them rather than these.
+            record_upload(state, &rec, size, &etag).await?;
+            return Err(ApiError::conflict(
+                "this image has been uploaded already (the first upload is kept)",
+            ));
+        }
+    };
     let image_id = image.to_string();
     record_upload(state, &rec, size, &etag)
         .await
@@ -198,8 +203,15 @@ fn awaiting_upload(
             "the link is not for this image",
         ));
     }
-    if rec.state != ImageState::Init {
-        return Err(ApiError::conflict("this image has been uploaded already"));
+    match rec.state {
+        ImageState::Init => {}
+        ImageState::Error => {
+            let code = rec.error.as_ref().map_or("error", |e| e.code.as_str());
+            return Err(ApiError::conflict(format!(
+                "this image ended in error ({code}); ask for a new upload link"
+            )));
+        }
+        _ => return Err(ApiError::conflict("this image has been uploaded already")),
     }
     Ok(rec)
 }

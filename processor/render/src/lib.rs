@@ -42,7 +42,7 @@ impl Default for Limits {
 
 /// JPEG quality of the largest version (each rendition has its own in
 /// [`gallery_schema::RENDITIONS`]; all 85 today, the knee of the size/quality curve measured on
-/// real photos, see the README's image pipeline section).
+/// real photos, see docs/IMAGE_PIPELINE.md, "Output").
 pub const JPEG_QUALITY: u8 = RENDITIONS[0].jpeg_quality;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -42,6 +42,7 @@ pub fn parse_create_with(
     sniff_unknown: bool,
 ) -> ApiResult<CreateImage> {
     let obj = json_object(body)?;
+    refuse_unknown_fields(&obj)?;
     let project_id = project_id_of(&obj)?;
     let source_url = source_url_of(&obj)?;
     let filename = filename_of(&obj, source_url.as_ref())?;
@@ -65,6 +66,42 @@ fn json_object(body: &[u8]) -> ApiResult<Map<String, Value>> {
         Value::Object(obj) => Ok(obj),
         _ => Err(ApiError::invalid("the body must be a JSON object")),
     }
+}
+
+/// The fields of the body, as [`CreateImageRequest`] documents them.
+const FIELDS: [&str; 6] = [
+    "filename",
+    "project_id",
+    "content_type",
+    "size",
+    "sha256",
+    "source_url",
+];
+
+/// A field we don't know is refused by name (a misspelt `projectId` would otherwise be
+/// answered "project_id is required", and a misspelt `size` silently ignored).
+fn refuse_unknown_fields(obj: &Map<String, Value>) -> ApiResult<()> {
+    let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) else {
+        return Ok(());
+    };
+    let hint = FIELDS
+        .iter()
+        .find(|f| normalized(f) == normalized(unknown))
+        .map(|f| format!(" (did you mean `{f}`?)"))
+        .unwrap_or_default();
+    Err(ApiError::invalid(format!(
+        "unknown field `{unknown}`{hint}; the fields are {}",
+        FIELDS.join(", ")
+    )))
+}
+
+/// A field name without case and separators: `projectId`, `project-id` and `ProjectID` all
+/// read `projectid`.
+fn normalized(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 /// `project_id`: an id, or a whole number (written as the id).
@@ -202,6 +239,7 @@ fn parse_sha256(text: &str) -> Option<[u8; 32]> {
 
 /// The request body of `POST /images/` (documentation only: [`parse_create`] reads it).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct CreateImageRequest {
     /// The file's name: shown back, and tells the type when `content_type` is absent.
@@ -232,6 +270,29 @@ mod tests {
 
     fn code(body: &str) -> ErrorCode {
         parse_create(body.as_bytes(), 1000).unwrap_err().code
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_with_the_one_meant() {
+        let err = parse_create(br#"{"filename":"a.jpg","projectId":"p1"}"#, 1000).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert!(
+            err.message
+                .starts_with("unknown field `projectId` (did you mean `project_id`?); the fields are filename, project_id,"),
+            "{}",
+            err.message
+        );
+        let err = parse_create(
+            br#"{"filename":"a.jpg","project_id":"p1","colour":"red"}"#,
+            1000,
+        )
+        .unwrap_err();
+        assert!(
+            err.message
+                .starts_with("unknown field `colour`; the fields are"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -3,11 +3,42 @@
 //! behind, or the image really changed).
 
 use gallery_nats::{AppendError, Guard};
-use gallery_schema::{Event, EventBody, Uploaded};
+use gallery_schema::{Event, EventBody, Failure, Uploaded};
 
 use crate::error::{ApiError, ApiResult};
 use crate::routes::wait_applied;
 use crate::state::AppState;
+
+/// An upload refused at the door for good (over the link's size): the image ends in `error`
+/// with the refusal's code at once (`failed`, guarded by its last event), so its WebSocket
+/// and listings learn it now rather than at the link's expiry; a new attempt asks for a new
+/// link. Answers the refusal itself; when recording fails, the link's expiry settles the image
+/// as before (the upload watcher), and the client still gets the refusal.
+pub(crate) async fn refuse_upload(
+    state: &AppState,
+    rec: &gallery_projector::Record,
+    refusal: ApiError,
+) -> ApiError {
+    let event = Event::new(
+        rec.project_id.clone(),
+        rec.image_id,
+        EventBody::Failed(Failure {
+            code: refusal.code,
+            message: format!("{}; ask for a new upload link", refusal.message),
+            retryable: false,
+            generation: 0,
+        }),
+    );
+    match state
+        .log
+        .append(&event, Guard::LastImageSeq(rec.last_seq))
+        .await
+    {
+        Ok(a) => wait_applied(state, a.seq).await,
+        Err(e) => tracing::warn!(image = %rec.image_id, %e, "recording a refused upload"),
+    }
+    refusal
+}
 
 /// Appends `uploaded` for an image in `init` (guarded by its last event) and waits until the
 /// read model shows it.
