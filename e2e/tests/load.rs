@@ -155,6 +155,13 @@ async fn the_links_and_list_modes_with_tokens() {
         serde_json::json!({ "unauthorized": 3 }),
         "{report}"
     );
+    // ... and stderr names the fix: the flag, the projects and the rights.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("3 requests were refused for the token (401/403): pass --token")
+            && stderr.contains("upload,read,subscribe on the run's projects `load-*`"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

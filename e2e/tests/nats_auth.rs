@@ -189,6 +189,27 @@ async fn each_role_works_through_its_own_permissions_and_can_do_nothing_more() {
         !matches!(redrive, Ok(Ok(_))),
         "the processor asked for a re-drive"
     );
+    // An operator's command run as a user without the admin subjects is told so, not "no
+    // api is running" (the api is running).
+    let refused = gallery_e2e::procs::gallery_admin(
+        &server.address(),
+        &[
+            "reprocess",
+            "--all",
+            "--dry-run",
+            "--nats-user",
+            "processor",
+            "--nats-password",
+            &password("NATS_PROCESSOR_PASSWORD"),
+        ],
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains(r#"not authorized for gallery.admin.reprocess as user "processor""#),
+        "{refused}"
+    );
 
     // The durable consumers are not the processor's to remove.
     assert!(

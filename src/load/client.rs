@@ -84,26 +84,6 @@ impl Target {
         })
     }
 
-    /// Refuses to start a run the api would refuse request by request: one that requires
-    /// tokens, asked without one (`GET /config` says whether it does).
-    pub async fn check_access(&self, cleanup: bool) -> anyhow::Result<()> {
-        let url = format!("{}/config", self.base);
-        let config: Value = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .with_context(|| format!("asking {url} (is the api running there? --url)"))?
-            .json()
-            .await
-            .with_context(|| format!("reading {url}"))?;
-        if config["auth_required"].as_bool() == Some(true) && self.token.is_none() {
-            anyhow::bail!("{}", token_hint(cleanup, "the api requires tokens"));
-        }
-        Ok(())
-    }
-
     fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
             Some(t) => req.bearer_auth(t),

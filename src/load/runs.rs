@@ -38,7 +38,6 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         Pace::Open { rate, .. } => rate.ceil() as usize,
     };
     let target = Target::new(&args.url, args.token.clone(), connections)?;
-    target.check_access(args.cleanup).await?;
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xFF_FFFF);
     let projects: Vec<String> = match &args.project {
         Some(p) => vec![p.clone()],
