@@ -155,7 +155,7 @@ pub struct ImageMeta {
     /// The renditions description the versions were rendered with (0: before it was
     /// recorded, or not rendered yet).
     pub renditions_version: u32,
-    /// Each rendered version's size, keyed by version name.
+    /// Each served version's size and generation, keyed by version name.
     #[schema(schema_with = crate::openapi_schemas::version_meta_map)]
     pub versions: BTreeMap<&'static str, VersionMeta>,
 }
@@ -163,6 +163,9 @@ pub struct ImageMeta {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VersionMeta {
+    /// The generation that rendered it: during a reprocess, the previous generation's version
+    /// is served until the new one replaces it (then it is `meta.generation`).
+    pub generation: u32,
     pub width: u32,
     pub height: u32,
     pub bytes: u64,
@@ -198,6 +201,7 @@ pub fn image_view(rec: &Record, links: &Links<'_>) -> ImageView {
         version_meta.insert(
             name.as_str(),
             VersionMeta {
+                generation: v.generation,
                 width: v.width,
                 height: v.height,
                 bytes: v.bytes,

@@ -156,7 +156,8 @@ async fn a_rebuilt_read_model_equals_the_live_one() {
     done_image(&stack, "rb", 500, 400).await;
     done_image(&stack, "rb", 90, 300).await;
     let link = stack.request_link("rb", "bad.jpg").await.unwrap();
-    stack.upload(&link, b"not an image".to_vec()).await.unwrap();
+    // A JPEG cut short: uploaded, then failed by the processor.
+    stack.upload(&link, truncated_jpeg()).await.unwrap();
     stack
         .wait_state(link["image_id"].as_str().unwrap(), "error")
         .await
@@ -326,7 +327,8 @@ async fn a_backup_restored_into_a_new_server_rebuilds_an_equal_read_model() {
     let mut stack = TestStack::start().await.unwrap();
     done_image(&stack, "bk", 500, 400).await;
     let link = stack.request_link("bk", "bad.jpg").await.unwrap();
-    stack.upload(&link, b"not an image".to_vec()).await.unwrap();
+    // A JPEG cut short: uploaded, then failed by the processor.
+    stack.upload(&link, truncated_jpeg()).await.unwrap();
     stack
         .wait_state(link["image_id"].as_str().unwrap(), "error")
         .await
@@ -387,4 +389,9 @@ async fn a_backup_restored_into_a_new_server_rebuilds_an_equal_read_model() {
         fresh_stream.info().await.unwrap().state.last_sequence,
         second.last_seq
     );
+}
+
+/// A JPEG cut short: it starts like one (so the upload is taken), and the processor fails it.
+fn truncated_jpeg() -> Vec<u8> {
+    gallery_e2e::jpeg_photo(64, 48)[..300].to_vec()
 }

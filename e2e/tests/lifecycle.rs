@@ -166,7 +166,9 @@ async fn deleting_a_project_takes_every_image_in_any_state_and_needs_admin() {
     let done = done_image(&stack, "proj", "a.jpg").await;
     let link = stack.request_link("proj", "bad.jpg").await.unwrap();
     let failed = link["image_id"].as_str().unwrap().to_owned();
-    stack.upload(&link, b"not an image".to_vec()).await.unwrap();
+    // A JPEG cut short: uploaded, then failed by the processor.
+    let truncated = gallery_e2e::jpeg_photo(64, 48)[..300].to_vec();
+    stack.upload(&link, truncated).await.unwrap();
     stack.wait_state(&failed, "error").await.unwrap();
     let unused = stack.request_link("proj", "never.jpg").await.unwrap();
     let waiting = unused["image_id"].as_str().unwrap().to_owned();

@@ -17,8 +17,8 @@ const PROJECT: &str = "manifest";
 enum Submitted {
     /// `POST /images/` refused the name (415 with a JSON error).
     LinkRefused(Value),
-    /// The upload itself was refused (4xx with a JSON error).
-    UploadRefused(Value),
+    /// The upload itself was refused (4xx with a JSON error): the image id and the body.
+    UploadRefused(String, Value),
     /// Accepted: the image id to wait for.
     Accepted(String),
 }
@@ -37,7 +37,7 @@ async fn submit(stack: &TestStack, name: &str, bytes: Vec<u8>) -> Submitted {
     assert_eq!(status, 201, "{name}: {link}");
     let (status, body) = stack.upload(&link, bytes).await.unwrap();
     if (400..500).contains(&status) {
-        return Submitted::UploadRefused(body);
+        return Submitted::UploadRefused(link["image_id"].as_str().unwrap().to_owned(), body);
     }
     assert_eq!(status, 201, "{name}: {body}");
     Submitted::Accepted(link["image_id"].as_str().unwrap().to_owned())
@@ -108,19 +108,39 @@ async fn every_manifest_file_through_the_running_service() {
         let file = row.file.as_str();
         match (row.expected.as_str(), outcome) {
             // Refused before processing: only for files that may be refused, with a JSON error.
-            (expected, Submitted::LinkRefused(body) | Submitted::UploadRefused(body)) => {
+            (expected, Submitted::LinkRefused(body)) => {
                 assert_ne!(expected, "ok", "{file} was refused: {body}");
-                // Refused for what it is (an empty file, a type we don't take), not for the
-                // request being malformed in some other way.
-                let code = body["error"]["code"].as_str().unwrap_or_default();
-                assert!(
-                    code == "unsupported_format" || code == "invalid_request",
+                // Refused for its name (a type we don't take).
+                assert_eq!(
+                    body["error"]["code"], "unsupported_format",
                     "{file}: {body}"
                 );
                 assert!(
                     !body["error"]["message"].as_str().unwrap().is_empty(),
                     "{file}: {body}"
                 );
+                refused += 1;
+            }
+            (expected, Submitted::UploadRefused(id, body)) => {
+                assert_ne!(expected, "ok", "{file} was refused: {body}");
+                // Refused for what it is (an empty file, bytes of no image format), with the
+                // code the processor would have given, and the image ended with it at once.
+                let code = body["error"]["code"].as_str().unwrap_or_default();
+                if expected == "reject" {
+                    assert_eq!(code, reject_code(file), "{file}: {body}");
+                } else {
+                    assert!(
+                        code == "unsupported_format" || code == "corrupt_image",
+                        "{file}: {body}"
+                    );
+                }
+                assert!(
+                    !body["error"]["message"].as_str().unwrap().is_empty(),
+                    "{file}: {body}"
+                );
+                let rec = stack.image(&id).await.unwrap();
+                assert_eq!(rec["state"], "error", "{file}: {rec}");
+                assert_eq!(rec["error"]["code"], body["error"]["code"], "{file}: {rec}");
                 refused += 1;
             }
             (expected, Submitted::Accepted(id)) => {

@@ -6,31 +6,43 @@ use std::time::Duration;
 use gallery_e2e::{TestStack, jpeg_photo, upload_with_params};
 use serde_json::{Value, json};
 
+/// A file the processor can't decode ends in `error` after its upload; bytes that are no image
+/// at all (by their first bytes) and an empty file are refused at the door (415, 422) and end
+/// the image at once. Either way the WebSocket hears a `failed` with the code.
 #[tokio::test]
 async fn corrupt_and_non_image_files_end_in_error_with_a_code() {
     let stack = TestStack::start().await.unwrap();
     let mut ws = stack.ws("bad", None).await.unwrap();
     let photo = jpeg_photo(640, 480);
-    let cases: [(&str, Vec<u8>, &str); 3] = [
-        ("truncated.jpg", photo[..300].to_vec(), "corrupt_image"),
+    let random: Vec<u8> = (0..5000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    // (name, bytes, upload status, code); a 201 upload keeps its original for inspection.
+    let cases: [(&str, Vec<u8>, u16, &str); 5] = [
+        ("truncated.jpg", photo[..300].to_vec(), 201, "corrupt_image"),
         (
             "notes.jpg",
             b"this is a text file, not a photo".to_vec(),
+            415,
             "unsupported_format",
         ),
+        ("random.jpg", random, 415, "unsupported_format"),
         (
-            "random.jpg",
-            (0..5000u32)
-                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-                .collect(),
+            "logo.jpg",
+            b"<svg xmlns='x'/>".to_vec(),
+            415,
             "unsupported_format",
         ),
+        ("empty.jpg", Vec::new(), 422, "corrupt_image"),
     ];
-    for (name, bytes, code) in cases {
+    for (name, bytes, status_wanted, code) in cases {
         let link = stack.request_link("bad", name).await.unwrap();
         let id = link["image_id"].as_str().unwrap().to_owned();
         let (status, body) = stack.upload(&link, bytes).await.unwrap();
-        assert_eq!(status, 201, "{body}");
+        assert_eq!(status, status_wanted, "{name}: {body}");
+        if status != 201 {
+            assert_eq!(body["error"]["code"], code, "{name}: {body}");
+        }
         let events = ws.collect_until(&id, "failed").await.unwrap();
         let failed = events.last().unwrap();
         assert_eq!(failed["state"], "error", "{name}");
@@ -39,11 +51,85 @@ async fn corrupt_and_non_image_files_end_in_error_with_a_code() {
         let rec = stack.wait_state(&id, "error").await.unwrap();
         assert_eq!(rec["error"]["code"], code);
         assert_eq!(rec["versions"]["thumb"], Value::Null);
-        // The original is kept for inspection.
-        assert!(rec["versions"]["original"].is_string());
+        // An uploaded original is kept for inspection; a refused one was never stored.
+        assert_eq!(
+            rec["versions"]["original"].is_string(),
+            status == 201,
+            "{name}: {rec}"
+        );
     }
+    let (_, svg) = stack
+        .get_json("/projects/bad/images?state=error")
+        .await
+        .unwrap();
+    let svg = svg["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["filename"] == "logo.jpg")
+        .cloned()
+        .unwrap();
+    assert!(
+        svg["error"]["message"].as_str().unwrap().contains("SVG"),
+        "the refusal says what it saw: {svg}"
+    );
     // The processor keeps serving after the bad files.
     stack.sample_flow("bad", "fine.jpg", photo).await.unwrap();
+}
+
+/// A form that ends without its file: once its fields are signed and current, the image ends
+/// at once (a `failed` on the WebSocket, the link spent); a form nobody can attribute (no
+/// signature, or a wrong one) is only refused, and the link stays usable.
+#[tokio::test]
+async fn a_signed_form_without_a_file_ends_the_image_and_an_unsigned_one_does_not() {
+    let stack = TestStack::start().await.unwrap();
+    let link = stack.request_link("forms", "a.jpg").await.unwrap();
+    let id = link["image_id"].as_str().unwrap().to_owned();
+    let url = link["upload_link"].as_str().unwrap();
+    let form_of = |params: &Value| {
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in params.as_object().unwrap() {
+            form = form.text(k.clone(), v.as_str().unwrap().to_owned());
+        }
+        form
+    };
+    // Unsigned: a 400 that leaves the image waiting.
+    let mut forged = link["params"].clone();
+    forged["signature"] = json!("00".repeat(32));
+    let resp = stack
+        .http
+        .post(url)
+        .multipart(form_of(&forged))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(stack.image(&id).await.unwrap()["state"], "init");
+
+    // Signed: the same 400, and the image ends in error with the refusal.
+    let mut ws = stack.ws("forms", None).await.unwrap();
+    let resp = stack
+        .http
+        .post(url)
+        .multipart(form_of(&link["params"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"file\""),
+        "{body}"
+    );
+    let heard = ws.collect_until(&id, "failed").await.unwrap();
+    assert_eq!(heard.last().unwrap()["error"]["code"], "invalid_request");
+    let rec = stack.image(&id).await.unwrap();
+    assert_eq!(rec["state"], "error", "{rec}");
+    let (status, body) = stack.upload(&link, jpeg_photo(8, 8)).await.unwrap();
+    assert_eq!(status, 409, "a new attempt asks for a new link: {body}");
 }
 
 #[tokio::test]
@@ -356,7 +442,8 @@ async fn a_retried_upload_records_bytes_an_earlier_attempt_stored_but_never_reco
 }
 
 /// Local mode: a name that tells no type is not refused; the bytes decide. A JPEG without an
-/// extension is processed, a text file under such a name ends in `unsupported_format`, and
+/// extension is processed, a text file under such a name is refused (415) and ends in
+/// `unsupported_format`, and
 /// its original is served as `application/octet-stream`. Common extensions of accepted
 /// formats (`.apng`, `.jfif`) get their links too.
 #[tokio::test]
@@ -371,7 +458,9 @@ async fn local_uploads_with_names_that_tell_no_type_are_sniffed() {
         assert_eq!(link["params"]["Content-Type"], "application/octet-stream");
         let id = link["image_id"].as_str().unwrap().to_owned();
         let (status, body) = stack.upload(&link, bytes).await.unwrap();
-        assert_eq!(status, 201, "{body}");
+        // The text is refused by its first bytes at the door.
+        let wanted = if state == "done" { 201 } else { 415 };
+        assert_eq!(status, wanted, "{name}: {body}");
         let rec = stack.wait_settled(&id).await.unwrap();
         assert_eq!(rec["state"], state, "{name}: {rec}");
         assert_eq!(rec["meta"]["content_type"], "application/octet-stream");

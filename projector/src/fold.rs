@@ -4,9 +4,10 @@
 //!
 //! Lifecycle: init -upload-> uploaded -start-> processing -version*-> processing -processed->
 //! done; `failed` ends any non-terminal state in error; `reprocess_requested` takes done or
-//! error back to uploaded in a new generation; `deleted` ends any state for good (the record
-//! stays as a tombstone, without the file name, so a replay agrees and later events of the
-//! image are refused).
+//! error back to uploaded in a new generation, whose versions replace the previous ones one by
+//! one (a gallery keeps its thumbnails while they render); `deleted` ends any state for good
+//! (the record stays as a tombstone, without the file name, so a replay agrees and later events
+//! of the image are refused).
 
 use gallery_schema::{Event, EventBody, EventKind, ImageState};
 
@@ -210,6 +211,7 @@ fn change(rec: &mut Record, body: &EventBody) {
         }
         EventBody::VersionRendered(v) => {
             let version = RenderedVersion {
+                generation: v.generation,
                 key: v.key.clone(),
                 width: v.width,
                 height: v.height,
@@ -227,6 +229,10 @@ fn change(rec: &mut Record, body: &EventBody) {
             ..
         } => {
             rec.state = Done;
+            // A name the new generation didn't render (the renditions changed) goes with its
+            // generation.
+            let generation = rec.generation;
+            rec.versions.retain(|_, v| v.generation == generation);
             rec.width = Some(*width);
             rec.height = Some(*height);
             rec.thumbhash = thumbhash.clone();
@@ -254,13 +260,11 @@ fn change(rec: &mut Record, body: &EventBody) {
             rec.state = Uploaded;
             rec.generation = *generation;
             rec.attempt = 0;
-            rec.versions.clear();
             rec.error = None;
-            rec.width = None;
-            rec.height = None;
-            // The new generation's versions are not rendered yet (the placeholder and the
-            // hash stay: same original).
-            rec.renditions_version = 0;
+            // The previous generation's versions, size, placeholder and renditions stay
+            // until the new generation replaces them (`version_rendered`, `processed`): a
+            // listing keeps its thumbnails while they render. A failed reprocess keeps
+            // whatever is left of them.
         }
     }
 }

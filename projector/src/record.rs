@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 /// Bumped when the stored shape changes incompatibly; a store holding another version is
 /// rebuilt from the log (the read model is disposable). 2: postcard instead of JSON, times as
 /// nanoseconds. 3: the `deleted` state, `thumbhash`, `sha256` and `duplicate_of`. 4: `refused`.
-pub const RECORD_VERSION: u32 = 4;
+/// 5: a version's `generation`; a reprocess keeps the previous generation's versions until
+/// the new one replaces them.
+pub const RECORD_VERSION: u32 = 5;
 
 /// The most refused sequences a record keeps (the oldest go first): refusals are rare (late
 /// events of an old generation or of a deleted image, a foreign publisher's mistakes).
@@ -41,8 +43,12 @@ pub struct Record {
     /// 0 until uploaded, 1 for the first processing, +1 per reprocess.
     pub generation: u32,
     pub attempt: u32,
+    /// The versions served, by name. During a reprocess a name keeps the previous generation's
+    /// version until the new generation renders it; `processed` drops the names the new
+    /// generation didn't render.
     pub versions: BTreeMap<VersionName, RenderedVersion>,
-    /// Upright size of the original, known once processed.
+    /// Upright size of the original, known once processed (kept through a reprocess: the same
+    /// original).
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub error: Option<RecordError>,
@@ -65,6 +71,8 @@ pub struct Record {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenderedVersion {
+    /// The generation that rendered it (older than the record's during a reprocess).
+    pub generation: u32,
     pub key: String,
     pub width: u32,
     pub height: u32,
@@ -131,6 +139,7 @@ mod tests {
         versions.insert(
             VersionName::Thumb,
             RenderedVersion {
+                generation: 1,
                 key: "versions/p-1/x/1/thumb.jpg".into(),
                 width: 150,
                 height: 100,

@@ -6,8 +6,9 @@
 //! A sweep lists the whole store and judges each object against the read model ([`judge`],
 //! pure): a staging file a crashed upload left; the original of an upload that was refused or
 //! expired (it can never be processed: nothing can re-drive or reprocess it) after the
-//! retention; the versions of a generation a reprocess superseded, after a grace of at least
-//! the download links' lifetime plus the hour they are stable for; what a deleted image left
+//! retention; the versions of a generation a reprocess superseded, once the record serves none
+//! of them, after a grace of at least the download links' lifetime plus the hour they are
+//! stable for; what a deleted image left
 //! (the deleter's work, if it missed something). Everything else is kept, objects of images the
 //! model doesn't know included (a replica rebuilding its model doesn't know live ones yet): read-model snapshots, the readiness probe,
 //! keys of any other shape, the original of any image that was uploaded.
@@ -130,7 +131,10 @@ pub fn judge(
             && rec.etag.is_none()
             && older_than(rec.updated_at, now, policy.retention))
         .then_some(Reason::Refused),
+        // A superseded generation's versions are still served while any of them is in the
+        // record (a reprocess replaces them one by one, and a failed one keeps the rest).
         Some(generation) => (generation < rec.generation
+            && !rec.versions.values().any(|v| v.generation == generation)
             && older_than(rec.updated_at, now, policy.superseded_grace))
         .then_some(Reason::Superseded),
     }
@@ -413,6 +417,67 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn a_superseded_generation_still_served_is_kept() {
+        use gallery_schema::{VersionName, VersionRendered};
+        let i = ImageId::new_v7();
+        let rendered = |version: VersionName, generation: u32| {
+            EventBody::VersionRendered(VersionRendered {
+                version,
+                key: format!("versions/p/{i}/{generation}/{version}.jpg"),
+                width: 1,
+                height: 1,
+                bytes: 1,
+                content_type: "image/jpeg".into(),
+                generation,
+            })
+        };
+        let started = |generation: u32| EventBody::ProcessingStarted {
+            attempt: 1,
+            generation,
+        };
+        let mut events = vec![uploaded(), started(1), rendered(VersionName::Thumb, 1)];
+        events.extend([
+            rendered(VersionName::BigThumb, 1),
+            EventBody::Processed {
+                generation: 1,
+                width: 1,
+                height: 1,
+                thumbhash: Vec::new(),
+                sha256: None,
+                renditions_version: 1,
+            },
+            EventBody::ReprocessRequested { generation: 2 },
+            started(2),
+            rendered(VersionName::Thumb, 2),
+        ]);
+        // Generation 2 replaced the thumb and not yet the big thumb: generation 1 is still
+        // served, however old.
+        let rendering = record(events.clone(), t(0));
+        let old = Owner::Version(i, 1);
+        assert_eq!(
+            judge(&old, t(0), Some(&rendering), t(1_000 * HOUR), &policy()),
+            None
+        );
+        // Once generation 2 has replaced them all, generation 1 goes after the grace.
+        events.extend([
+            rendered(VersionName::BigThumb, 2),
+            EventBody::Processed {
+                generation: 2,
+                width: 1,
+                height: 1,
+                thumbhash: Vec::new(),
+                sha256: None,
+                renditions_version: 1,
+            },
+        ]);
+        let done = record(events, t(0));
+        assert_eq!(
+            judge(&old, t(0), Some(&done), t(2 * HOUR), &policy()),
+            Some(Reason::Superseded)
+        );
     }
 
     #[test]

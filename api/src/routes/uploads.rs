@@ -72,12 +72,14 @@ pub struct UploadForm {
     request_body(content = inline(UploadForm), content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Stored; the image is `uploaded`", body = UploadReceipt),
-        (status = 400, description = "A malformed form, a missing field or an empty file", body = ErrorBody),
+        (status = 400, description = "A malformed form or a missing field; a signed form without its file also ends the image (`failed`)", body = ErrorBody),
         (status = 403, description = "The fields don't match their signature (`bad_signature`)", body = ErrorBody),
         (status = 404, description = "No such image, or the deployment is in S3 mode", body = ErrorBody),
         (status = 409, description = "The image has been uploaded already", body = ErrorBody),
         (status = 410, description = "The link has expired (`link_expired`)", body = ErrorBody),
-        (status = 413, description = "Over the link's size limit (`upload_too_large`)", body = ErrorBody),
+        (status = 413, description = "Over the link's size limit (`upload_too_large`); the image ends in `error`", body = ErrorBody),
+        (status = 415, description = "The bytes are not an accepted image format (`unsupported_format`); the image ends in `error`", body = ErrorBody),
+        (status = 422, description = "An empty file (`corrupt_image`); the image ends in `error`", body = ErrorBody),
         (status = 503, description = "Stored, but not recorded yet: `POST /images/{id}/complete` later", body = ErrorBody),
     ),
 )]
@@ -99,7 +101,9 @@ pub async fn upload(
     let fields_by = tokio::time::Instant::now() + FIELDS_DEADLINE;
     let mut seen = 0;
     loop {
-        let field = form::next_field(&mut form, fields_by).await?;
+        let Some(field) = form::next_field(&mut form, fields_by).await? else {
+            return Err(form_without_file(&state, image, params).await);
+        };
         let name = field.name().unwrap_or_default().to_ascii_lowercase();
         if name == "file" {
             return receive_file(&state, image, params, field).await;
@@ -137,7 +141,7 @@ async fn receive_file(
     };
     let deadline = upload_deadline(state, params.expires);
     let placed = match store::place(state, &image, &params.key, file, max_bytes, deadline).await {
-        Err(e) if e.code == ErrorCode::UploadTooLarge => {
+        Err(e) if record::ends_the_image(e.code) => {
             return Err(record::refuse_upload(state, &rec, e).await);
         }
         placed => placed?,
@@ -165,6 +169,23 @@ async fn receive_file(
         etag,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// A form that ended without its file. Once its fields prove it comes from the link's holder
+/// (complete, signed, unexpired), the image ends in error at once like any refusal at the door;
+/// before that it is only a 400: a form nobody can attribute must not end someone's upload.
+async fn form_without_file(state: &AppState, image: ImageId, params: Params) -> ApiError {
+    let refusal = form::no_file();
+    let Ok(params) = params.check() else {
+        return refusal;
+    };
+    if verify_link(state, &image, &params).is_err() {
+        return refusal;
+    }
+    match awaiting_upload(state, &image, &params.key) {
+        Ok(rec) => record::refuse_upload(state, &rec, refusal).await,
+        Err(e) => e,
+    }
 }
 
 /// The form's fields match their signature, and the link has not expired.

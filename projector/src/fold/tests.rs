@@ -192,12 +192,12 @@ fn reprocess(generation: u32) -> EventBody {
 }
 
 #[test]
-fn reprocess_starts_a_clean_generation_and_ignores_the_old_one() {
+fn reprocess_starts_a_new_generation_and_ignores_the_old_one() {
     let mut events = happy_path();
     events.push(reprocess(2));
     let rec = given(events.clone()).fold().unwrap();
     assert_eq!((rec.state, rec.generation), (ImageState::Uploaded, 2));
-    assert!(rec.versions.is_empty() && rec.error.is_none());
+    assert!(rec.error.is_none());
 
     events.push(rendered(VersionName::Thumb, 1));
     assert_eq!(
@@ -208,6 +208,50 @@ fn reprocess_starts_a_clean_generation_and_ignores_the_old_one() {
             current: 2
         }
     );
+}
+
+fn generations(rec: &crate::Record) -> Vec<(VersionName, u32)> {
+    rec.versions
+        .iter()
+        .map(|(name, v)| (*name, v.generation))
+        .collect()
+}
+
+#[test]
+fn a_reprocess_keeps_serving_the_previous_versions_until_each_is_replaced() {
+    use VersionName::*;
+    let done = given(happy_path()).fold().unwrap();
+    let mut events = happy_path();
+    events.extend([reprocess(2), started(2)]);
+    let rec = given(events.clone()).fold().unwrap();
+    // Nothing rendered yet: the listing still has every version (and the size) of generation 1.
+    assert_eq!(rec.state, ImageState::Processing);
+    assert_eq!(rec.versions, done.versions);
+    assert_eq!((rec.width, rec.height), (done.width, done.height));
+    assert_eq!(rec.renditions_version, done.renditions_version);
+
+    // Replaced one by one.
+    events.push(rendered(Thumb, 2));
+    let rec = given(events.clone()).fold().unwrap();
+    assert_eq!(
+        generations(&rec),
+        [(Thumb, 2), (BigThumb, 1), (Big1920, 1), (D2500, 1)]
+    );
+    assert_eq!(rec.versions[&Thumb].key, "versions/42/x/2/thumb.jpg");
+
+    // A failed reprocess keeps what it has: the image is in error, its gallery isn't empty.
+    let failed_rec = given([events.clone(), vec![failed(ErrorCode::CorruptImage, 2)]].concat())
+        .fold()
+        .unwrap();
+    assert_eq!(failed_rec.state, ImageState::Error);
+    assert_eq!(failed_rec.versions, rec.versions);
+
+    // `processed` leaves only the new generation: a name it didn't render (renditions that
+    // changed) goes.
+    events.extend([rendered(BigThumb, 2), processed(2)]);
+    let rec = given(events).fold().unwrap();
+    assert_eq!(rec.state, ImageState::Done);
+    assert_eq!(generations(&rec), [(Thumb, 2), (BigThumb, 2)]);
 }
 
 fn deleted() -> EventBody {

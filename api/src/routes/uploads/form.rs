@@ -85,8 +85,11 @@ pub(super) fn multipart_error(e: MultipartError) -> ApiError {
     }
 }
 
-/// The form's next field, arriving before `fields_by`; 400 when the form ends without a file.
-pub(super) async fn next_field(form: &mut Multipart, fields_by: Instant) -> ApiResult<Field<'_>> {
+/// The form's next field, arriving before `fields_by`; `None` when the form ends.
+pub(super) async fn next_field(
+    form: &mut Multipart,
+    fields_by: Instant,
+) -> ApiResult<Option<Field<'_>>> {
     let next = tokio::time::timeout_at(fields_by, form.next_field())
         .await
         .map_err(|_| {
@@ -95,8 +98,12 @@ pub(super) async fn next_field(form: &mut Multipart, fields_by: Instant) -> ApiR
                 FIELDS_DEADLINE.as_secs()
             ))
         })?;
-    next.map_err(multipart_error)?
-        .ok_or_else(|| ApiError::invalid("no field named \"file\" in the form"))
+    next.map_err(multipart_error)
+}
+
+/// The refusal of a form that ended without its file.
+pub(super) fn no_file() -> ApiError {
+    ApiError::invalid("no field named \"file\" in the form (send it last, after the params fields)")
 }
 
 /// A field's text, read in chunks before `fields_by` and refused early once over

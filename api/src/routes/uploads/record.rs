@@ -3,13 +3,24 @@
 //! behind, or the image really changed).
 
 use gallery_nats::{AppendError, Guard};
-use gallery_schema::{Event, EventBody, Failure, Uploaded};
+use gallery_schema::{ErrorCode, Event, EventBody, Failure, Uploaded};
 
 use crate::error::{ApiError, ApiResult};
 use crate::routes::wait_applied;
 use crate::state::AppState;
 
-/// An upload refused at the door for good (over the link's size): the image ends in `error`
+/// Whether a refusal of an upload's bytes ends its image: over the link's size, not an image
+/// by its first bytes, empty (the codes the upload watcher gives the same objects in S3 mode).
+/// A body cut short is not one: the client may retry on the same link.
+pub(crate) fn ends_the_image(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::UploadTooLarge | ErrorCode::UnsupportedFormat | ErrorCode::CorruptImage
+    )
+}
+
+/// An upload refused at the door for good (over the link's size, not an image, empty, or a
+/// signed form without its file): the image ends in `error`
 /// with the refusal's code at once (`failed`, guarded by its last event), so its WebSocket
 /// and listings learn it now rather than at the link's expiry; a new attempt asks for a new
 /// link. Answers the refusal itself; when recording fails, the link's expiry settles the image

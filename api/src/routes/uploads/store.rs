@@ -3,6 +3,7 @@
 //! uploads through one link can't replace each other's bytes.
 
 use axum::extract::multipart::Field;
+use gallery_schema::sniff::{SNIFF_LEN, known_unsupported, sniff_image, unsupported_message};
 use gallery_schema::{ErrorCode, ImageId};
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
@@ -72,6 +73,7 @@ async fn stream_to(
 ) -> ApiResult<u64> {
     let mut writer = BufWriter::new(state.store.clone(), tmp.clone());
     let mut size: u64 = 0;
+    let mut head = Head::default();
     let streaming = async {
         while let Some(chunk) = file.chunk().await.map_err(multipart_error)? {
             size += chunk.len() as u64;
@@ -81,14 +83,16 @@ async fn stream_to(
                     format!("the upload is over the limit of {max_bytes} bytes"),
                 ));
             }
+            head.take(&chunk)?;
             writer
                 .put(chunk)
                 .await
                 .map_err(|e| ApiError::internal("writing an upload", e))?;
         }
         if size == 0 {
-            return Err(ApiError::invalid("the file is empty"));
+            return Err(ApiError::new(ErrorCode::CorruptImage, "the file is empty"));
         }
+        head.finish()?;
         writer
             .shutdown()
             .await
@@ -108,4 +112,80 @@ async fn stream_to(
         return Err(err);
     }
     Ok(size)
+}
+
+/// The first bytes of an upload, judged by what they start with (as the upload watcher judges
+/// an S3 upload): refused as soon as [`SNIFF_LEN`] bytes are in, or at the end of a shorter
+/// file, unless they begin an accepted image format.
+#[derive(Default)]
+struct Head {
+    bytes: Vec<u8>,
+    judged: bool,
+}
+
+impl Head {
+    fn take(&mut self, chunk: &[u8]) -> ApiResult<()> {
+        if self.judged {
+            return Ok(());
+        }
+        let want = SNIFF_LEN as usize - self.bytes.len();
+        self.bytes
+            .extend_from_slice(&chunk[..chunk.len().min(want)]);
+        if self.bytes.len() == SNIFF_LEN as usize {
+            self.finish()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> ApiResult<()> {
+        if self.judged || self.bytes.is_empty() {
+            return Ok(());
+        }
+        self.judged = true;
+        judge_head(&self.bytes)
+    }
+}
+
+/// Pure: whether an upload starting with `head` may be stored.
+fn judge_head(head: &[u8]) -> ApiResult<()> {
+    if sniff_image(head).is_some() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::UnsupportedFormat,
+        unsupported_message(known_unsupported(head)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_is_judged_by_its_first_bytes_however_they_arrive() {
+        let jpeg = [
+            0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0, 1, 0, 1,
+        ];
+        // Byte by byte, or all at once: accepted either way.
+        let mut head = Head::default();
+        for b in jpeg {
+            head.take(&[b]).unwrap();
+        }
+        head.finish().unwrap();
+        let mut head = Head::default();
+        head.take(&jpeg).unwrap();
+        head.finish().unwrap();
+        // Text is refused once the sniff length is in, before the rest arrives...
+        let mut head = Head::default();
+        let err = head.take(b"plain text, not a photo").unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnsupportedFormat);
+        // ...and a short file at its end; an SVG is told what to send instead.
+        let mut head = Head::default();
+        head.take(b"<svg/>").unwrap();
+        let err = head.finish().unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnsupportedFormat);
+        assert!(err.message.contains("SVG"), "{}", err.message);
+        // Nothing at all is not judged here (the empty file has its own refusal).
+        Head::default().finish().unwrap();
+    }
 }
