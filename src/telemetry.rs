@@ -14,8 +14,13 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sled=warn,async_nats=warn"));
+    // Colours only on a terminal (a log file or pipe gets plain text to grep), and never
+    // under NO_COLOR.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

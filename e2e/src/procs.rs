@@ -148,6 +148,16 @@ impl Proc {
         text[text.floor_char_boundary(start)..].to_owned()
     }
 
+    /// The log's lines that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// How many times the log says `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         std::fs::read_to_string(&self.log)
@@ -312,8 +322,8 @@ fn rand_suffix() -> String {
     format!("{t}-{n}")
 }
 
-/// Sends `count` photos to `project`, `parallel` at a time, calling `during` after each one
-/// (fault injection), and returns what was sent and the retries it took.
+/// Sends `count` photos to `project`, 4 at a time, and returns what was sent (acknowledged by
+/// the service) and the retries it took.
 pub async fn burst(
     client: &Client,
     project: &str,

@@ -115,9 +115,14 @@ pub async fn run(
             p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
         // One message per free slot: nothing waits in a local buffer while its ack timer runs.
+        let pulling = next_message(&consumer);
+        tokio::pin!(pulling);
         let msg = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            m = next_message(&consumer) => m,
+            m = &mut pulling => m,
+            _ = shutdown.cancelled() => {
+                release_pulled(pulling).await;
+                break;
+            }
         };
         let Some(msg) = msg else { continue };
         let ctx = ctx.clone();
@@ -169,13 +174,44 @@ async fn drain(tracker: TaskTracker, grace: Duration, release: &CancellationToke
     }
 }
 
+/// How long one pull waits for a message; also how long a shutdown may wait for the pull in
+/// progress ([`release_pulled`]).
+const PULL_EXPIRY: Duration = Duration::from_secs(1);
+
+/// On shutdown, the pull in progress may already have a message on its way: take it (the pull
+/// ends within [`PULL_EXPIRY`]) and release it to the other replicas at once, rather than
+/// strand it until its `ack_wait` runs out.
+async fn release_pulled(pulling: impl Future<Output = Option<jetstream::Message>>) {
+    if let Ok(Some(msg)) = tokio::time::timeout(2 * PULL_EXPIRY, pulling).await {
+        let image = trigger_of(&msg)
+            .map(|t| t.image.to_string())
+            .unwrap_or_default();
+        tracing::info!(image_id = %image, "released on shutdown (pulled as it began)");
+        release_now(&msg).await;
+    }
+}
+
+/// Naks `msg` for immediate redelivery and waits (up to a second) for the server to confirm:
+/// the process exits right after, and a nak still in the client's buffer would leave the
+/// delivery stranded until its `ack_wait`.
+async fn release_now(msg: &jetstream::Message) {
+    let confirmed = tokio::time::timeout(
+        Duration::from_secs(1),
+        msg.double_ack_with(AckKind::Nak(None)),
+    )
+    .await;
+    if !matches!(confirmed, Ok(Ok(()))) {
+        tracing::warn!("a release was not confirmed; the delivery returns after its ack_wait");
+    }
+}
+
 async fn next_message(
     consumer: &consumer::Consumer<consumer::pull::Config>,
 ) -> Option<jetstream::Message> {
     let batch = consumer
         .batch()
         .max_messages(1)
-        .expires(Duration::from_secs(5))
+        .expires(PULL_EXPIRY)
         .messages()
         .await;
     let mut batch = match batch {
@@ -278,7 +314,7 @@ async fn with_progress_acks(
             _ = release.cancelled() => {
                 // Shutting down: not a failure, not a crash; another replica takes it now.
                 tracing::info!(parent: span, "released on shutdown");
-                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                release_now(msg).await;
                 return None;
             }
             _ = progress.tick() => {

@@ -77,10 +77,11 @@ pub struct Attempt {
     pub first_started_at: Option<DateTime<Utc>>,
 }
 
-/// Runs the job; `attempt` is the delivery count, recorded in `processing_started`.
-pub async fn process(ctx: &JobContext, t: &Trigger, attempt: u32) -> Attempt {
+/// Runs the job; `delivered` is the delivery count (the attempt recorded in
+/// `processing_started` is [`ImageHistory::attempt_of`] it).
+pub async fn process(ctx: &JobContext, t: &Trigger, delivered: u32) -> Attempt {
     let mut first_started_at = None;
-    let outcome = match process_inner(ctx, t, attempt, &mut first_started_at).await {
+    let outcome = match process_inner(ctx, t, delivered, &mut first_started_at).await {
         Ok(outcome) | Err(outcome) => outcome,
     };
     Attempt {
@@ -92,7 +93,7 @@ pub async fn process(ctx: &JobContext, t: &Trigger, attempt: u32) -> Attempt {
 async fn process_inner(
     ctx: &JobContext,
     t: &Trigger,
-    attempt: u32,
+    delivered: u32,
     first_started_at: &mut Option<DateTime<Utc>>,
 ) -> Result<JobOutcome, JobOutcome> {
     let h = history(ctx, t).await?;
@@ -106,12 +107,14 @@ async fn process_inner(
         trigger: t,
         last_seq: h.last_seq,
     };
-    if !h.started(t.generation) {
+    let attempt = h.attempt_of(t.generation, delivered);
+    if ImageHistory::records_attempt(attempt) {
         let started = EventBody::ProcessingStarted {
             attempt,
             generation: t.generation,
         };
-        *first_started_at = Some(log.append(started).await?);
+        let at = log.append(started).await?;
+        first_started_at.get_or_insert(at);
     }
 
     let (bytes, sha256) =

@@ -22,6 +22,8 @@ pub struct ImageHistory {
     pub size: Option<u64>,
     /// When each generation's first attempt started (the failure budget counts from it).
     started: BTreeMap<u32, DateTime<Utc>>,
+    /// The highest attempt recorded per generation.
+    attempts: BTreeMap<u32, u32>,
     rendered: BTreeSet<(u32, VersionName)>,
     outcome: BTreeSet<u32>,
     /// Render worker crashes recorded per generation.
@@ -49,8 +51,13 @@ impl ImageHistory {
                 | EventBody::RedriveRequested { generation, .. } => {
                     h.generation = h.generation.max(*generation);
                 }
-                EventBody::ProcessingStarted { generation, .. } => {
+                EventBody::ProcessingStarted {
+                    generation,
+                    attempt,
+                } => {
                     h.started.entry(*generation).or_insert(stored.event.at);
+                    let last = h.attempts.entry(*generation).or_insert(0);
+                    *last = (*last).max(*attempt);
                 }
                 EventBody::VersionRendered(v) => {
                     h.rendered.insert((v.generation, v.version));
@@ -74,6 +81,21 @@ impl ImageHistory {
         self.started.contains_key(&generation)
     }
 
+    /// The attempt a delivery of `generation` is: every delivery is one, so the later of its
+    /// delivery count (a redelivery of the same trigger) and one past the highest recorded (a
+    /// new trigger, such as a re-drive, for a generation started before).
+    pub fn attempt_of(&self, generation: u32, delivered: u32) -> u32 {
+        let next = self.attempts.get(&generation).map_or(1, |a| a + 1);
+        delivered.max(next)
+    }
+
+    /// Whether `attempt` gets its own `processing_started` (which its WebSocket then sees):
+    /// the first [`RECORDED_ATTEMPTS`], then every power of two, so a day-long outage adds a
+    /// few dozen events per image, not thousands.
+    pub fn records_attempt(attempt: u32) -> bool {
+        attempt <= RECORDED_ATTEMPTS || attempt.is_power_of_two()
+    }
+
     /// Render worker crashes recorded for the generation.
     pub fn crashes(&self, generation: u32) -> u32 {
         self.crashes.get(&generation).copied().unwrap_or(0)
@@ -95,6 +117,10 @@ impl ImageHistory {
     }
 }
 
+/// Attempts up to this one each get a `processing_started`; later ones at powers of two
+/// ([`ImageHistory::records_attempt`]).
+pub const RECORDED_ATTEMPTS: u32 = 10;
+
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
@@ -106,6 +132,11 @@ pub enum JobOutcome {
     Permanent { code: ErrorCode, message: String },
     /// Worth another try later (storage or NATS unavailable).
     Transient { message: String },
+    /// Storage contradicts the log: the original the log says was uploaded is missing (404) or
+    /// not the recorded one (412). A lagging replica or a storage hiccup answers so for a
+    /// while, so it is retried like a transient failure for [`RetryPolicy::storage_lag`], then
+    /// ends with `code` (retryable: a re-drive may find it).
+    Lagging { code: ErrorCode, message: String },
     /// Another writer appended to the image since we read it: re-read soon.
     Conflict,
 }
@@ -152,6 +183,9 @@ pub struct RetryPolicy {
     /// The first retry's delay; each later one doubles, up to `max_delay`.
     pub first_delay: Duration,
     pub max_delay: Duration,
+    /// How long storage may contradict the log ([`JobOutcome::Lagging`]) before the job ends
+    /// with the contradiction's code; within `budget`.
+    pub storage_lag: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -160,6 +194,7 @@ impl Default for RetryPolicy {
             budget: Duration::from_secs(24 * 60 * 60),
             first_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
+            storage_lag: Duration::from_secs(300),
         }
     }
 }
@@ -221,7 +256,21 @@ pub fn decide(
                 retryable: true,
             }
         }
-        JobOutcome::Transient { .. } => AckDecision::Nak(policy.backoff(delivered)),
+        JobOutcome::Lagging { code, message }
+            if elapsed >= policy.storage_lag.min(policy.budget) =>
+        {
+            AckDecision::FailAndTerm {
+                code: *code,
+                message: format!(
+                    "{message} (still after {delivered} attempts in {}s)",
+                    elapsed.as_secs()
+                ),
+                retryable: true,
+            }
+        }
+        JobOutcome::Transient { .. } | JobOutcome::Lagging { .. } => {
+            AckDecision::Nak(policy.backoff(delivered))
+        }
         JobOutcome::Conflict => AckDecision::Nak(Duration::from_millis(100)),
     }
 }
@@ -379,6 +428,80 @@ mod tests {
         assert_eq!(budget_start(Some(t0), Some(t0 + day)), Some(t0 + day));
         // An upload that waited a day for processors: the budget starts at the first attempt.
         assert_eq!(budget_start(Some(t0 + day), Some(t0)), Some(t0 + day));
+    }
+
+    #[test]
+    fn storage_that_contradicts_the_log_is_waited_for_then_named() {
+        let policy = RetryPolicy::default();
+        let missing = JobOutcome::Lagging {
+            code: ErrorCode::Internal,
+            message: "the original is missing from storage".into(),
+        };
+        // A replica behind the write answers 404 for a while: retried, not failed.
+        assert_eq!(
+            decide(&missing, 1, Duration::ZERO, &policy),
+            AckDecision::Nak(Duration::from_secs(1))
+        );
+        assert!(matches!(
+            decide(
+                &missing,
+                6,
+                policy.storage_lag - Duration::from_secs(1),
+                &policy
+            ),
+            AckDecision::Nak(_)
+        ));
+        // Still so after the window: the job ends with the contradiction's own code.
+        match decide(&missing, 7, policy.storage_lag, &policy) {
+            AckDecision::FailAndTerm {
+                code,
+                message,
+                retryable,
+            } => {
+                assert_eq!(code, ErrorCode::Internal);
+                assert!(message.contains("missing"), "{message}");
+                assert!(retryable);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn redeliveries_get_their_own_processing_started_boundedly() {
+        let started = |seq, attempt| {
+            stored(
+                seq,
+                EventBody::ProcessingStarted {
+                    attempt,
+                    generation: 1,
+                },
+            )
+        };
+        let h = ImageHistory::from_events(&[]);
+        assert_eq!(h.attempt_of(1, 1), 1, "the first attempt");
+        let h = ImageHistory::from_events(&[started(4, 1)]);
+        assert_eq!(h.attempt_of(1, 2), 2, "a redelivery");
+        assert_eq!(
+            h.attempt_of(1, 1),
+            2,
+            "a new trigger (a re-drive) of a started generation"
+        );
+        assert_eq!(h.attempt_of(2, 1), 1, "another generation");
+        let events = [started(4, 1), started(5, 10)];
+        let h = ImageHistory::from_events(&events);
+        assert_eq!(h.attempt_of(1, 13), 13, "unrecorded attempts still count");
+        // Past the first ten: only powers of two are recorded.
+        let recorded: Vec<u32> = (1..=1500)
+            .filter(|a| ImageHistory::records_attempt(*a))
+            .collect();
+        assert_eq!(
+            recorded,
+            [
+                1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16, 32, 64, 128, 256, 512, 1024
+            ]
+        );
+        // The first attempt's time stays the budget's start.
+        assert_eq!(h.started_at(1), Some(events[0].event.at));
     }
 
     #[test]

@@ -43,17 +43,18 @@ pub async fn fetch_original(
     };
     let result = match store.get_opts(&path, options).await {
         Ok(result) => result,
+        // The log says the upload is there: a store that says otherwise may be lagging.
         Err(object_store::Error::NotFound { .. }) => {
-            return Err(JobOutcome::permanent(
-                ErrorCode::Internal,
-                "the original is missing from storage",
-            ));
+            return Err(JobOutcome::Lagging {
+                code: ErrorCode::Internal,
+                message: "the original is missing from storage".into(),
+            });
         }
         Err(object_store::Error::Precondition { .. }) => {
-            return Err(JobOutcome::permanent(
-                ErrorCode::Conflict,
-                "the original was replaced after its upload was recorded",
-            ));
+            return Err(JobOutcome::Lagging {
+                code: ErrorCode::Conflict,
+                message: "the original was replaced after its upload was recorded".into(),
+            });
         }
         Err(e) => return Err(JobOutcome::transient(format!("reading original: {e}"))),
     };

@@ -158,6 +158,10 @@ impl Event {
             EventBody::Processed { .. } | EventBody::Failed(_) => {
                 format!("{image}:{generation}:outcome")
             }
+            // One per attempt: a redelivery records its own start.
+            EventBody::ProcessingStarted { attempt, .. } => {
+                format!("{image}:{generation}:processing_started:{attempt}")
+            }
             EventBody::RenderCrashed { crash, .. } => {
                 format!("{image}:{generation}:render_crashed:{crash}")
             }
@@ -181,6 +185,24 @@ mod tests {
 
     fn event(body: EventBody) -> Event {
         Event::new(ProjectId::parse("p").unwrap(), ImageId::new_v7(), body)
+    }
+
+    #[test]
+    fn each_attempt_of_a_generation_has_its_own_start() {
+        let id = ImageId::new_v7();
+        let started = |attempt| Event {
+            image_id: id,
+            ..event(EventBody::ProcessingStarted {
+                attempt,
+                generation: 1,
+            })
+        };
+        assert_ne!(started(1).msg_id(), started(2).msg_id());
+        assert_eq!(
+            started(2).msg_id(),
+            started(2).msg_id(),
+            "a retried append dedups"
+        );
     }
 
     #[test]
