@@ -233,13 +233,10 @@ fn decode_stored(seq: u64, subject: &str, payload: &[u8]) -> Result<StoredEvent,
 /// it was created.
 async fn ordered_messages(
     js: &jetstream::Context,
-    filter: String,
-    start_seq: u64,
+    config: consumer::pull::OrderedConfig,
 ) -> Result<(u64, consumer::pull::Ordered), ReadError> {
     let stream = js.get_stream(STREAM).await?;
-    let consumer = stream
-        .create_consumer(ordered_config(filter, start_seq))
-        .await?;
+    let consumer = stream.create_consumer(config).await?;
     let pending = consumer.cached_info().num_pending;
     let messages = consumer
         .messages()
@@ -255,7 +252,7 @@ pub async fn until_now(
     filter: String,
     start_seq: u64,
 ) -> Result<impl Stream<Item = Result<StoredEvent, ReadError>> + Send + 'static, ReadError> {
-    let (pending, messages) = ordered_messages(js, filter, start_seq).await?;
+    let (pending, messages) = ordered_messages(js, ordered_config(filter, start_seq)).await?;
     let messages = (pending > 0).then_some(messages);
     let state = (messages, false);
     Ok(futures::stream::unfold(
@@ -277,12 +274,22 @@ pub async fn until_now(
 
 /// Events matching `filter` from `start_seq` on, following new appends for as long as the
 /// returned stream is polled. Undecodable messages come through as [`ReadError::Decode`].
+/// How long one pull of [`follow`] waits; its idle heartbeat is half of it.
+const FOLLOW_PULL: Duration = Duration::from_secs(4);
+
 pub async fn follow(
     js: &jetstream::Context,
     filter: String,
     start_seq: u64,
 ) -> Result<impl Stream<Item = Result<StoredEvent, ReadError>> + Send + 'static, ReadError> {
-    let (_, messages) = ordered_messages(js, filter, start_seq).await?;
+    // Short pulls, so a server that restarted or a leader that moved is noticed in seconds
+    // (two missed heartbeats, each half a pull) rather than the client's default of 30 s; the
+    // consumer is then recreated from the next sequence.
+    let config = consumer::pull::OrderedConfig {
+        max_expires: FOLLOW_PULL,
+        ..ordered_config(filter, start_seq)
+    };
+    let (_, messages) = ordered_messages(js, config).await?;
     Ok(messages
         .map_err(|e| ReadError::Messages(e.to_string()))
         .map(|msg| msg.and_then(|m| to_stored(&m))))

@@ -103,6 +103,8 @@ pub enum ProjectorError {
     Read(#[from] ReadError),
     #[error("the ordered consumer ended")]
     Ended,
+    #[error("the log has events up to seq {last} and none arrived since seq {applied}")]
+    Stalled { applied: u64, last: u64 },
     #[error("event at seq {seq} is of kind {kind:?}, which this version doesn't know")]
     NewerEvent { seq: u64, kind: String },
     #[error("stream info: {0}")]

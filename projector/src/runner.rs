@@ -159,10 +159,19 @@ impl Projector {
         let mut chunks = read::follow(js, STREAM_SUBJECTS.to_owned(), from)
             .await?
             .ready_chunks(MAX_BATCH);
+        let mut watch = StallWatch::default();
         loop {
             let chunk = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 chunk = chunks.next() => chunk,
+                _ = tokio::time::sleep(STALL_CHECK) => {
+                    let applied = self.store.last_seq()?;
+                    // Unreadable stream info says nothing: the next check asks again.
+                    if let Ok(last) = gallery_nats::last_seq(js).await {
+                        watch.check(applied, last)?;
+                    }
+                    continue;
+                }
             };
             let Some(chunk) = chunk else {
                 return Err(ProjectorError::Ended);
@@ -183,6 +192,30 @@ impl Projector {
             }
             if let Some(err) = stop {
                 return Err(err);
+            }
+        }
+    }
+}
+
+/// How long the follow may be idle before the projector asks the log whether it is behind.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
+/// Tells a quiet log from a follow that stopped delivering (a server restart or a moved leader
+/// the client has not noticed yet; its own heartbeat check takes up to half a minute): behind
+/// the log at two idle checks in a row, with nothing applied in between, is stalled. Pure.
+#[derive(Debug, Default)]
+struct StallWatch {
+    /// The log's last sequence at the previous idle check, when the model was behind it.
+    behind: Option<u64>,
+}
+
+impl StallWatch {
+    fn check(&mut self, applied: u64, last: u64) -> Result<(), ProjectorError> {
+        match self.behind {
+            Some(seen) if applied < seen => Err(ProjectorError::Stalled { applied, last }),
+            _ => {
+                self.behind = (last > applied).then_some(last);
+                Ok(())
             }
         }
     }
@@ -215,6 +248,35 @@ async fn within<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_follow_behind_the_log_at_two_idle_checks_is_stalled() {
+        // A quiet log: never stalled.
+        let mut watch = StallWatch::default();
+        for _ in 0..5 {
+            watch.check(10, 10).unwrap();
+        }
+        // Behind once (an event on its way), then caught up: not stalled.
+        let mut watch = StallWatch::default();
+        watch.check(10, 12).unwrap();
+        watch.check(12, 12).unwrap();
+        watch.check(12, 12).unwrap();
+        // Behind, and nothing applied up to what the log had then: stalled.
+        let mut watch = StallWatch::default();
+        watch.check(10, 12).unwrap();
+        assert!(matches!(
+            watch.check(11, 14),
+            Err(ProjectorError::Stalled {
+                applied: 11,
+                last: 14
+            })
+        ));
+        // Behind twice but moving past the first check's end: a busy log, not a stall.
+        let mut watch = StallWatch::default();
+        watch.check(10, 12).unwrap();
+        watch.check(12, 15).unwrap();
+        watch.check(15, 15).unwrap();
+    }
 
     #[tokio::test]
     async fn a_store_call_past_its_deadline_counts_as_stuck() {
