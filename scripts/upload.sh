@@ -52,7 +52,12 @@ if ! status="$(curl -sS -o "$WORK/link.json" -w '%{http_code}' -X POST \
     die "could not reach the gallery at GALLERY_URL=$BASE (is ./scripts/up.sh running? set GALLERY_URL to its address)"
 fi
 case "$status" in
-    201) ;;
+    201)
+        # A token sent to a gallery with auth off is not checked at all: say so.
+        if [ -n "${GALLERY_TOKEN:-}" ] &&
+            curl -s "$BASE/config" | grep -q '"auth_required": *false'; then
+            echo "upload.sh: note: this gallery runs with auth off (gallery up --auth on turns it on); GALLERY_TOKEN was not checked" >&2
+        fi ;;
     401|403)
         if [ -z "${GALLERY_TOKEN:-}" ]; then
             hint="set GALLERY_TOKEN to a token with \`upload\` on project $PROJECT"

@@ -62,12 +62,25 @@ def refused(status, body):
     fail(f"the server refused the WebSocket (HTTP {status}{said}): {fix}")
 
 
+def auth_required():
+    """What the gallery's /config says (True when it can't be read: no note then)."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"{base}/config", timeout=5) as r:
+            return json.load(r).get("auth_required", True)
+    except Exception:
+        return True
+
+
 async def main():
     protocols = ["gallery.v1"] + (["gallery.bearer." + token] if token else [])
     last_seq = None
     try:
         async with websockets.connect(url, subprotocols=protocols, open_timeout=10) as ws:
             print(f"watching {url}", file=sys.stderr)
+            if token and not auth_required():
+                print("watch.sh: note: this gallery runs with auth off (gallery up --auth on "
+                      "turns it on); GALLERY_TOKEN was not checked", file=sys.stderr)
             try:
                 async for msg in ws:
                     print(msg, flush=True)

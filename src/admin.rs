@@ -95,11 +95,15 @@ pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
     if let Some(err) = reply.error {
         anyhow::bail!("{err}");
     }
+    let ids = if reply.image_ids.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", reply.image_ids.join(" "))
+    };
     println!(
-        "found {} images, re-drove {}: {}",
-        reply.found,
-        reply.redriven,
-        reply.image_ids.join(" ")
+        "found {}, re-drove {}{ids}",
+        images(reply.found),
+        reply.redriven
     );
     Ok(())
 }
@@ -126,16 +130,17 @@ pub async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
     }
     if reply.started {
         println!(
-            "found {} images; the api requests their re-render at {}/s (about {} s), renditions version {}",
-            reply.found,
+            "found {}; the api requests their re-render at {}/s (about {} s), renditions version {}",
+            images(reply.found),
             reply.rate,
             reply.found.div_ceil(reply.rate.max(1) as usize),
             reply.renditions_version
         );
     } else {
         println!(
-            "found {} images to re-render (renditions version {}); nothing requested",
-            reply.found, reply.renditions_version
+            "found {} to re-render (renditions version {}); nothing requested",
+            images(reply.found),
+            reply.renditions_version
         );
     }
     Ok(())
@@ -300,4 +305,13 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     );
     drop(nats);
     Ok(())
+}
+
+/// "1 image", "2 images".
+fn images(n: usize) -> String {
+    if n == 1 {
+        "1 image".to_owned()
+    } else {
+        format!("{n} images")
+    }
 }

@@ -347,7 +347,12 @@ pub async fn run_until_signal(cfg: AppConfig) -> anyhow::Result<()> {
         err = running.fatal() => Some(err),
     };
     tracing::info!("shutting down");
+    let stopping = std::time::Instant::now();
     running.stop().await;
+    tracing::info!(
+        took_ms = stopping.elapsed().as_millis() as u64,
+        "stopped: every role ended in order"
+    );
     match fatal {
         Some(err) => Err(err),
         None => Ok(()),

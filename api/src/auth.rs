@@ -33,8 +33,8 @@ pub enum AuthError {
     /// Not a token of ours, signed with no key we have, tampered with, or expired. One message
     /// for all: a client learns nothing about which check failed.
     #[error(
-        "the token is not valid: expired, revoked, or signed with keys this service doesn't \
-         have (mint it with the service's keys: `gallery token` with the service's --data-dir \
+        "the token is not valid: malformed, expired, revoked, or signed with keys this service \
+         doesn't have (mint it with the service's keys: `gallery token` with the service's --data-dir \
          or GALLERY_TOKEN_KEYS_FILE)"
     )]
     BadToken,

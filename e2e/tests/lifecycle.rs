@@ -423,7 +423,7 @@ async fn a_hanging_sweep_doesnt_block_the_operator_requests() {
     let out = answered
         .expect("reprocess was not answered while the sweep hung")
         .unwrap();
-    assert!(out.starts_with("found 1 images to re-render"), "{out}");
+    assert!(out.starts_with("found 1 image to re-render"), "{out}");
     s3.freeze(false).unwrap();
     // Thawed, the sweep completes: a report, or the store's error if its retries ran out.
     let _ = tokio::time::timeout(Duration::from_secs(120), sweep)

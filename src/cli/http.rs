@@ -144,7 +144,8 @@ pub fn default_max_connections() -> usize {
 #[derive(Args, Debug, Clone)]
 pub struct TokenKeysArgs {
     /// A JSON list of {"kid", "secret"[, "verify_until"]}; the first key signs. Default:
-    /// token-keys.json in the data dir, generated when missing.
+    /// token-keys.json in the data dir (`gallery up`/`api` make it when missing; `gallery
+    /// token` only with --init-keys).
     #[arg(long, env = "GALLERY_TOKEN_KEYS_FILE")]
     pub token_keys_file: Option<PathBuf>,
     /// The same list inline, as JSON (for deployments that pass secrets in the environment).

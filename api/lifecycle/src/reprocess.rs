@@ -38,11 +38,12 @@ pub struct ReprocessReply {
 }
 
 /// Whether `rec` is re-rendered: settled (`done` or `error`) with an upload to render from,
-/// and with `outdated`, rendered with an older description than this build's.
+/// and with `outdated`, serving versions rendered with an older description than this build's
+/// (an image that never rendered, such as one in error for what it is, has none to renew).
 pub fn wants(rec: &Record, outdated: bool) -> bool {
     matches!(rec.state, ImageState::Done | ImageState::Error)
         && rec.etag.is_some()
-        && (!outdated || rec.renditions_version < RENDITIONS_VERSION)
+        && (!outdated || (!rec.versions.is_empty() && rec.renditions_version < RENDITIONS_VERSION))
 }
 
 /// Checks the request and selects its images.
@@ -162,6 +163,18 @@ mod tests {
         rec.state = state;
         rec.renditions_version = renditions_version;
         rec.etag = uploaded.then(|| "e".into());
+        if state == ImageState::Done {
+            let thumb = gallery_projector::RenderedVersion {
+                generation: 1,
+                key: "versions/p/x/1/thumb.jpg".into(),
+                width: 1,
+                height: 1,
+                bytes: 1,
+                content_type: "image/jpeg".into(),
+            };
+            rec.versions
+                .insert(gallery_schema::VersionName::Thumb, thumb);
+        }
         rec
     }
 
@@ -180,6 +193,10 @@ mod tests {
         ] {
             assert!(!wants(&record(state, 0, true), false), "{state:?}");
         }
+        // Never rendered (in error for what it is): not outdated, as nothing it serves is old.
+        let never = record(ImageState::Error, 0, true);
+        assert!(never.versions.is_empty());
+        assert!(!wants(&never, true));
         // Refused before any upload: nothing to render from.
         assert!(!wants(&record(ImageState::Error, 0, false), false));
     }

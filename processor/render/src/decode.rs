@@ -17,7 +17,10 @@ use crate::{Limits, RenderError, color, heif, jpeg, png_exif, tiff_extra, turbo}
 fn classify(err: ImageError) -> RenderError {
     match err {
         ImageError::Unsupported(e) => RenderError::new(ErrorCode::UnsupportedFormat, e.to_string()),
-        ImageError::Limits(e) => RenderError::new(ErrorCode::ImageTooLarge, e.to_string()),
+        ImageError::Limits(e) => RenderError::new(
+            ErrorCode::ImageTooLarge,
+            format!("{e}: its header asks for more pixels or memory than a render may use"),
+        ),
         ImageError::Decoding(e) => RenderError::new(ErrorCode::CorruptImage, e.to_string()),
         ImageError::IoError(e) => RenderError::new(ErrorCode::CorruptImage, e.to_string()),
         other => RenderError::new(ErrorCode::CorruptImage, other.to_string()),

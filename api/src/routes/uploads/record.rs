@@ -35,7 +35,10 @@ pub(crate) async fn refuse_upload(
         rec.image_id,
         EventBody::Failed(Failure {
             code: refusal.code,
-            message: format!("{}; ask for a new upload link", refusal.message),
+            message: format!(
+                "{}; this link is spent: a new attempt needs a new upload link",
+                refusal.message
+            ),
             retryable: false,
             generation: 0,
         }),
