@@ -49,6 +49,7 @@ impl NatsCluster {
         for node in &mut nodes {
             node.wait_ready(Duration::from_secs(30)).await?;
         }
+        wait_formed(&nodes, size).await;
         Ok(Self {
             nodes,
             monitor_ports: ports.iter().map(|p| p.2).collect(),
@@ -63,5 +64,24 @@ impl NatsCluster {
             .map(NatsServer::url)
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// Waits (up to 30 s) until every node advertises the whole cluster to a new client (its
+/// `connect_urls` list every server once its routes are up), as `--stream-replicas auto` reads
+/// it: a client connecting earlier sees a smaller cluster.
+async fn wait_formed(nodes: &[NatsServer], size: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for node in nodes {
+        while std::time::Instant::now() < deadline {
+            let formed = match async_nats::connect(node.url()).await {
+                Ok(client) => crate::topology::cluster_size(&client.server_info()) >= size,
+                Err(_) => false,
+            };
+            if formed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
