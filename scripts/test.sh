@@ -9,6 +9,8 @@ cd "$ROOT"
 "$ROOT/scripts/ensure-build-deps.sh"
 # The browser test drives Debian's chromium through Debian's chromedriver.
 "$ROOT/scripts/ensure-browser.sh"
+# The fault suite runs a processor under libfaketime (a skewed clock).
+"$ROOT/scripts/ensure-faketime.sh"
 GALLERY_NATS_SERVER="$("$ROOT/scripts/ensure-nats-server.sh")"
 export GALLERY_NATS_SERVER
 # The S3-mode tests run a real Garage unless they are pointed at another endpoint.

@@ -33,6 +33,8 @@ struct Deployment {
     nats_urls: String,
     /// Where the deployment stores objects (the data dir, or S3): what the judge reads.
     storage: AppConfig,
+    /// Every process's environment (NATS, data dir, secret, the scenario's settings).
+    env: Vec<(&'static str, String)>,
 }
 
 fn s3_env(s3: &S3Server) -> Vec<(&'static str, String)> {
@@ -85,30 +87,34 @@ impl Deployment {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}; api log: {}", api.log_tail()))?;
-        let mut procs = Vec::new();
-        let mut health = Vec::new();
-        for i in 0..processors {
-            let mut penv = env.clone();
-            let port = free_port()?;
-            health.push(port);
-            penv.push(("GALLERY_HEALTH_LISTEN", format!("127.0.0.1:{port}")));
-            penv.push(("GALLERY_CONCURRENCY", "1".into()));
-            procs.push(Proc::spawn(
-                &format!("processor-{}", i + 1),
-                &["processor"],
-                &penv,
-                dir.path(),
-            )?);
-        }
-        Ok(Self {
+        let mut d = Self {
             storage: AppConfig::local(&data),
             dir,
             api,
-            processors: procs,
-            health,
+            processors: Vec::new(),
+            health: Vec::new(),
             client,
             nats_urls: nats_urls.to_owned(),
-        })
+            env,
+        };
+        for _ in 0..processors {
+            d.add_processor(Vec::new())?;
+        }
+        Ok(d)
+    }
+
+    /// Starts one more processor replica, with `extra` environment on top of the deployment's.
+    fn add_processor(&mut self, extra: Vec<(&'static str, String)>) -> anyhow::Result<usize> {
+        let mut penv = self.env.clone();
+        let port = free_port()?;
+        penv.push(("GALLERY_HEALTH_LISTEN", format!("127.0.0.1:{port}")));
+        penv.push(("GALLERY_CONCURRENCY", "1".into()));
+        penv.extend(extra);
+        let name = format!("processor-{}", self.processors.len() + 1);
+        let proc = Proc::spawn(&name, &["processor"], &penv, self.dir.path())?;
+        self.processors.push(proc);
+        self.health.push(port);
+        Ok(self.processors.len() - 1)
     }
 
     /// Judges the scenario by the log ([`settle`]), waits for the api's read model to reach the
@@ -773,4 +779,126 @@ fn damage_sled(dir: &std::path::Path) {
         }
         std::fs::write(&db, bytes).unwrap();
     }
+}
+
+/// libfaketime's preload library (Debian's `faketime` package; `scripts/ensure-faketime.sh`).
+fn libfaketime() -> String {
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ];
+    candidates
+        .iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .map(|p| (*p).to_owned())
+        .expect("libfaketime is missing: scripts/ensure-faketime.sh installs it")
+}
+
+/// How long a burst's images of `project` took, from `since`, to all have an outcome in the
+/// log, and the outcomes' codes ("done" or the failure's code).
+async fn outcomes_after(
+    js: &async_nats::jetstream::Context,
+    project: &str,
+    sent: &[Sent],
+    limit: Duration,
+) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let events = gallery_e2e::tally::project_events(js, project)
+            .await
+            .unwrap_or_default();
+        let codes: Vec<String> = sent
+            .iter()
+            .filter_map(|s| {
+                events.iter().rev().find_map(|e| {
+                    (e.event.image_id.to_string() == s.image_id)
+                        .then_some(&e.event.body)
+                        .and_then(|b| match b {
+                            gallery_schema::EventBody::Processed { .. } => Some("done".into()),
+                            gallery_schema::EventBody::Failed(f) => {
+                                Some(f.code.as_str().to_owned())
+                            }
+                            _ => None,
+                        })
+                })
+            })
+            .collect();
+        if codes.len() == sent.len() || Instant::now() > deadline {
+            return codes;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A processor whose clock is 25 h off (libfaketime) measures its retry budget right. 25 h
+/// ahead: with S3 down shorter than the budget its photos end `done`; down longer, they end
+/// `retries_exhausted` about a budget after the first attempt, neither at once nor never.
+/// 25 h behind, S3 refuses every request it signs (Garage: "Date is too old"), outage or not:
+/// its photos end `retries_exhausted` about a budget after the first attempt (before the fix,
+/// never: a negative elapsed time counted as zero).
+async fn skewed_clock(skew: &str, project: &str, s3_takes_its_signatures: bool) {
+    const BUDGET: Duration = Duration::from_secs(20);
+    let nats = NatsServer::start_temp().await.unwrap();
+    let mut s3 = S3Server::start().await.unwrap();
+    let mut env = s3_env(&s3);
+    env.push(("GALLERY_RETRY_BUDGET", format!("{}s", BUDGET.as_secs())));
+    let mut d = Deployment::start(&nats.url(), 0, env).await.unwrap();
+    d.storage.s3 = Some(s3.config.clone());
+    let js = d.js().await.unwrap();
+    let photo = jpeg_photo(1600, 1200);
+    let skewed = vec![
+        ("LD_PRELOAD", libfaketime()),
+        ("FAKETIME", skew.to_owned()),
+        // Timers run on the monotonic clock, which stays true.
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+    ];
+    // 1. Down for half the budget.
+    let (short, _) = burst(&d.client, project, &photo, 3, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(wait_for(&js, project, Duration::from_secs(30), |_, u| u == 3).await);
+    s3.kill();
+    let started = Instant::now();
+    let p = d.add_processor(skewed).unwrap();
+    tokio::time::sleep(BUDGET / 2).await;
+    s3.start_again().await.unwrap();
+    let codes = outcomes_after(&js, project, &short, BUDGET * 4).await;
+    let took = started.elapsed();
+    if !s3_takes_its_signatures {
+        println!(
+            "clock {skew}: S3 refuses its signatures; {codes:?} after {:.1}s (budget {}s)",
+            took.as_secs_f64(),
+            BUDGET.as_secs()
+        );
+        assert_eq!(codes, ["retries_exhausted"; 3], "{skew}\n{}", d.logs());
+        assert!(took >= BUDGET, "{skew}: gave up at once ({took:?})");
+        return;
+    }
+    assert_eq!(codes, ["done"; 3], "{skew}, down shorter\n{}", d.logs());
+    // 2. Down for longer than the budget: retries_exhausted after about the budget.
+    d.processors[p].terminate(Duration::from_secs(10));
+    let (long, _) = burst(&d.client, project, &photo, 3, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(wait_for(&js, project, Duration::from_secs(30), |_, u| u == 3).await);
+    s3.kill();
+    let started = Instant::now();
+    d.processors[p].start().unwrap();
+    let codes = outcomes_after(&js, project, &long, BUDGET * 4).await;
+    let took = started.elapsed();
+    s3.start_again().await.unwrap();
+    println!(
+        "clock {skew}: down shorter than the budget: 3 done; down longer: {codes:?} after {:.1}s (budget {}s)",
+        took.as_secs_f64(),
+        BUDGET.as_secs()
+    );
+    assert_eq!(codes, ["retries_exhausted"; 3], "{skew}\n{}", d.logs());
+    assert!(took >= BUDGET, "{skew}: gave up at once ({took:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s9_a_processor_clock_25_hours_ahead_or_behind_keeps_its_budget() {
+    skewed_clock("+25h", "s9-ahead", true).await;
+    skewed_clock("-25h", "s9-behind", false).await;
 }

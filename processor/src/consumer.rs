@@ -332,12 +332,9 @@ fn published_at(msg: &jetstream::Message) -> Option<chrono::DateTime<chrono::Utc
     })
 }
 
-/// How much of the failure budget is spent ([`crate::plan::budget_start`]); zero when it
-/// hasn't begun.
+/// How much of the failure budget is spent now ([`crate::plan::budget_elapsed`]).
 fn budget_elapsed(attempt: &Attempt, published: Option<chrono::DateTime<chrono::Utc>>) -> Duration {
-    crate::plan::budget_start(attempt.first_started_at, published)
-        .and_then(|at| (chrono::Utc::now() - at).to_std().ok())
-        .unwrap_or_default()
+    crate::plan::budget_elapsed(attempt.first_started_at, published, chrono::Utc::now())
 }
 
 /// `gallery_jobs_total` by outcome, and, for a first generation done,

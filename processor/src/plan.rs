@@ -221,6 +221,23 @@ pub fn budget_start(
     Some(trigger_published.map_or(first, |t| t.max(first)))
 }
 
+/// How much of the failure budget is spent at `now`, this processor's clock ([`budget_start`]);
+/// zero when it hasn't begun. A trigger time later than `now` is left out: the server's clock
+/// stamped it, and a processor whose clock is behind the server's would otherwise see a
+/// negative time, counted as zero, and retry forever. The first attempt's time is a
+/// processor's own stamp (this one's, unless another replica started the generation), so a
+/// clock that is off by a constant still measures the budget right.
+pub fn budget_elapsed(
+    first_started: Option<DateTime<Utc>>,
+    trigger_published: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Duration {
+    let published = trigger_published.filter(|t| *t <= now);
+    budget_start(first_started, published)
+        .and_then(|at| (now - at).to_std().ok())
+        .unwrap_or_default()
+}
+
 /// The one place that decides a delivery's acknowledgement. `delivered` counts this delivery
 /// (1 on the first); `elapsed` is how long ago this generation's first attempt started.
 ///
@@ -502,6 +519,47 @@ mod tests {
         );
         // The first attempt's time stays the budget's start.
         assert_eq!(h.started_at(1), Some(events[0].event.at));
+    }
+
+    #[test]
+    fn the_budget_is_measured_right_by_a_skewed_clock() {
+        let budget = Duration::from_secs(60);
+        let hours = |h: i64| chrono::TimeDelta::hours(h);
+        let secs = |s: i64| chrono::TimeDelta::seconds(s);
+        // The server's clock stamps the trigger; the processor's own clock, off by `skew`,
+        // stamps the first attempt a second later and reads `now` a budget after that.
+        let server = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        // `late`: how much later than the budget it may end (a clock behind by less than the
+        // time since the trigger can't be told from a re-drive, which restarts the budget).
+        for (skew, late) in [
+            (hours(-25), 0),
+            (secs(-61), 61),
+            (secs(0), 0),
+            (secs(61), 0),
+            (hours(25), 0),
+        ] {
+            let first = server + secs(1) + skew;
+            let published = Some(server);
+            let spent = |after: i64| budget_elapsed(Some(first), published, first + secs(after));
+            // Neither at once...
+            assert_eq!(spent(0), Duration::ZERO, "skew {skew}");
+            assert!(spent(59) < budget, "skew {skew}");
+            // ...nor never: about a budget later it is spent, whatever the skew.
+            assert!(
+                spent(60 + late) >= budget,
+                "skew {skew}: {:?}",
+                spent(60 + late)
+            );
+            assert!(
+                spent(60 + late) < budget + Duration::from_secs(2),
+                "skew {skew}"
+            );
+        }
+        // Nothing known yet: nothing spent.
+        assert_eq!(
+            budget_elapsed(None, Some(server), server + hours(30)),
+            Duration::ZERO
+        );
     }
 
     #[test]
