@@ -188,6 +188,38 @@ fn big_photo() -> Vec<u8> {
     jpeg_photo(4000, 3000)
 }
 
+/// The live child processes of `pid` (from /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| stat_of(*child).is_some_and(|(state, ppid)| ppid == pid && state != 'Z'))
+        .collect()
+}
+
+/// A process's state letter and parent pid, from /proc/PID/stat.
+fn stat_of(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": the comm may hold spaces and parentheses; the last ')' ends it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// How many of `pids` are still running (not exited, not a zombie) after `limit`.
+async fn outliving(pids: &[u32], limit: Duration) -> usize {
+    let running = |p: &u32| stat_of(*p).is_some_and(|(state, _)| state != 'Z' && state != 'X');
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && pids.iter().any(running) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pids.iter().filter(|p| running(p)).count()
+}
+
 /// Waits until both replicas hold deliveries (at least 3 jobs in flight: each replica takes
 /// at most 2), so a kill is sure to interrupt one.
 async fn both_replicas_busy(d: &Deployment, project: &str) -> bool {
@@ -208,17 +240,29 @@ async fn s1_processor_replica_killed_mid_render() {
         tokio::spawn(
             async move { burst(&client, "s1", &photo, 24, Duration::from_secs(60)).await },
         );
-    // Kill replica 1 while it holds a delivery, several times, restarting it each time.
-    let mut kills = 0;
+    // Kill replica 1 while it holds a delivery, several times, restarting it each time. Its
+    // render workers (children) must not outlive it.
+    let (mut kills, mut workers, mut orphans) = (0, 0, 0);
     for _ in 0..4 {
         if !both_replicas_busy(&d, "s1").await {
             break;
         }
+        // Mid-render: once its render worker is up (started with the replica's first render).
+        let pid = d.processors[0].pid().unwrap();
+        let rendering = Instant::now() + Duration::from_secs(3);
+        while children_of(pid).is_empty() && Instant::now() < rendering {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let children = children_of(pid);
         d.processors[0].kill9();
         kills += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        workers += children.len();
+        orphans += outliving(&children, Duration::from_secs(5)).await;
         d.processors[0].start().unwrap();
     }
+    println!("kill -9: {workers} render workers of the killed replica, {orphans} outlived it");
+    assert!(workers > 0, "the killed replica had render workers");
+    assert_eq!(orphans, 0, "render workers outlived their processor");
     let (sent, _) = sending.await.unwrap().unwrap();
     let mut tally = d.judge("s1", &sent, Duration::from_secs(180)).await;
     // The proof it hit: the killed deliveries came again (a later attempt in the log).

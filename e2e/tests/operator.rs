@@ -1,6 +1,7 @@
 //! A newcomer's operator commands against a real `gallery up` (the built binary, its embedded
-//! nats-server): found by the data dir alone, a refused NATS user named as such, and
-//! `gallery token`, which signs with the deployment's keys and never makes keys up.
+//! nats-server): found by the data dir alone, a refused NATS user named as such, `gallery
+//! rebuild` refused while the data dir is in use, and `gallery token`, which signs with the
+//! deployment's keys and never makes keys up.
 
 use std::path::Path;
 use std::process::Output;
@@ -78,6 +79,24 @@ async fn operator_commands_find_a_local_gallery_up_by_its_data_dir() {
     let backup = dir.path().join("log.backup");
     let out = gallery(&["backup", "--out", arg(&backup), "--data-dir", arg(&data)]).await;
     assert!(out.status.success(), "{}", text(&out));
+
+    // `gallery rebuild` refuses a data dir a running gallery uses, and leaves its model be.
+    let model_before = std::fs::metadata(data.join("readmodel"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let out = gallery(&["rebuild", "--data-dir", arg(&data)]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is in use by a running gallery"),
+        "{}",
+        text(&out)
+    );
+    let model_after = std::fs::metadata(data.join("readmodel"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(model_before, model_after);
 
     // The right address with the wrong user is refused as such, at once.
     let address = std::fs::read_to_string(data.join("nats/address")).unwrap();
