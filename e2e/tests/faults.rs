@@ -140,15 +140,17 @@ impl Deployment {
             .model_equals_log(&js, &self.storage.data_dir)
             .await
             .unwrap();
-        self.api.start().unwrap();
-        wait_ready(
-            &self.client.http,
-            &format!("{}/ready", self.client.base),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+        self.start_api("/ready").await;
         tally
+    }
+
+    /// Starts the (stopped) api again and waits until `path` answers 200.
+    async fn start_api(&mut self, path: &str) {
+        self.api.start().unwrap();
+        let url = format!("{}{path}", self.client.base);
+        wait_ready(&self.client.http, &url, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.api.log_tail()));
     }
 
     /// Prints the line and asserts it, with the processes' logs when it fails.
@@ -383,7 +385,6 @@ async fn s7_sigterm_during_a_burst_then_start_again() {
         .filter_map(|l| image_in(l))
         .collect();
     // What it released finishes on the other replica within 10 s of the SIGTERM.
-    let js = d.js().await.unwrap();
     let deadline = started + Duration::from_secs(10);
     let mut taken_over = 0;
     for id in &released {
@@ -408,7 +409,6 @@ async fn s7_sigterm_during_a_burst_then_start_again() {
     );
     d.api.start().unwrap();
     d.processors[0].start().unwrap();
-    drop(js);
     let mut tally = d.judge("s7", &sent, Duration::from_secs(180)).await;
     println!(
         "SIGTERM: the processor stopped in {:.1}s, released {} deliveries, {taken_over} finished on the other replica within 10 s",
@@ -744,14 +744,7 @@ async fn s4_cluster_leader_killed_mid_burst() {
 
     // A gallery restart keeps the stream at three replicas.
     d.api.terminate(Duration::from_secs(15));
-    d.api.start().unwrap();
-    wait_ready(
-        &d.client.http,
-        &format!("{}/health", d.client.base),
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    d.start_api("/health").await;
     let (_, replicas) = stream_cluster(&js).await.unwrap();
     assert_eq!(replicas, 3, "a restart must not scale the stream down");
 }
@@ -779,14 +772,7 @@ async fn s8_damaged_read_model_is_rebuilt_at_start() {
         .expect("api stops on SIGTERM");
     let readmodel = d.dir.path().join("data/readmodel");
     damage_sled(&readmodel);
-    d.api.start().unwrap();
-    wait_ready(
-        &d.client.http,
-        &format!("{}/ready", d.client.base),
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    d.start_api("/ready").await;
     let rebuilt = d.client.listing("s8").await.unwrap();
     let strip = |list: &[serde_json::Value]| -> Vec<serde_json::Value> {
         list.iter()

@@ -77,10 +77,6 @@ impl ImageHistory {
         h
     }
 
-    pub fn started(&self, generation: u32) -> bool {
-        self.started.contains_key(&generation)
-    }
-
     /// The attempt a delivery of `generation` is: every delivery is one, so the later of its
     /// delivery count (a redelivery of the same trigger) and one past the highest recorded (a
     /// new trigger, such as a re-drive, for a generation started before).
@@ -341,7 +337,7 @@ mod tests {
         assert_eq!((h.last_seq, h.generation), (12, 2));
         assert_eq!(h.etag.as_deref(), Some("e1"));
         assert!(h.settled(1) && !h.settled(2));
-        assert!(h.started(1) && !h.started(2));
+        assert!(h.started_at(1).is_some() && h.started_at(2).is_none());
         // A deleted image has nothing left to render, whatever generation asks.
         let mut deleted = events.clone();
         deleted.push(stored(
